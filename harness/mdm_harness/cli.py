@@ -1,0 +1,112 @@
+"""``mdm-harness``: run conformance scenarios, or serve a server with the component for people.
+
+  mdm-harness run [--server prosody] [--select PATTERN] [--junit FILE] [--transcript] [PATHS...]
+  mdm-harness serve [--server prosody] [PATHS...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import shutil
+import signal
+import sys
+import tempfile
+from pathlib import Path
+
+from .component_control import ComponentControl
+from .junit import write_junit
+from .runner import accounts_of, run_scenario
+from .scenario import ScenarioError, load_scenarios
+from .servers import Account, start_server
+
+SERVERS = ("prosody",)
+DEFAULT_ACCOUNTS = [Account(u, f"{u}-password") for u in ("alice", "bob", "colin")]
+
+
+def _emit(line: str) -> None:
+    print(line, flush=True)
+
+
+async def _run(args: argparse.Namespace) -> int:
+    scenarios = load_scenarios([Path(p) for p in args.paths], args.select)
+    if not scenarios:
+        print("mdm-harness: no scenario selected", file=sys.stderr)
+        return 2
+    results = []
+    for server in args.server:
+        for sc in scenarios:
+            results.append(await run_scenario(sc, server, _emit, transcript=args.transcript,
+                                              keep=args.keep))
+    if args.junit:
+        write_junit(results, Path(args.junit))
+    passed = sum(r.passed for r in results)
+    failed = len(results) - passed
+    if failed:
+        _emit("failed: " + ", ".join(f"{r.scenario.name} [{r.server}]" for r in results if not r.passed))
+    _emit(f"{passed} passed, {failed} failed")
+    return 0 if failed == 0 else 1
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    accounts = accounts_of(load_scenarios([Path(p) for p in args.paths])) if args.paths else DEFAULT_ACCOUNTS
+    workdir = Path(tempfile.mkdtemp(prefix="mdm-serve-"))
+    server = await start_server(args.server[0], accounts, workdir)
+    component = ComponentControl(server)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await component.start()
+        _emit(f"{server.kind} is running with the MDM component (Ctrl-C stops everything)")
+        _emit(f"  XMPP domain  : {server.domain}")
+        _emit(f"  c2s          : {server.host}:{server.c2s_port} (plaintext, PLAIN/SCRAM allowed)")
+        _emit(f"  component    : {server.component_jid} on {server.host}:{server.component_port}")
+        _emit(f"  group chat   : {server.muc_domain}")
+        _emit(f"  server log   : {server.log_file}")
+        for a in accounts:
+            _emit(f"  account      : {a.user}@{server.domain}  password {a.password}")
+        await stop.wait()
+    finally:
+        await component.stop()
+        await server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mdm-harness", description="MDM conformance harness")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run scenarios (.scs files or directories)")
+    run.add_argument("--server", action="append", choices=SERVERS,
+                     help="server to run against (repeatable; default prosody)")
+    run.add_argument("--select", help="regular expression on scenario names")
+    run.add_argument("--junit", help="write JUnit XML here")
+    run.add_argument("--transcript", action="store_true", help="print every stanza sent and received")
+    run.add_argument("--keep", action="store_true", help="keep each server's temp dir (logs)")
+    run.add_argument("paths", nargs="*", default=["conformance"])
+    serve = sub.add_parser("serve", help="start a server with the component until Ctrl-C")
+    serve.add_argument("--server", action="append", choices=SERVERS)
+    serve.add_argument("paths", nargs="*", help="scenarios whose accounts to create")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    args = parser.parse_args(argv)
+    args.server = args.server or ["prosody"]
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if not args.verbose:
+        # aioxmpp complains about iq replies the harness consumes itself (barriers, raw sends)
+        logging.getLogger("aioxmpp").setLevel(logging.ERROR)
+    with contextlib.suppress(KeyboardInterrupt):
+        try:
+            return asyncio.run(_run(args) if args.command == "run" else _serve(args))
+        except ScenarioError as e:
+            print(f"mdm-harness: {e}", file=sys.stderr)
+            return 2
+    return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,156 @@
+"""A pool of real aioxmpp clients: one user, many devices, each recording what it receives.
+
+>>> pool = ClientPool(server)
+>>> laptop = await pool.connect("alice.laptop", "alice@localhost", "pw", resource="laptop")
+>>> await laptop.send("<presence/>")
+>>> stanza = await laptop.next_stanza()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from typing import TYPE_CHECKING
+
+from lxml import etree
+
+from . import aioxmpp_adapter as adapter
+
+if TYPE_CHECKING:
+    from .servers import ServerHandle
+
+log = logging.getLogger(__name__)
+
+SM = "urn:xmpp:sm:3"
+DEFAULT_TIMEOUT = 5.0
+_ids = itertools.count(1)
+
+
+class Client:
+    """One connected device. ``received`` holds stanzas not yet consumed by an expectation."""
+
+    def __init__(self, name: str, jid: str, password: str, resource: str | None = None) -> None:
+        self.name = name
+        self.jid = f"{jid}/{resource}" if resource else jid
+        self.bare_jid = jid.split("/", 1)[0]
+        self.password = password
+        self.full_jid = ""
+        self.received: list[etree._Element] = []
+        self.history: list[etree._Element] = []  # everything, for transcripts
+        self._arrived = asyncio.Condition()
+        self._client = None
+        self._cm = None
+        self._waiting_ids: dict[str, asyncio.Future[etree._Element]] = {}
+
+    # --- connection ---
+
+    async def connect(self, host: str, port: int) -> None:
+        self._client = adapter.make_client(self.jid, self.password, host, port)
+        self._cm = self._client.connected()
+        await asyncio.wait_for(self._cm.__aenter__(), 15)
+        adapter.install_capture(self._client, self._on_element)
+        self.full_jid = str(self._client.local_jid)
+
+    async def disconnect(self) -> None:
+        if self._cm is not None:
+            cm, self._cm = self._cm, None
+            try:
+                await asyncio.wait_for(cm.__aexit__(None, None, None), 10)
+            except (asyncio.TimeoutError, ConnectionError) as e:
+                log.debug("%s: disconnect: %s", self.name, e)
+
+    @property
+    def connected(self) -> bool:
+        return self._cm is not None
+
+    # --- receiving ---
+
+    def _on_element(self, el: etree._Element) -> None:
+        if etree.QName(el).namespace == SM:
+            return  # stream management acks are transport, not conversation
+        fut = self._waiting_ids.pop(el.get("id", ""), None) if el.tag.endswith("}iq") else None
+        if fut is not None:
+            if not fut.done():
+                fut.set_result(el)
+            return
+        self.received.append(el)
+        self.history.append(el)
+        asyncio.get_running_loop().create_task(self._notify())
+
+    async def _notify(self) -> None:
+        async with self._arrived:
+            self._arrived.notify_all()
+
+    async def wait_for(self, count: int = 1, timeout: float = DEFAULT_TIMEOUT) -> bool:
+        """Wait until at least ``count`` stanzas are unconsumed; False on timeout."""
+        async with self._arrived:
+            try:
+                await asyncio.wait_for(self._arrived.wait_for(lambda: len(self.received) >= count), timeout)
+            except asyncio.TimeoutError:
+                return False
+        return True
+
+    async def next_stanza(self, timeout: float = DEFAULT_TIMEOUT) -> etree._Element | None:
+        if not await self.wait_for(1, timeout):
+            return None
+        return self.received.pop(0)
+
+    # --- sending ---
+
+    async def send(self, xml: str | bytes | etree._Element) -> None:
+        if self._client is None or self._cm is None:
+            raise RuntimeError(f"{self.name} is not connected")
+        if isinstance(xml, etree._Element):
+            data = etree.tostring(xml)
+        else:
+            data = xml.encode() if isinstance(xml, str) else xml
+        adapter.send_raw(self._client, data)
+
+    async def iq(self, xml: str, timeout: float = DEFAULT_TIMEOUT) -> etree._Element:
+        """Send an <iq/> (its id attribute must be the placeholder {id}) and return the reply."""
+        iq_id = f"h{next(_ids)}"
+        fut: asyncio.Future[etree._Element] = asyncio.get_running_loop().create_future()
+        self._waiting_ids[iq_id] = fut
+        await self.send(xml.replace("{id}", iq_id))
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        finally:
+            self._waiting_ids.pop(iq_id, None)
+
+    async def enable_carbons(self) -> None:
+        reply = await self.iq("<iq type='set' id='{id}'><enable xmlns='urn:xmpp:carbons:2'/></iq>")
+        if reply.get("type") != "result":
+            raise RuntimeError(f"{self.name}: carbons enable failed: {etree.tostring(reply).decode()}")
+
+
+class ClientPool:
+    """Named clients against one server; ``barrier()`` waits until everything in flight arrived."""
+
+    def __init__(self, server: ServerHandle) -> None:
+        self.server = server
+        self.clients: dict[str, Client] = {}
+
+    async def connect(self, name: str, jid: str, password: str, resource: str | None = None) -> Client:
+        client = self.clients.get(name) or Client(name, jid, password, resource)
+        self.clients[name] = client
+        await client.connect(self.server.host, self.server.c2s_port)
+        return client
+
+    def __getitem__(self, name: str) -> Client:
+        return self.clients[name]
+
+    async def barrier(self) -> None:
+        """Deterministic quiescence, no sleeping: each client's stream is in order, so an iq to the
+        component answered means every stanza that client sent before was handled by the component
+        (which answers in order) and its deliveries were queued by the server; then a ping from
+        each client means every stanza queued for it before has been read."""
+        live = [c for c in self.clients.values() if c.connected]
+        await asyncio.gather(*(c.iq(f"<iq type='get' id='{{id}}' to='{self.server.component_jid}'>"
+                                    "<query xmlns='http://jabber.org/protocol/disco#info'/></iq>")
+                               for c in live))
+        await asyncio.gather(*(c.iq(f"<iq type='get' id='{{id}}' to='{self.server.domain}'>"
+                                    "<ping xmlns='urn:xmpp:ping'/></iq>") for c in live))
+
+    async def close(self) -> None:
+        await asyncio.gather(*(c.disconnect() for c in self.clients.values()), return_exceptions=True)

@@ -1,0 +1,214 @@
+"""Run scenarios against a real server with the component, one fresh server per scenario.
+
+Each scenario gets its own server process, data dir and accounts (nothing leaks between
+scenarios: offline messages, archives, rosters), and the same in-process component. Every step
+prints one line as it runs; a failure shows expected and received XML side by side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lxml import etree
+
+from .clients import DEFAULT_TIMEOUT, ClientPool
+from .component_control import ComponentControl
+from .matcher import HARNESS, SCANSION, mismatch, parse_expected, pretty
+from .scenario import Scenario, Step
+from .servers import Account, ServerHandle, start_server
+
+log = logging.getLogger(__name__)
+
+NOTHING_WITHIN = DEFAULT_TIMEOUT
+
+
+class StepFailed(Exception):
+    pass
+
+
+@dataclass
+class ScenarioResult:
+    scenario: Scenario
+    server: str
+    passed: bool
+    seconds: float
+    failure: str = ""
+    steps_run: int = 0
+    transcript: list[str] = field(default_factory=list)
+
+
+def side_by_side(left: str, right: str, titles: tuple[str, str] = ("expected", "received")) -> str:
+    lw = max([len(titles[0]), *map(len, left.splitlines())])
+    rows = [f"{titles[0]:<{lw}} | {titles[1]}", f"{'-' * lw}-+-{'-' * len(titles[1])}"]
+    a, b = left.splitlines(), right.splitlines()
+    for i in range(max(len(a), len(b))):
+        rows.append(f"{a[i] if i < len(a) else '':<{lw}} | {b[i] if i < len(b) else ''}")
+    return "\n".join(rows)
+
+
+class ScenarioRun:
+    def __init__(self, scenario: Scenario, server: ServerHandle, component: ComponentControl,
+                 emit: Callable[[str], None], transcript: bool) -> None:
+        self.scenario = scenario
+        self.server = server
+        self.component = component
+        self.pool = ClientPool(server)
+        self.emit = emit
+        self.transcript = transcript
+        self._shown: list[str] = []  # XML of the current step, printed under its step line
+
+    def _vars(self, text: str) -> str:
+        def sub(m: re.Match[str]) -> str:
+            name, what = m.group(1), m.group(2)
+            spec = self.scenario.clients.get(name)
+            if spec is None:
+                raise StepFailed(f"${{{m.group(0)}}}: no client {name!r}")
+            if what == "full JID":
+                client = self.pool.clients.get(name)
+                if client is None or not client.full_jid:
+                    raise StepFailed(f"{name} has no full JID before it connects")
+                return client.full_jid
+            return spec.jid
+        return re.sub(r"\$\{(.+?)'s (full JID|JID|bare JID)\}", sub, text)
+
+    def _show(self, label: str, el: etree._Element) -> None:
+        if self.transcript:
+            self._shown.extend(f"        {label} {line}" for line in pretty(el).splitlines())
+
+    async def step(self, step: Step) -> None:
+        v = step.verb
+        if v == "connects":
+            spec = self.scenario.clients[step.actor]
+            await self.pool.connect(spec.name, spec.jid, spec.password, spec.resource)
+        elif v == "disconnects":
+            await self.pool[step.actor].disconnect()
+        elif v == "sends":
+            client = self.pool[step.actor]
+            xml = self._vars(step.xml)
+            for el in map(copy.deepcopy, parse_expected(xml)):  # standalone: own ns declarations
+                for attr in [a for a in el.attrib if etree.QName(a).namespace in (SCANSION, HARNESS)]:
+                    del el.attrib[attr]
+                etree.cleanup_namespaces(el)
+                self._show(">>", el)
+                await client.send(etree.tostring(el))
+        elif v == "receives":
+            await self._receives(step)
+        elif v == "receives-nothing":
+            await self.pool.barrier()
+            client = self.pool[step.actor]
+            if client.received:
+                got = client.received.pop(0)
+                raise StepFailed(f"{step.actor} received a stanza, expected nothing:\n{pretty(got)}")
+        elif v == "wait":
+            await asyncio.sleep(float(step.arg))  # only for time windows the scenario is about
+        elif v == "set":
+            self.component.set(str(step.arg))
+        elif v == "stop":
+            await self.component.stop()
+        elif v == "start":
+            await self.component.start()
+        else:
+            raise StepFailed(f"unknown verb {v}")
+
+    async def _receives(self, step: Step) -> None:
+        client = self.pool[step.actor]
+        expected = parse_expected(self._vars(step.xml))
+        # Several elements in one block may arrive in any order (fan-out has no defined order).
+        remaining = list(expected)
+        while remaining:
+            got = await client.next_stanza(DEFAULT_TIMEOUT)
+            if got is None:
+                raise StepFailed(f"{step.actor} received nothing within {DEFAULT_TIMEOUT}s; expected:\n"
+                                 + "\n".join(pretty(e) for e in remaining))
+            reasons = []
+            for exp in remaining:
+                reason = mismatch(exp, got)
+                if reason is None:
+                    remaining.remove(exp)
+                    self._show("<<", got)
+                    break
+                reasons.append((exp, reason))
+            else:
+                exp, reason = reasons[0]
+                raise StepFailed(f"{step.actor} received a stanza that does not match: {reason}\n"
+                                 + side_by_side(pretty(exp), pretty(got)))
+
+    async def run(self) -> int:
+        n = 0
+        try:
+            for step in self.scenario.steps:
+                n += 1
+                try:
+                    await self.step(step)
+                except StepFailed:
+                    self.emit(f"    FAIL {step.text}  (line {step.line})")
+                    raise
+                except Exception as e:
+                    self.emit(f"    FAIL {step.text}  (line {step.line})")
+                    raise StepFailed(f"{type(e).__name__}: {e}") from e
+                self.emit(f"    ok   {step.text}")
+                for line in self._shown:
+                    self.emit(line)
+                self._shown.clear()
+        finally:
+            await self.pool.close()
+        return n
+
+
+def accounts_of(scenarios: list[Scenario]) -> list[Account]:
+    seen: dict[str, Account] = {}
+    for sc in scenarios:
+        for spec in sc.clients.values():
+            prev = seen.get(spec.user)
+            if prev and prev.password != spec.password:
+                raise ValueError(f"{sc.name}: {spec.user} has two different passwords")
+            seen[spec.user] = Account(spec.user, spec.password)
+    return list(seen.values())
+
+
+async def run_scenario(scenario: Scenario, server_kind: str, emit: Callable[[str], None],
+                       transcript: bool = False, keep: bool = False) -> ScenarioResult:
+    started = time.monotonic()
+    workdir = Path(tempfile.mkdtemp(prefix=f"mdm-{server_kind}-"))
+    emit(f"{scenario.name} [{server_kind}]: {scenario.title}")
+    result = ScenarioResult(scenario, server_kind, False, 0.0)
+    server = None
+    component = None
+    try:
+        server = await start_server(server_kind, accounts_of([scenario]), workdir)
+        component = ComponentControl(server)
+        await component.start()
+        run = ScenarioRun(scenario, server, component, emit, transcript)
+        result.steps_run = await run.run()
+        result.passed = True
+    except StepFailed as e:
+        result.failure = str(e)
+    except Exception as e:  # a broken set-up fails the scenario, it does not stop the run
+        log.debug("scenario %s crashed", scenario.name, exc_info=True)
+        result.failure = f"{type(e).__name__}: {e}"
+    finally:
+        if component is not None:
+            await component.stop()
+        if server is not None:
+            if not result.passed:
+                tail = server.log_tail(15)
+                if tail:
+                    result.failure += f"\n--- {server_kind} log (last lines) ---\n{tail}"
+            await server.stop()
+        if not keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+    result.seconds = time.monotonic() - started
+    if not result.passed:
+        for line in result.failure.splitlines():
+            emit(f"      {line}")
+    emit(f"  {'PASS' if result.passed else 'FAIL'} {scenario.name} ({result.seconds:.1f}s)")
+    return result

@@ -1,0 +1,190 @@
+"""Scenarios in scansion's ``.scs`` format, rendered through jinja2 first.
+
+A file holds a title (``# …``), optional ``## key: value`` metadata, ``[Client] Name`` blocks
+(jid, password, resource), a ``-----`` line, then steps, one per unindented line, with the XML
+of ``sends:`` / ``receives:`` indented below. Steps scansion has: ``Name connects``,
+``Name sends:``, ``Name receives:``, ``Name disconnects``. Ours (docs/scenarios.md):
+``Name receives nothing``, ``Wait 1.5s``, ``Component sets mdm.KEY = VALUE``,
+``Component stops`` / ``Component starts``. ``#`` lines are comments.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jinja2
+
+
+class ScenarioError(ValueError):
+    pass
+
+
+@dataclass
+class ClientSpec:
+    name: str
+    jid: str
+    password: str
+    resource: str | None = None
+
+    @property
+    def user(self) -> str:
+        return self.jid.split("@", 1)[0]
+
+
+@dataclass
+class Step:
+    line: int
+    text: str  # the step line as written, for the transcript
+    actor: str | None  # client name, "Component", or None for Wait
+    verb: str  # connects, sends, receives, receives-nothing, disconnects, wait, set, stop, start
+    xml: str = ""
+    arg: str | float | None = None
+
+
+@dataclass
+class Scenario:
+    name: str
+    path: Path | None
+    title: str
+    clients: dict[str, ClientSpec]
+    steps: list[Step]
+    meta: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def rids(self) -> list[str]:
+        """Requirement IDs in the scenario's name (R2.1-R2.4-foo -> [R2.1, R2.4])."""
+        return re.findall(r"R\d+(?:\.\d+[a-z]?)?", self.name)
+
+
+_STEP_PATTERNS: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(r"^(?P<actor>.+?) connects$"), "connects"),
+    (re.compile(r"^(?P<actor>.+?) disconnects$"), "disconnects"),
+    (re.compile(r"^(?P<actor>.+?) sends:$"), "sends"),
+    (re.compile(r"^(?P<actor>.+?) receives:$"), "receives"),
+    (re.compile(r"^(?P<actor>.+?) receives nothing$"), "receives-nothing"),
+    (re.compile(r"^[Ww]ait (?P<arg>\d+(?:\.\d+)?) ?s$"), "wait"),
+    (re.compile(r"^(?P<actor>Component) sets (?P<arg>mdm\.\w+ *= *\S+)$"), "set"),
+    (re.compile(r"^(?P<actor>Component) stops$"), "stop"),
+    (re.compile(r"^(?P<actor>Component) starts$"), "start"),
+]
+
+
+def _render(text: str, search_path: list[Path]) -> str:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader([str(p) for p in search_path]),
+                             undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+                             # scansion's ${Name's JID} must pass through untouched
+                             variable_start_string="{{", variable_end_string="}}")
+    try:
+        return env.from_string(text).render()
+    except jinja2.TemplateError as e:
+        raise ScenarioError(f"template error: {e}") from None
+
+
+def parse_scenario(text: str, name: str = "scenario", path: Path | None = None,
+                   search_path: list[Path] | None = None) -> Scenario:
+    rendered = _render(text, search_path or ([path.parent] if path else []))
+    lines = rendered.splitlines()
+    title, meta, clients = name, {}, {}
+    i = 0
+    where = str(path) if path else name
+
+    def err(n: int, msg: str) -> ScenarioError:
+        return ScenarioError(f"{where}:{n + 1}: {msg}")
+
+    # --- header and client blocks, up to the ----- line ---
+    current: dict[str, str] | None = None
+    current_name = ""
+    while i < len(lines):
+        raw = lines[i]
+        s = raw.strip()
+        if re.fullmatch(r"-{3,}", s):
+            i += 1
+            break
+        if s.startswith("## ") and ":" in s:
+            k, v = s[3:].split(":", 1)
+            meta[k.strip()] = v.strip()
+        elif s.startswith("#") and title == name and not s.startswith("##"):
+            title = s.lstrip("#").strip() or name
+        elif s.startswith("[Client]"):
+            current_name = s[len("[Client]"):].strip()
+            if not current_name:
+                raise err(i, "[Client] without a name")
+            current = {}
+            clients[current_name] = current
+        elif s and not s.startswith("#"):
+            if current is None or ":" not in s:
+                raise err(i, f"unexpected line before the ----- line: {s!r}")
+            k, v = s.split(":", 1)
+            current[k.strip()] = v.strip()
+        i += 1
+    else:
+        raise ScenarioError(f"{where}: no ----- line between the clients and the steps")
+
+    specs: dict[str, ClientSpec] = {}
+    for cname, fields in clients.items():
+        if "jid" not in fields or "password" not in fields:
+            raise ScenarioError(f"{where}: [Client] {cname} needs jid and password")
+        jid = fields["jid"]
+        resource = fields.get("resource")
+        if "/" in jid:
+            jid, resource = jid.split("/", 1)
+        specs[cname] = ClientSpec(cname, jid, fields["password"], resource)
+
+    # --- steps ---
+    steps: list[Step] = []
+    while i < len(lines):
+        raw = lines[i]
+        s = raw.strip()
+        if not s or (s.startswith("#") and not raw[:1].isspace()):
+            i += 1
+            continue
+        if raw[:1].isspace():
+            raise err(i, f"indented line outside a sends:/receives: block: {s!r}")
+        for pattern, verb in _STEP_PATTERNS:
+            m = pattern.match(s)
+            if m:
+                break
+        else:
+            raise err(i, f"unknown step {s!r}")
+        groups = m.groupdict()
+        actor = groups.get("actor")
+        if actor is not None and actor != "Component" and actor not in specs:
+            raise err(i, f"{actor!r} is not a [Client] of this scenario")
+        step = Step(i + 1, s, actor, verb)
+        if verb == "wait":
+            step.arg = float(groups["arg"])
+        elif verb == "set":
+            step.arg = groups["arg"]
+        i += 1
+        if verb in ("sends", "receives"):
+            block = []
+            while i < len(lines) and (lines[i][:1].isspace() or not lines[i].strip()):
+                block.append(lines[i])
+                i += 1
+            step.xml = "\n".join(block).strip()
+            if not step.xml:
+                raise err(step.line - 1, f"{s!r} needs XML indented below it")
+        steps.append(step)
+    return Scenario(name, path, title, specs, steps, meta)
+
+
+def load_scenarios(paths: list[Path], select: str | None = None) -> list[Scenario]:
+    """Every .scs under ``paths`` (files or directories), sorted by name; ``select`` is a regular
+    expression searched in the scenario name."""
+    files: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            files.extend(sorted(p.rglob("*.scs")))
+        elif p.exists():
+            files.append(p)
+        else:
+            raise ScenarioError(f"{p}: no such file or directory")
+    pattern = re.compile(select) if select else None
+    out = []
+    for f in files:
+        if pattern and not pattern.search(f.stem):
+            continue
+        out.append(parse_scenario(f.read_text(), f.stem, f, [f.parent]))
+    return out

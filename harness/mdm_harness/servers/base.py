@@ -1,0 +1,68 @@
+"""What every server backend provides, and the factory that picks one by name."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Account:
+    user: str  # local part
+    password: str
+
+
+@dataclass
+class ServerHandle:
+    """A running server: where to connect, and how to stop it."""
+    kind: str
+    domain: str
+    c2s_port: int
+    component_port: int
+    component_jid: str
+    component_secret: str
+    muc_domain: str
+    workdir: Path
+    pid: int | None = None
+    log_file: Path | None = None
+    accounts: list[Account] = field(default_factory=list)
+    host: str = "127.0.0.1"
+
+    def log_tail(self, lines: int = 30) -> str:
+        if self.log_file is None or not self.log_file.exists():
+            return ""
+        return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+
+    async def stop(self) -> None:
+        """SIGTERM by pid, SIGKILL after 10 s: nothing stays behind."""
+        if self.pid is None:
+            return
+        pid, self.pid = self.pid, None
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+            for _ in range(100):
+                await asyncio.sleep(0.1)
+                try:
+                    done, _status = os.waitpid(pid, os.WNOHANG)
+                except ChildProcessError:
+                    done = pid
+                if done == pid:
+                    return
+            log.warning("server pid %s did not stop after SIGTERM; killing it", pid)
+            os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+
+
+async def start_server(kind: str, accounts: list[Account], workdir: Path) -> ServerHandle:
+    if kind == "prosody":
+        from .prosody import start_prosody
+        return await start_prosody(accounts, workdir)
+    raise ValueError(f"unknown server kind {kind!r} (available: prosody)")

@@ -1,0 +1,164 @@
+"""Codec for the bridge protocol (docs/bridge-protocol.md): bridge stanzas <-> core events/actions.
+
+Every stanza is parsed once by the stream (lxml) and decoded here; the actions of one batch of
+events are encoded into one command stanza per server host, so several deliveries cross the
+link in one stanza.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from lxml import etree
+
+from . import namespaces as ns
+from .events import (
+    Ack,
+    Action,
+    CarbonsToggled,
+    Deliver,
+    Event,
+    MessageFromUser,
+    MessageToUser,
+    PresenceSent,
+    Resync,
+    Route,
+    SessionBound,
+    SessionUnbound,
+    Stanza,
+)
+from .jid import bare, domain
+
+log = logging.getLogger(__name__)
+
+B = ns.BRIDGE
+EVENTS = ns.q(B, "events")
+COMMANDS = ns.q(B, "commands")
+_FORWARDED = ns.q(ns.FORWARD, "forwarded")
+_TRUE = {"true", "1"}
+
+
+class ProtocolError(ValueError):
+    """A bridge element we cannot act on; the message says what was wrong."""
+
+
+@dataclass
+class Decoded:
+    events: list[Event] = field(default_factory=list)
+    # Refs whose payload was unusable: answered with Route so the server delivers them natively.
+    unroutable: list[tuple[str, str]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+def _forwarded_message(el: Stanza) -> Stanza:
+    fwd = el.find(_FORWARDED)
+    if fwd is None or len(fwd) != 1 or etree.QName(fwd[0]).localname != "message":
+        raise ProtocolError(f"<{etree.QName(el).localname}> needs one <forwarded><message/></forwarded>")
+    return fwd[0]
+
+
+def _jid_attr(el: Stanza, name: str = "jid") -> str:
+    value = el.get(name)
+    if not value:
+        raise ProtocolError(f"<{etree.QName(el).localname}> without '{name}'")
+    return value
+
+
+def decode_events(stanza: Stanza, host: str) -> Decoded:
+    """Decode ``<message from=host><events xmlns=BRIDGE>…</events></message>``."""
+    out = Decoded()
+    events = stanza.find(EVENTS)
+    if events is None:
+        out.errors.append("no <events/> payload")
+        return out
+    for el in events:
+        if not isinstance(el.tag, str):
+            continue  # comments, processing instructions
+        name = etree.QName(el).localname if etree.QName(el).namespace == B else None
+        try:
+            if name == "message-in":
+                ref = _jid_attr(el, "ref")
+                try:
+                    out.events.append(MessageToUser(ref, _forwarded_message(el)))
+                except ProtocolError as e:
+                    out.unroutable.append((ref, host))
+                    raise e
+            elif name == "message-out":
+                out.events.append(MessageFromUser(_jid_attr(el), _forwarded_message(el)))
+            elif name == "bind":
+                out.events.append(SessionBound(_jid_attr(el)))
+            elif name == "unbind":
+                out.events.append(SessionUnbound(_jid_attr(el)))
+            elif name == "carbons":
+                out.events.append(CarbonsToggled(_jid_attr(el), el.get("enabled") in _TRUE))
+            elif name == "presence":
+                try:
+                    priority = int(el.get("priority", "0"))
+                except ValueError:
+                    raise ProtocolError(f"<presence> priority {el.get('priority')!r} is not an integer") \
+                        from None
+                out.events.append(PresenceSent(_jid_attr(el), el.get("available") in _TRUE, priority))
+            elif name == "sync":
+                out.events.append(Resync(host))
+            else:
+                raise ProtocolError(f"unknown bridge event {el.tag!r}")
+        except ProtocolError as e:
+            out.errors.append(str(e))
+    return out
+
+
+def _hint(value: bool) -> Stanza:
+    el = etree.Element(ns.q(ns.NOTIFY, "notify"), nsmap={None: ns.NOTIFY})
+    el.set("value", "true" if value else "false")
+    return el
+
+
+def render_delivery(d: Deliver) -> Stanza:
+    """The exact stanza the session receives (R3.4 hint and XEP-0280 wrapping included)."""
+    original = copy.deepcopy(d.stanza)
+    if d.carbon is None:
+        out = original
+    else:
+        out = etree.Element(ns.q(ns.CLIENT, "message"), nsmap={None: ns.CLIENT})
+        out.set("from", bare(d.to))
+        out.set("to", d.to)
+        out.set("type", d.stanza.get("type", "normal"))
+        wrapper = etree.SubElement(out, ns.q(ns.CARBONS, d.carbon), nsmap={None: ns.CARBONS})
+        fwd = etree.SubElement(wrapper, _FORWARDED, nsmap={None: ns.FORWARD})
+        fwd.append(original)
+    if d.notify is not None:
+        out.append(_hint(d.notify))
+    return out
+
+
+def encode_commands(actions: Iterable[Action], component_jid: str) -> list[Stanza]:
+    """One ``<message><commands/></message>`` per server host, actions in their order."""
+    per_host: dict[str, Stanza] = {}
+
+    def commands_for(host: str) -> Stanza:
+        cmds = per_host.get(host)
+        if cmds is None:
+            msg = etree.Element(ns.q(ns.COMPONENT, "message"), nsmap={None: ns.COMPONENT})
+            msg.set("from", component_jid)
+            msg.set("to", host)
+            cmds = per_host[host] = etree.SubElement(msg, COMMANDS, nsmap={None: B})
+        return cmds
+
+    for a in actions:
+        if isinstance(a, Deliver):
+            el = etree.SubElement(commands_for(domain(a.to)), ns.q(B, "deliver"))
+            el.set("to", a.to)
+            if a.ref is not None:
+                el.set("ref", a.ref)
+            fwd = etree.SubElement(el, _FORWARDED, nsmap={None: ns.FORWARD})
+            fwd.append(render_delivery(a))
+        elif isinstance(a, Route | Ack):
+            el = etree.SubElement(commands_for(domain(a.user)), ns.q(B, "route" if isinstance(a, Route)
+                                                                     else "ack"))
+            el.set("ref", a.ref)
+        else:
+            raise TypeError(f"unknown action {a!r}")
+    return [cmds.getparent() for cmds in per_host.values()]

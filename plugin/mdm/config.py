@@ -1,0 +1,113 @@
+"""The component's TOML configuration: defaults in plain sight, every bad value a one-line error
+that names its key."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .core import CoreConfig
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass
+class Config:
+    jid: str = "mdm.localhost"
+    secret: str = ""
+    server_host: str = "127.0.0.1"
+    server_port: int = 5347
+    hosts: list[str] = field(default_factory=list)  # XMPP domains whose bridges may talk to us
+    max_stanza_size: int = 1 << 20
+    core: CoreConfig = field(default_factory=CoreConfig)
+    log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        if not self.hosts and "." in self.jid:
+            self.hosts = [self.jid.split(".", 1)[1]]  # mdm.example.org serves example.org
+
+
+# key -> (attribute path, type check, description of a valid value)
+_SCHEMA: dict[str, dict[str, tuple[str, Any, str]]] = {
+    "component": {
+        "jid": ("jid", str, "a domain JID such as mdm.example.org"),
+        "secret": ("secret", str, "the shared secret of the server's component entry"),
+        "server_host": ("server_host", str, "a host name or address"),
+        "server_port": ("server_port", int, "a TCP port (1-65535)"),
+        "hosts": ("hosts", list, "a list of XMPP domains"),
+        "max_stanza_size": ("max_stanza_size", int, "a size in bytes (>= 4096)"),
+    },
+    "mdm": {
+        "enabled": ("core.enabled", bool, "true or false"),
+        "active_window": ("core.active_window", (int, float), "a number of seconds (> 0)"),
+    },
+    "log": {
+        "level": ("log_level", str, "one of debug, info, warning, error"),
+    },
+}
+
+
+def _set(cfg: Config, path: str, value: Any) -> None:
+    obj: Any = cfg
+    *parents, last = path.split(".")
+    for p in parents:
+        obj = getattr(obj, p)
+    setattr(obj, last, value)
+
+
+def from_dict(data: dict[str, Any]) -> Config:
+    cfg = Config()
+    cfg.hosts = []
+    for section, values in data.items():
+        schema = _SCHEMA.get(section)
+        if schema is None:
+            raise ConfigError(f"unknown section [{section}] (known: {', '.join(_SCHEMA)})")
+        if not isinstance(values, dict):
+            raise ConfigError(f"{section} must be a table")
+        for key, value in values.items():
+            if key not in schema:
+                raise ConfigError(f"unknown key {section}.{key} (known: {', '.join(schema)})")
+            path, typ, what = schema[key]
+            if isinstance(value, bool) and typ is not bool or not isinstance(value, typ):
+                raise ConfigError(f"{section}.{key} must be {what}, got {value!r}")
+            _set(cfg, path, value)
+    _validate(cfg)
+    return cfg
+
+
+def _validate(cfg: Config) -> None:
+    def bad(key: str, what: str, value: Any) -> ConfigError:
+        return ConfigError(f"{key} must be {what}, got {value!r}")
+
+    if not cfg.jid or "@" in cfg.jid or "/" in cfg.jid:
+        raise bad("component.jid", "a domain JID such as mdm.example.org", cfg.jid)
+    if not cfg.secret:
+        raise ConfigError("component.secret is required (the server's component password)")
+    if not 0 < cfg.server_port < 65536:
+        raise bad("component.server_port", "a TCP port (1-65535)", cfg.server_port)
+    if cfg.max_stanza_size < 4096:
+        raise bad("component.max_stanza_size", "a size in bytes (>= 4096)", cfg.max_stanza_size)
+    if not all(isinstance(h, str) and h for h in cfg.hosts):
+        raise bad("component.hosts", "a list of XMPP domains", cfg.hosts)
+    if not cfg.hosts:
+        cfg.__post_init__()
+    if not cfg.core.active_window > 0:
+        raise bad("mdm.active_window", "a number of seconds (> 0)", cfg.core.active_window)
+    cfg.core.active_window = float(cfg.core.active_window)
+    if cfg.log_level not in ("debug", "info", "warning", "error"):
+        raise bad("log.level", "one of debug, info, warning, error", cfg.log_level)
+
+
+def load(path: str | Path) -> Config:
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} not found") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    return from_dict(data)

@@ -1,0 +1,171 @@
+"""The MDM core: a pure state machine, events in, actions out.
+
+Theory of operation
+-------------------
+Everything that decides which session gets which message, and with or without a notification,
+lives in this file; it knows nothing about sockets, asyncio, XML streams or which server runs the
+bridge. ``MdmCore.handle(event, now)`` takes one event (mdm.events) and the current time, updates
+the session table and returns the actions to carry out, in order.
+
+The rules, by requirement:
+
+* R2.1 fan-out: an IM for a user reaches every MDM client (carbons enabled). Addressed to the bare
+  JID (or to a full JID that is not online), every MDM client and every RFC 6121 recipient gets
+  the message itself. Addressed to an online full JID, that session gets the message and the other
+  MDM clients get a XEP-0280 ``<received/>`` copy, which is what carbons clients expect.
+* R2.2: nothing goes to unbound sessions; with no MDM client online the server routes natively,
+  so its offline storage keeps the IM when nobody is online.
+* R2.3: what a session sends is copied to the user's other MDM clients as ``<sent/>`` carbons.
+* R2.4: each session appears at most once in the targets of one message.
+* R2.5: private / no-copy messages are routed natively, never copied (mdm.classify).
+* R3.1-R3.5: the active client is the session with the latest available presence or sent IM
+  within ``active_window``; an incoming IM notifies there only, or everywhere when there is none.
+  The hint goes to MDM clients only (R9.7: third-party clients never see our markup).
+* R4.1: read markers (XEP-0333) are chat messages without body: copied like any chat message,
+  never notifying (R4.2).
+* R1.3: with MDM disabled the core behaves like the server's own mod_carbons: native routing plus
+  plain XEP-0280 copies, no hints.
+
+The bridge holds every message it handed us under a ``ref`` until it gets exactly one final
+answer: ``Route`` (deliver natively) or ``Ack`` after our own ``Deliver`` actions.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from .classify import classify
+from .events import (
+    Ack,
+    Action,
+    CarbonsToggled,
+    Deliver,
+    Event,
+    MessageFromUser,
+    MessageToUser,
+    PresenceSent,
+    Resync,
+    Route,
+    SessionBound,
+    SessionUnbound,
+)
+from .jid import bare, is_full
+from .sessions import Session, SessionTable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class CoreConfig:
+    enabled: bool = True  # R1.1: on by default
+    active_window: float = 300.0  # R3.1: five minutes
+
+
+class MdmCore:
+    def __init__(self, config: CoreConfig | None = None) -> None:
+        self.config = config or CoreConfig()
+        self.sessions = SessionTable()
+
+    # R1.2: a live reload swaps the config; sessions and their state stay.
+    def reconfigure(self, config: CoreConfig) -> None:
+        self.config = config
+
+    def handle(self, event: Event, now: float) -> list[Action]:
+        match event:
+            case MessageToUser():
+                return self._message_to_user(event, now)
+            case MessageFromUser():
+                return self._message_from_user(event, now)
+            case PresenceSent(jid=jid, available=available, priority=priority):
+                s = self.sessions.get(jid)
+                if s is not None:
+                    s.available, s.priority = available, priority
+                    if available:
+                        s.last_activity = now  # R3.1
+            case CarbonsToggled(jid=jid, enabled=enabled):
+                s = self.sessions.get(jid)
+                if s is not None:
+                    s.carbons = enabled
+            case SessionBound(jid=jid):
+                self.sessions.bind(jid)
+            case SessionUnbound(jid=jid):
+                self.sessions.unbind(jid)  # R2.2: an unbound session is never a target again
+            case Resync(host=host):
+                self.sessions.drop_host(host)
+            case _:
+                raise TypeError(f"unknown event {event!r}")
+        return []
+
+    # --- incoming: a message for a local user ----------------------------------------------
+
+    def _message_to_user(self, event: MessageToUser, now: float) -> list[Action]:
+        stanza = event.stanza
+        to = stanza.get("to") or ""
+        user = bare(to)
+        kind = classify(stanza, incoming=True)
+        mdm = self.sessions.mdm_sessions(user)
+        if not kind.copy or not mdm:
+            # R2.5 private, R9.2 groupchat, errors …; or nobody to copy to: RFC 6121 as usual,
+            # including offline storage when nobody is online (R2.2).
+            return [Route(event.ref, user)]
+
+        direct = self.sessions.get(to) if is_full(to) else None
+        if not self.config.enabled:
+            return self._plain_carbons_in(event.ref, user, stanza, direct, mdm)
+
+        notify_at = self._notify_target(user, now) if kind.im else None
+        actions: list[Action] = []
+        if direct is not None:
+            # Addressed to one online session: it gets the message, the other MDM clients a copy.
+            actions.append(Deliver(direct.jid, stanza, self._hint(direct, kind.im, notify_at), ref=event.ref))
+            for s in mdm:
+                if s is not direct:
+                    actions.append(Deliver(s.jid, stanza, self._hint(s, kind.im, notify_at), "received",
+                                           event.ref))
+        else:
+            targets: dict[str, Session] = {s.jid: s for s in mdm}  # R2.4: each session once
+            for s in self.sessions.top_resources(user):
+                targets.setdefault(s.jid, s)
+            for s in sorted(targets.values(), key=lambda s: s.seq):
+                actions.append(Deliver(s.jid, stanza, self._hint(s, kind.im, notify_at), ref=event.ref))
+        actions.append(Ack(event.ref, user))
+        return actions
+
+    def _notify_target(self, user: str, now: float) -> Session | None:
+        return self.sessions.active_client(user, now, self.config.active_window)
+
+    @staticmethod
+    def _hint(s: Session, im: bool, active: Session | None) -> bool | None:
+        if not im or not s.is_mdm:
+            return None  # R4.2 non-IMs never notify; R9.7 no markup for third-party clients
+        return active is None or active is s  # R3.3 / R3.2
+
+    def _plain_carbons_in(self, ref: str, user: str, stanza, direct: Session | None,
+                          mdm: list[Session]) -> list[Action]:
+        """R1.3: what the server's own XEP-0280 support does. The native recipients get the message
+        by routing; carbons go to the MDM clients that routing does not reach."""
+        if direct is not None:
+            natively = {direct.jid}
+        else:
+            natively = {s.jid for s in self.sessions.top_resources(user)}
+        actions: list[Action] = [Deliver(s.jid, stanza, None, "received", ref) for s in mdm
+                                 if s.jid not in natively]
+        actions.append(Route(ref, user))
+        return actions
+
+    # --- outgoing: a message a local session sent --------------------------------------------
+
+    def _message_from_user(self, event: MessageFromUser, now: float) -> list[Action]:
+        stanza, sender = event.stanza, event.sender
+        user = bare(sender)
+        kind = classify(stanza, incoming=False)
+        s = self.sessions.get(sender)
+        if s is not None and kind.im and self.config.enabled:
+            s.last_activity = now  # R3.1: sending an IM makes the client active
+        to = stanza.get("to")
+        if not kind.copy or not to or bare(to) == user:
+            return []  # messages to oneself reach every device as incoming messages
+        notify = False if kind.im and self.config.enabled else None  # a sent copy never notifies
+        return [Deliver(other.jid, stanza, notify, "sent")
+                for other in self.sessions.mdm_sessions(user) if other.jid != sender]  # R2.3

@@ -1,0 +1,104 @@
+"""Events into the core and actions out of it: small immutable records, no I/O.
+
+A bridge (Prosody or ejabberd module) reports what happens on the server; the transport decodes
+its stanzas into these events (mdm.bridge_protocol), the core (mdm.core) answers with actions, and
+the transport encodes those as bridge commands. ``ref`` is the bridge's delivery id of a message
+it handed over and is waiting on: every ref gets exactly one final answer, Route or Ack.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from lxml import etree
+
+Stanza = etree._Element
+
+
+# --- events (bridge -> core) -------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Resync:
+    """The bridge (re)connected for ``host`` and is about to report every live session again."""
+    host: str
+
+
+@dataclass(frozen=True, slots=True)
+class SessionBound:
+    jid: str  # full JID of the new session
+
+
+@dataclass(frozen=True, slots=True)
+class SessionUnbound:
+    jid: str
+
+
+@dataclass(frozen=True, slots=True)
+class CarbonsToggled:
+    """XEP-0280 enable/disable: a session that enabled carbons is an *MDM client*."""
+    jid: str
+    enabled: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceSent:
+    """A session broadcast its own presence (no 'to'): available or unavailable, with priority."""
+    jid: str
+    available: bool
+    priority: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class MessageToUser:
+    """A message for a local user, held by the bridge under ``ref`` until we answer."""
+    ref: str
+    stanza: Stanza
+
+
+@dataclass(frozen=True, slots=True)
+class MessageFromUser:
+    """A message a local session sent; it goes on to its recipient natively, we only copy it."""
+    sender: str  # full JID of the sending session
+    stanza: Stanza
+
+
+Event = Resync | SessionBound | SessionUnbound | CarbonsToggled | PresenceSent | MessageToUser \
+    | MessageFromUser
+
+
+# --- actions (core -> bridge) ------------------------------------------------------------------
+
+Carbon = Literal["received", "sent"]
+
+
+@dataclass(frozen=True, slots=True)
+class Deliver:
+    """Send ``stanza`` to exactly the session ``to``.
+
+    ``carbon`` wraps it as a XEP-0280 copy; ``notify`` adds our notification hint (R3.4) and is
+    None for stanzas that carry none (non-IMs, third-party clients)."""
+    to: str
+    stanza: Stanza
+    notify: bool | None = None
+    carbon: Carbon | None = None
+    # The held message this delivers, if any: a bridge that already delivered that ref natively
+    # (the component answered too late) drops the delivery, so nothing arrives twice (R2.4).
+    ref: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Let the server deliver message ``ref`` as it would without us (RFC 6121, offline storage)."""
+    ref: str
+    user: str  # bare JID whose host's bridge holds the ref
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """We delivered message ``ref`` ourselves; the bridge can forget it."""
+    ref: str
+    user: str
+
+
+Action = Deliver | Route | Ack

@@ -1,0 +1,258 @@
+-- mod_mdm_bridge: relays this host's sessions and messages to the MDM component.
+--
+-- The bridge decides nothing: it tells the component (an XEP-0114 component, by default
+-- mdm.<host>) about sessions, carbons and presence, hands it every message to or from a local
+-- user, and carries out the component's commands. The protocol is docs/bridge-protocol.md.
+--
+-- Where it sits: incoming messages are taken at priority -0.4 of message/bare and message/full,
+-- after mod_blocklist (100) and mod_mam (0) have run, so blocking, privacy and the archive
+-- govern every message as without MDM (R2.6); "route" resumes the same handler chain right after
+-- this module (mod_message: RFC 6121 delivery or offline storage).
+--
+-- Fail open (nothing is lost): while the component is not connected every message takes the
+-- native path; messages handed over but not acknowledged are delivered natively when the
+-- component drops or does not answer within mdm_ack_timeout seconds.
+--
+-- Options: mdm_component (default "mdm." .. host), mdm_ack_timeout (default 10).
+-- This module replaces mod_carbons (XEP-0280): only the component copies messages.
+
+local st = require "util.stanza";
+local jid_bare = require "util.jid".bare;
+local now = require "util.time".now;
+local modulemanager = require "core.modulemanager";
+
+local xmlns_bridge = "urn:x-open-mdm:bridge:0";
+local xmlns_carbons = "urn:xmpp:carbons:2";
+local xmlns_forward = "urn:xmpp:forward:0";
+local xmlns_client = "jabber:client";
+
+local host = module.host;
+local component_jid = module:get_option_string("mdm_component", "mdm." .. host);
+local ack_timeout = module:get_option_number("mdm_ack_timeout", 10);
+local full_sessions = prosody.full_sessions;
+
+local pending = {}; -- ref -> { event = ..., name = event name, handler = ours, at = time }
+local last_ref = 0;
+
+local function component_connected()
+	local mod = modulemanager.get_module(component_jid, "component");
+	return mod ~= nil and mod.connected == true;
+end
+
+-- Send one <events/> stanza to the component. A stanza forwarded inside it must say that it is
+-- jabber:client (inside <forwarded/> it would otherwise inherit that namespace); the stanza is
+-- serialised synchronously by the component session, so the attribute is restored right after.
+local function send_events(child, forwarded)
+	local old_xmlns;
+	if forwarded then
+		old_xmlns = forwarded.attr.xmlns;
+		forwarded.attr.xmlns = xmlns_client;
+		child:tag("forwarded", { xmlns = xmlns_forward }):add_child(forwarded):up();
+	end
+	module:send(st.message({ from = host, to = component_jid })
+		:tag("events", { xmlns = xmlns_bridge }):add_child(child));
+	if forwarded then
+		forwarded.attr.xmlns = old_xmlns;
+	end
+end
+
+-- Continue the event's handler chain right after our handler: what would have run without us.
+local function deliver_natively(p)
+	local handlers = prosody.hosts[host].events.get_handlers(p.name);
+	local found = false;
+	for i = 1, handlers and #handlers or 0 do
+		local h = handlers[i];
+		if found then
+			local ret = h(p.event);
+			if ret ~= nil then return ret; end
+		elseif h == p.handler then
+			found = true;
+		end
+	end
+end
+
+local function fail_open_all(reason)
+	local refs = pending;
+	pending = {};
+	for ref, p in pairs(refs) do
+		module:log("debug", "Delivering held message %s natively: %s", ref, reason);
+		deliver_natively(p);
+	end
+end
+
+-- Incoming: every message for a local user goes to the component, which answers with
+-- deliver/route/ack commands for its ref.
+local function incoming_handler(name)
+	local handler;
+	handler = function(event)
+		if not component_connected() then return; end -- fail open: native delivery
+		local stanza, origin = event.stanza, event.origin;
+		if stanza.attr.to == nil then -- a message to one's own bare JID (RFC 6120 §10.3.3)
+			stanza.attr.to = origin.username .. "@" .. origin.host;
+		end
+		last_ref = last_ref + 1;
+		local ref = tostring(last_ref);
+		pending[ref] = { event = event, name = name, handler = handler, at = now() };
+		send_events(st.stanza("message-in", { ref = ref }), stanza);
+		return true;
+	end
+	return handler;
+end
+module:hook("message/bare", incoming_handler("message/bare"), -0.4);
+module:hook("message/full", incoming_handler("message/full"), -0.4);
+
+-- Outgoing: a copy of what a local session sends; the message itself goes on natively.
+local function outgoing_handler(event)
+	if not component_connected() then return; end
+	send_events(st.stanza("message-out", { jid = event.origin.full_jid }), event.stanza);
+end
+module:hook("pre-message/bare", outgoing_handler, -0.6);
+module:hook("pre-message/full", outgoing_handler, -0.6);
+module:hook("pre-message/host", outgoing_handler, -0.6);
+
+-- Sessions, carbons, presence.
+local function session_events(session, out)
+	out:tag("bind", { jid = session.full_jid }):up();
+	if session.want_carbons then
+		out:tag("carbons", { jid = session.full_jid, enabled = "true" }):up();
+	end
+	if session.presence then
+		out:tag("presence", { jid = session.full_jid, available = "true",
+			priority = tostring(session.priority or 0) }):up();
+	end
+end
+
+module:hook("resource-bind", function(event)
+	if not component_connected() then return; end
+	send_events(st.stanza("bind", { jid = event.session.full_jid }));
+end);
+
+module:hook("resource-unbind", function(event)
+	if not component_connected() then return; end
+	send_events(st.stanza("unbind", { jid = event.session.full_jid }));
+end);
+
+local function toggle_carbons(event)
+	local origin, stanza = event.origin, event.stanza;
+	local enable = stanza.tags[1].name == "enable";
+	origin.want_carbons = enable and xmlns_carbons or nil;
+	origin.send(st.reply(stanza));
+	if component_connected() then
+		send_events(st.stanza("carbons", { jid = origin.full_jid, enabled = enable and "true" or "false" }));
+	end
+	return true;
+end
+module:hook("iq-set/self/" .. xmlns_carbons .. ":enable", toggle_carbons);
+module:hook("iq-set/self/" .. xmlns_carbons .. ":disable", toggle_carbons);
+module:add_feature(xmlns_carbons);
+
+-- Broadcast presence (no 'to'), before mod_presence (priority 0) handles and swallows it.
+module:hook("pre-presence/bare", function(event)
+	local stanza, origin = event.stanza, event.origin;
+	if stanza.attr.to ~= nil or not component_connected() then return; end
+	local t = stanza.attr.type;
+	if t ~= nil and t ~= "unavailable" then return; end
+	send_events(st.stanza("presence", { jid = origin.full_jid, available = t == nil and "true" or "false",
+		priority = stanza:get_child_text("priority") or "0" }));
+end, 1);
+
+-- Commands from the component, accepted only from the configured component JID.
+local function normalise(el, parent_ns)
+	local ns = el.attr.xmlns or parent_ns;
+	if el.attr.xmlns == parent_ns then el.attr.xmlns = nil; end
+	for _, child in ipairs(el.tags) do normalise(child, ns); end
+end
+
+module:hook("message/host", function(event)
+	local stanza = event.stanza;
+	local commands = stanza:get_child("commands", xmlns_bridge);
+	if not commands then return; end
+	if stanza.attr.from ~= component_jid then
+		module:log("warn", "Ignored MDM bridge commands from %s: only %s may send them",
+			tostring(stanza.attr.from), component_jid);
+		return true;
+	end
+	local reached = {}; -- refs with at least one delivery that reached a session
+	for cmd in commands:childtags(nil, xmlns_bridge) do
+		local name, ref = cmd.name, cmd.attr.ref;
+		if name == "deliver" then
+			-- A ref we no longer hold was already delivered natively: drop, never twice (R2.4).
+			if ref == nil or pending[ref] then
+				local forwarded = cmd:get_child("forwarded", xmlns_forward);
+				local payload = forwarded and forwarded.tags[1];
+				local session = full_sessions[cmd.attr.to];
+				if payload and session and session.host == host then
+					normalise(payload, xmlns_client);
+					session.send(payload);
+					if ref then reached[ref] = true; end
+				elseif not payload then
+					module:log("warn", "MDM deliver command without a forwarded stanza");
+				end
+			end
+		elseif name == "route" or name == "ack" then
+			local p = ref and pending[ref];
+			if p then
+				pending[ref] = nil;
+				-- An ack whose deliveries all missed (the sessions left meanwhile) is a route:
+				-- offline storage keeps the message (R2.2).
+				if name == "route" or not reached[ref] then
+					deliver_natively(p);
+				end
+			end
+		else
+			module:log("warn", "Unknown MDM bridge command <%s/>", name);
+		end
+	end
+	return true;
+end, 10);
+
+-- A component that does not answer in time must not hold messages: deliver them natively.
+module:add_timer(1, function()
+	if next(pending) ~= nil then
+		local limit = now() - ack_timeout;
+		for ref, p in pairs(pending) do
+			if p.at < limit then
+				pending[ref] = nil;
+				module:log("warn", "MDM component did not answer for message %s within %ds; delivering natively",
+					ref, ack_timeout);
+				deliver_natively(p);
+			end
+		end
+	end
+	return 1;
+end);
+
+-- The component host starts after this VirtualHost: attach to its events when it appears.
+local function attach(h)
+	if h ~= component_jid then return; end
+	local comp = module:context(component_jid);
+	comp:hook("component-authenticated", function()
+		-- Tell the (re)connected component everything it needs: it starts from a clean slate.
+		local out = st.stanza("sync", { xmlns = xmlns_bridge });
+		local batch = st.stanza("events", { xmlns = xmlns_bridge }):add_child(out);
+		local user_sessions = prosody.hosts[host].sessions;
+		for _, user in pairs(user_sessions) do
+			for _, session in pairs(user.sessions) do
+				if session.full_jid then session_events(session, batch); end
+			end
+		end
+		module:send(st.message({ from = host, to = component_jid }):add_child(batch));
+		module:log("info", "MDM component %s connected; reported the sessions of %s", component_jid, host);
+	end);
+	comp:hook("component-disconnected", function()
+		module:log("warn", "MDM component %s disconnected; delivering natively until it is back", component_jid);
+		fail_open_all("component disconnected");
+	end);
+end
+if prosody.hosts[component_jid] then attach(component_jid); end
+module:hook_global("host-activated", attach);
+
+function module.load()
+	if modulemanager.is_loaded(host, "carbons") then
+		module:log("error", "mod_carbons is loaded beside mod_mdm_bridge: disable it, the MDM component copies messages");
+	end
+end
+
+function module.unload()
+	fail_open_all("module unloaded");
+end
