@@ -10,6 +10,8 @@ says that no such child may be present, e.g. the notification hint for a third-p
 
 from __future__ import annotations
 
+import copy
+
 from lxml import etree
 
 SCANSION = "https://matthewwild.co.uk/projects/scansion"
@@ -83,4 +85,6 @@ def parse_expected(xml: str) -> list[etree._Element]:
 
 
 def pretty(el: etree._Element) -> str:
+    el = copy.deepcopy(el)  # standalone, so unused namespace declarations can go
+    etree.cleanup_namespaces(el)
     return etree.tostring(el, pretty_print=True, encoding="unicode").rstrip()

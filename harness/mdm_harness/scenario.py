@@ -78,17 +78,20 @@ def _render(text: str, search_path: list[Path]) -> str:
                              variable_start_string="{{", variable_end_string="}}")
     try:
         return env.from_string(text).render()
-    except jinja2.TemplateError as e:
-        raise ScenarioError(f"template error: {e}") from None
+    except Exception as e:  # any template failure is the scenario's fault: say so, don't crash
+        raise ScenarioError(f"template error: {type(e).__name__}: {e}") from None
 
 
 def parse_scenario(text: str, name: str = "scenario", path: Path | None = None,
                    search_path: list[Path] | None = None) -> Scenario:
-    rendered = _render(text, search_path or ([path.parent] if path else []))
+    where = str(path) if path else name
+    try:
+        rendered = _render(text, search_path or ([path.parent] if path else []))
+    except ScenarioError as e:
+        raise ScenarioError(f"{where}: {e}") from None
     lines = rendered.splitlines()
     title, meta, clients = name, {}, {}
     i = 0
-    where = str(path) if path else name
 
     def err(n: int, msg: str) -> ScenarioError:
         return ScenarioError(f"{where}:{n + 1}: {msg}")

@@ -19,6 +19,7 @@ from .events import (
     Ack,
     Action,
     CarbonsToggled,
+    ClientStateChanged,
     Deliver,
     Event,
     MessageFromUser,
@@ -101,6 +102,11 @@ def decode_events(stanza: Stanza, host: str) -> Decoded:
                     raise ProtocolError(f"<presence> priority {el.get('priority')!r} is not an integer") \
                         from None
                 out.events.append(PresenceSent(_jid_attr(el), el.get("available") in _TRUE, priority))
+            elif name == "csi":
+                state = el.get("state")
+                if state not in ("active", "inactive"):
+                    raise ProtocolError(f"<csi> state must be active or inactive, got {state!r}")
+                out.events.append(ClientStateChanged(_jid_attr(el), state == "active"))
             elif name == "sync":
                 out.events.append(Resync(host))
             else:

@@ -21,6 +21,7 @@ The rules, by requirement:
 * R3.1-R3.5: the active client is the session with the latest available presence or sent IM
   within ``active_window``; an incoming IM notifies there only, or everywhere when there is none.
   The hint goes to MDM clients only (R9.7: third-party clients never see our markup).
+* R3.5: a session in the background (CSI inactive) is never the active client.
 * R4.1: read markers (XEP-0333) are chat messages without body: copied like any chat message,
   never notifying (R4.2).
 * R1.3: with MDM disabled the core behaves like the server's own mod_carbons: native routing plus
@@ -40,6 +41,7 @@ from .events import (
     Ack,
     Action,
     CarbonsToggled,
+    ClientStateChanged,
     Deliver,
     Event,
     MessageFromUser,
@@ -87,6 +89,10 @@ class MdmCore:
                 s = self.sessions.get(jid)
                 if s is not None:
                     s.carbons = enabled
+            case ClientStateChanged(jid=jid, active=active):
+                s = self.sessions.get(jid)
+                if s is not None:
+                    s.inactive = not active  # R3.5
             case SessionBound(jid=jid):
                 self.sessions.bind(jid)
             case SessionUnbound(jid=jid):

@@ -50,6 +50,13 @@ class PresenceSent:
 
 
 @dataclass(frozen=True, slots=True)
+class ClientStateChanged:
+    """XEP-0352 CSI: the session went to the background (inactive) or came back (active)."""
+    jid: str
+    active: bool
+
+
+@dataclass(frozen=True, slots=True)
 class MessageToUser:
     """A message for a local user, held by the bridge under ``ref`` until we answer."""
     ref: str
@@ -63,8 +70,8 @@ class MessageFromUser:
     stanza: Stanza
 
 
-Event = Resync | SessionBound | SessionUnbound | CarbonsToggled | PresenceSent | MessageToUser \
-    | MessageFromUser
+Event = Resync | SessionBound | SessionUnbound | CarbonsToggled | PresenceSent | ClientStateChanged \
+    | MessageToUser | MessageFromUser
 
 
 # --- actions (core -> bridge) ------------------------------------------------------------------

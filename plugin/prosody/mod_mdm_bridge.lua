@@ -116,6 +116,9 @@ local function session_events(session, out)
 	if session.want_carbons then
 		out:tag("carbons", { jid = session.full_jid, enabled = "true" }):up();
 	end
+	if session.mdm_csi_state then
+		out:tag("csi", { jid = session.full_jid, state = session.mdm_csi_state }):up();
+	end
 	if session.presence then
 		out:tag("presence", { jid = session.full_jid, available = "true",
 			priority = tostring(session.priority or 0) }):up();
@@ -145,6 +148,21 @@ end
 module:hook("iq-set/self/" .. xmlns_carbons .. ":enable", toggle_carbons);
 module:hook("iq-set/self/" .. xmlns_carbons .. ":disable", toggle_carbons);
 module:add_feature(xmlns_carbons);
+
+-- XEP-0352 CSI, as mod_csi re-fires the client's nonzas. The session's state is kept so a
+-- reconnecting component learns it with the other session facts.
+local function csi_handler(state)
+	return function(event)
+		local session = event.origin;
+		session.mdm_csi_state = state;
+		if component_connected() then
+			send_events(st.stanza("csi", { jid = session.full_jid, state = state }));
+		end
+	end
+end
+module:depends("csi");
+module:hook("csi-client-active", csi_handler("active"));
+module:hook("csi-client-inactive", csi_handler("inactive"));
 
 -- Broadcast presence (no 'to'), before mod_presence (priority 0) handles and swallows it.
 module:hook("pre-presence/bare", function(event)
