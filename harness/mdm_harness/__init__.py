@@ -2,8 +2,9 @@
 scenarios matched with lxml, a CLI and a pytest plugin."""
 
 from .clients import Client, ClientPool
+from .environment import MdmEnvironment
 from .scenario import Scenario, load_scenarios, parse_scenario
 from .servers import Account, ServerHandle, start_server
 
-__all__ = ["Account", "Client", "ClientPool", "Scenario", "ServerHandle", "load_scenarios",
+__all__ = ["Account", "Client", "ClientPool", "MdmEnvironment", "Scenario", "ServerHandle", "load_scenarios",
            "parse_scenario", "start_server"]

@@ -20,10 +20,10 @@ from .component_control import ComponentControl
 from .junit import write_junit
 from .runner import accounts_of, run_scenario
 from .scenario import ScenarioError, load_scenarios
-from .servers import Account, start_server
+from .environment import DEFAULT_ACCOUNTS
+from .servers import start_server
 
 SERVERS = ("prosody",)
-DEFAULT_ACCOUNTS = [Account(u, f"{u}-password") for u in ("alice", "bob", "colin")]
 
 
 def _emit(line: str) -> None:

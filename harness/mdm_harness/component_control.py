@@ -42,6 +42,11 @@ class ComponentControl:
             raise RuntimeError(f"the component did not connect and sync within {timeout}s; "
                                f"server log:\n{self.server.log_tail()}") from None
 
+    def require(self) -> Component:
+        if self.component is None:
+            raise RuntimeError("the component is not running")
+        return self.component
+
     async def stop(self) -> None:
         if self.component is None:
             return

@@ -116,6 +116,10 @@ class ScenarioRun:
             await self.component.stop()
         elif v == "start":
             await self.component.start()
+        elif v == "pause":
+            self.component.require().pause()
+        elif v == "resume":
+            self.component.require().resume()
         else:
             raise StepFailed(f"unknown verb {v}")
 

@@ -5,7 +5,7 @@ A file holds a title (``# …``), optional ``## key: value`` metadata, ``[Client
 of ``sends:`` / ``receives:`` indented below. Steps scansion has: ``Name connects``,
 ``Name sends:``, ``Name receives:``, ``Name disconnects``. Ours (docs/scenarios.md):
 ``Name receives nothing``, ``Wait 1.5s``, ``Component sets mdm.KEY = VALUE``,
-``Component stops`` / ``Component starts``. ``#`` lines are comments.
+``Component stops`` / ``starts`` / ``pauses`` / ``resumes``. ``#`` lines are comments.
 """
 
 from __future__ import annotations
@@ -54,8 +54,9 @@ class Scenario:
 
     @property
     def rids(self) -> list[str]:
-        """Requirement IDs in the scenario's name (R2.1-R2.4-foo -> [R2.1, R2.4])."""
-        return re.findall(r"R\d+(?:\.\d+[a-z]?)?", self.name)
+        """Requirement IDs in the name (R2.1-R2.4-foo -> R2.1, R2.4), then those of ``## requirements``."""
+        found = re.findall(r"R\d+(?:\.\d+[a-z]?)?", self.name + " " + self.meta.get("requirements", ""))
+        return list(dict.fromkeys(found))
 
 
 _STEP_PATTERNS: list[tuple[re.Pattern[str], str]] = [
@@ -68,6 +69,8 @@ _STEP_PATTERNS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"^(?P<actor>Component) sets (?P<arg>mdm\.\w+ *= *\S+)$"), "set"),
     (re.compile(r"^(?P<actor>Component) stops$"), "stop"),
     (re.compile(r"^(?P<actor>Component) starts$"), "start"),
+    (re.compile(r"^(?P<actor>Component) pauses$"), "pause"),
+    (re.compile(r"^(?P<actor>Component) resumes$"), "resume"),
 ]
 
 

@@ -52,6 +52,10 @@ class Component:
         # Set once a bridge has reported its sessions after we connected (a <sync/>): from then
         # on every session event reaches us, which is what test set-ups wait for.
         self.synced = asyncio.Event()
+        # Cleared by pause(): the reader holds stanzas unprocessed (maintenance, and the tests of
+        # the bridge's fail-open timeout).
+        self._running = asyncio.Event()
+        self._running.set()
 
     def reconfigure(self, core: CoreConfig) -> None:
         """R1.2: apply a new [mdm] section live, keeping every session."""
@@ -85,6 +89,7 @@ class Component:
                      self.config.jid)
             try:
                 async for stanza in link.stanzas():
+                    await self._running.wait()
                     self._on_stanza(stanza)
                     await link.drain()
                 if not self._stopping.is_set():
@@ -106,8 +111,16 @@ class Component:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
 
+    def pause(self) -> None:
+        """Stop processing (stanzas wait, unanswered); the bridges fail open after their timeout."""
+        self._running.clear()
+
+    def resume(self) -> None:
+        self._running.set()
+
     async def stop(self) -> None:
         self._stopping.set()
+        self._running.set()
         if self._link is not None:
             await self._link.close()
 

@@ -55,6 +55,8 @@ class ComponentLink:
         self._depth = 0
         self._pending: deque[etree._Element] = deque()
         self._since_last = 0
+        self._error: LinkError | None = None
+        self._ended = False
 
     async def connect(self, host: str, port: int, timeout: float = 10.0) -> None:
         self._reader, self._writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
@@ -62,6 +64,7 @@ class ComponentLink:
                                            no_network=True, huge_tree=False, remove_comments=True,
                                            remove_pis=True)
         self._depth = 0
+        self._error, self._ended = None, False
         self._write(f"<?xml version='1.0'?><stream:stream xmlns='{ns.COMPONENT}' "
                     f"xmlns:stream='{ns.STREAMS}' to='{self.jid}'>".encode())
         stream_id = await asyncio.wait_for(self._stream_header(), timeout)
@@ -80,6 +83,8 @@ class ComponentLink:
 
     async def _stream_header(self) -> str:
         while self._root is None or self._depth == 0:
+            if self._error is not None:
+                raise self._error
             await self._read_more()
         stream_id = self._root.get("id")
         if not stream_id:
@@ -92,32 +97,41 @@ class ComponentLink:
         if not data:
             raise EOFError
         self._since_last += len(data)
+        error: LinkError | None = None
         try:
             self._parser.feed(data)
-            for event, el in self._parser.read_events():
-                if event == "start":
-                    self._depth += 1
-                    if self._depth == 1:
-                        self._root = el
-                else:
-                    self._depth -= 1
-                    if self._depth == 1:
-                        self._root.remove(el)  # keep memory flat: the stream never grows
-                        self._pending.append(el)
-                        self._since_last = 0
-                    elif self._depth == 0:
-                        raise EOFError
         except etree.XMLSyntaxError as e:
-            raise LinkError(f"the server sent malformed XML: {e}") from None
-        if self._since_last > self._max:
-            raise LinkError(f"a stanza from the server exceeds {self._max} bytes")
+            error = LinkError(f"the server sent malformed XML: {e}")
+        # Stanzas complete before a syntax error are still good: hand them out first.
+        for event, el in self._parser.read_events():
+            if event == "start":
+                self._depth += 1
+                if self._depth == 1:
+                    self._root = el
+            else:
+                self._depth -= 1
+                if self._depth == 1:
+                    self._root.remove(el)  # keep memory flat: the stream never grows
+                    self._pending.append(el)
+                    self._since_last = 0
+                elif self._depth == 0:
+                    self._ended = True
+        if error is None and self._since_last > self._max:
+            # Counted per read, so the bound is max_stanza_size plus at most one 64 KiB read.
+            error = LinkError(f"a stanza from the server exceeds {self._max} bytes")
+        if error is not None:
+            self._error = error
 
     async def _next(self) -> etree._Element | None:
-        try:
-            while not self._pending:
+        while not self._pending:
+            if self._error is not None:
+                raise self._error
+            if self._ended:
+                return None
+            try:
                 await self._read_more()
-        except EOFError:
-            return None
+            except EOFError:
+                return None
         return self._pending.popleft()
 
     async def stanzas(self) -> AsyncIterator[etree._Element]:

@@ -70,7 +70,7 @@ modules_enabled = {{ {", ".join(_lua(m) for m in modules)} }}
 
 VirtualHost {_lua(DOMAIN)}
     mdm_component = {_lua("mdm." + DOMAIN)}
-    mdm_ack_timeout = 5
+    mdm_ack_timeout = 2 -- seconds; short, so the fail-open scenarios stay quick
 
 Component {_lua("mdm." + DOMAIN)}
     component_secret = {_lua(SECRET)}

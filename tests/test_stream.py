@@ -1,0 +1,102 @@
+"""The XEP-0114 link against a scripted peer on loopback: handshake, errors, limits."""
+
+import asyncio
+import hashlib
+
+import pytest
+
+from mdm.stream import ComponentLink, LinkError, handshake_digest
+
+HEADER = (b"<?xml version='1.0'?><stream:stream xmlns='jabber:component:accept' "
+          b"xmlns:stream='http://etherx.jabber.org/streams' id='abc123' from='mdm.localhost'>")
+
+
+async def peer(script):
+    """A one-connection server that runs ``script(reader, writer)``; returns its port."""
+    async def handle(r, w):
+        try:
+            await script(r, w)
+        finally:
+            w.close()
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+async def read_until(r, marker: bytes) -> bytes:
+    data = b""
+    while marker not in data:
+        chunk = await r.read(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def test_digest_is_xep_0114():
+    assert handshake_digest("abc", "secret") == hashlib.sha1(b"abcsecret").hexdigest()
+
+
+@pytest.mark.asyncio
+async def test_handshake_then_stanzas_in_order():
+    got = {}
+
+    async def script(r, w):
+        await read_until(r, b"<stream:stream")
+        w.write(HEADER)
+        got["handshake"] = await read_until(r, b"</handshake>")
+        w.write(b"<handshake/><message from='localhost'><body>1</body></message><iq id='2'/>")
+        await w.drain()
+        await asyncio.sleep(0.05)
+        w.write(b"</stream:stream>")
+        await w.drain()
+
+    server, port = await peer(script)
+    link = ComponentLink("mdm.localhost", "secret")
+    await link.connect("127.0.0.1", port)
+    assert handshake_digest("abc123", "secret").encode() in got["handshake"]
+    tags = [s.tag async for s in link.stanzas()]
+    assert tags == ["{jabber:component:accept}message", "{jabber:component:accept}iq"]
+    await link.close()
+    server.close()
+
+
+@pytest.mark.asyncio
+async def test_wrong_secret_is_a_clear_fatal_error():
+    async def script(r, w):
+        await read_until(r, b"<stream:stream")
+        w.write(HEADER)
+        await read_until(r, b"</handshake>")
+        w.write(b"<stream:error><not-authorized xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error>")
+        await w.drain()
+
+    server, port = await peer(script)
+    link = ComponentLink("mdm.localhost", "wrong")
+    with pytest.raises(LinkError) as e:
+        await link.connect("127.0.0.1", port)
+    assert e.value.fatal and "not-authorized" in str(e.value) and "component.secret" in str(e.value)
+    await link.close()
+    server.close()
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("payload, expect", [
+    (b"<message><unclosed></message>", "malformed XML"),
+    (b"<message>" + b"x" * 200_000, "exceeds"),  # counted per read: max + one 64 KiB read
+])
+async def test_bad_input_from_the_server_is_an_error(payload, expect):
+    async def script(r, w):
+        await read_until(r, b"<stream:stream")
+        w.write(HEADER)
+        await read_until(r, b"</handshake>")
+        w.write(b"<handshake/>" + payload)
+        await w.drain()
+        await asyncio.sleep(0.2)
+
+    server, port = await peer(script)
+    link = ComponentLink("mdm.localhost", "s", max_stanza_size=4096)
+    await link.connect("127.0.0.1", port)
+    with pytest.raises(LinkError, match=expect):
+        async for _ in link.stanzas():
+            pass
+    await link.close()
+    server.close()
