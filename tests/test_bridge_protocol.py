@@ -20,7 +20,8 @@ from mdm.events import (
 
 from .helpers import message
 
-FWD = f'<forwarded xmlns="{ns.FORWARD}"><message xmlns="jabber:client" to="alice@localhost" type="chat"><body>x</body></message></forwarded>'
+FWD = (f'<forwarded xmlns="{ns.FORWARD}"><message xmlns="jabber:client" to="alice@localhost" type="chat">'
+       '<body>x</body></message></forwarded>')
 
 
 def events(inner: str) -> etree._Element:

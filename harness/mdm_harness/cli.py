@@ -17,10 +17,10 @@ import tempfile
 from pathlib import Path
 
 from .component_control import ComponentControl
+from .environment import DEFAULT_ACCOUNTS
 from .junit import write_junit
 from .runner import accounts_of, run_scenario
 from .scenario import ScenarioError, load_scenarios
-from .environment import DEFAULT_ACCOUNTS
 from .servers import start_server
 
 SERVERS = ("prosody",)

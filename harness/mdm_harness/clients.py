@@ -57,7 +57,7 @@ class Client:
             cm, self._cm = self._cm, None
             try:
                 await asyncio.wait_for(cm.__aexit__(None, None, None), 10)
-            except (asyncio.TimeoutError, ConnectionError) as e:
+            except (TimeoutError, ConnectionError) as e:
                 log.debug("%s: disconnect: %s", self.name, e)
 
     @property
@@ -87,7 +87,7 @@ class Client:
         async with self._arrived:
             try:
                 await asyncio.wait_for(self._arrived.wait_for(lambda: len(self.received) >= count), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return False
         return True
 

@@ -37,7 +37,7 @@ class ComponentControl:
         self._task = asyncio.create_task(self.component.run())
         try:
             await asyncio.wait_for(self.component.synced.wait(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             await self.stop()
             raise RuntimeError(f"the component did not connect and sync within {timeout}s; "
                                f"server log:\n{self.server.log_tail()}") from None

@@ -54,9 +54,8 @@ def mismatch(expected: etree._Element, received: etree._Element, path: str = "")
     wanted = [c for c in expected if isinstance(c.tag, str)]
     children = [c for c in received if isinstance(c.tag, str)]
     for child in wanted:
-        if _is_absent(child):
-            if any(c.tag == child.tag for c in children):
-                return f"{here}: {child.tag} must be absent but is present"
+        if _is_absent(child) and any(c.tag == child.tag for c in children):
+            return f"{here}: {child.tag} must be absent but is present"
     present = [c for c in wanted if not _is_absent(c)]
     if strict and len(present) != len(children):
         return f"{here}: {len(children)} children, expected exactly {len(present)} (strict)"

@@ -148,12 +148,10 @@ def parse_scenario(text: str, name: str = "scenario", path: Path | None = None,
             continue
         if raw[:1].isspace():
             raise err(i, f"indented line outside a sends:/receives: block: {s!r}")
-        for pattern, verb in _STEP_PATTERNS:
-            m = pattern.match(s)
-            if m:
-                break
-        else:
+        found = next(((m, verb) for pattern, verb in _STEP_PATTERNS if (m := pattern.match(s))), None)
+        if found is None:
             raise err(i, f"unknown step {s!r}")
+        m, verb = found
         groups = m.groupdict()
         actor = groups.get("actor")
         if actor is not None and actor != "Component" and actor not in specs:

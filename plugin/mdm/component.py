@@ -71,7 +71,7 @@ class Component:
                                  max_stanza_size=self.config.max_stanza_size)
             try:
                 await link.connect(self.config.server_host, self.config.server_port)
-            except (OSError, asyncio.TimeoutError, LinkError, EOFError) as e:
+            except (TimeoutError, OSError, LinkError, EOFError) as e:
                 level = logging.ERROR if isinstance(e, LinkError) and e.fatal else logging.WARNING
                 log.log(level, "cannot connect to %s:%s as %s: %s; retrying in %.1fs",
                         self.config.server_host, self.config.server_port, self.config.jid,

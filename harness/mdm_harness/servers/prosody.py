@@ -119,10 +119,11 @@ async def start_prosody(accounts: list[Account], workdir: Path, *, bridge: bool 
     level = "debug" if os.environ.get("MDM_HARNESS_DEBUG") else "info"
     cfg.write_text(render_config(workdir, c2s_port, component_port, bridge=bridge,
                                  extra_modules=extra_modules, log_level=level))
-    proc = await asyncio.create_subprocess_exec(
-        exe, "--config", str(cfg), stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.DEVNULL, stderr=open(workdir / "prosody.stderr", "wb"),
-        start_new_session=True)  # Ctrl-C in the terminal goes to us; we stop it by pid
+    with open(workdir / "prosody.stderr", "wb") as stderr:
+        proc = await asyncio.create_subprocess_exec(
+            exe, "--config", str(cfg), stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL, stderr=stderr,
+            start_new_session=True)  # Ctrl-C in the terminal goes to us; we stop it by pid
     handle = ServerHandle("prosody", DOMAIN, c2s_port, component_port, "mdm." + DOMAIN, SECRET,
                           "conference." + DOMAIN, workdir, proc.pid, workdir / "prosody.log",
                           list(accounts))

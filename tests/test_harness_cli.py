@@ -1,0 +1,42 @@
+"""The harness CLI end to end: exit code, summary line, JUnit XML with R-IDs."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+from lxml import etree
+
+ROOT = Path(__file__).parent.parent
+
+
+def harness(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mdm_harness.cli", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_run_writes_junit_and_summary(tmp_path):
+    out = tmp_path / "out.xml"
+    r = harness("run", "--server", "prosody", "--select", "^R2.5", "--junit", str(out), "conformance")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.strip().splitlines()[-1] == "1 passed, 0 failed"
+    case = etree.parse(str(out)).find(".//testcase")
+    assert case.get("name").startswith("R2.5") and case.find("failure") is None
+    assert "R2.5" in case.find(".//property").get("value")
+
+
+def test_failing_scenario_exits_1_and_shows_both_sides(tmp_path):
+    bad = tmp_path / "R0-wrong.scs"
+    bad.write_text("# wrong on purpose\n[Client] A\n\tjid: alice@localhost\n\tpassword: alice-password\n"
+                   "-----\nA connects\nA sends:\n\t<presence/>\nA receives:\n\t<presence type='probe'/>\n")
+    out = tmp_path / "out.xml"
+    r = harness("run", "--junit", str(out), str(bad))
+    assert r.returncode == 1
+    assert "expected" in r.stdout and "received" in r.stdout and "0 passed, 1 failed" in r.stdout
+    assert etree.parse(str(out)).find(".//failure") is not None
+
+
+def test_bad_scenario_is_a_clear_error(tmp_path):
+    bad = tmp_path / "R0-bad.scs"
+    bad.write_text("[Client] A\n\tjid: a@localhost\n\tpassword: p\n-----\nA dances\n")
+    r = harness("run", str(bad))
+    assert r.returncode == 2 and "unknown step" in r.stderr and "Traceback" not in r.stderr
