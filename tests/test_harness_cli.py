@@ -40,3 +40,30 @@ def test_bad_scenario_is_a_clear_error(tmp_path):
     bad.write_text("[Client] A\n\tjid: a@localhost\n\tpassword: p\n-----\nA dances\n")
     r = harness("run", str(bad))
     assert r.returncode == 2 and "unknown step" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_serve_prints_accounts_and_ctrl_c_leaves_nothing_behind():
+    import re
+    import signal
+
+    proc = subprocess.Popen([sys.executable, "-m", "mdm_harness.cli", "serve"], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    lines = []
+    try:
+        while not any("account" in x and "colin" in x for x in lines):
+            line = proc.stdout.readline()
+            assert line, proc.stderr.read()
+            lines.append(line)
+        text = "".join(lines)
+        assert "alice@localhost  password alice-password" in text
+        log_file = Path(re.search(r"server log   : (\S+)", text).group(1))
+        assert log_file.exists()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+        assert not log_file.parent.exists(), "the temp dir is removed"
+        still = [p for p in Path("/proc").glob("[0-9]*/cmdline")
+                 if str(log_file.parent).encode() in p.read_bytes()]
+        assert not still, "the server process is gone"
+    finally:
+        if proc.poll() is None:
+            proc.kill()

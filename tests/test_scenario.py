@@ -47,10 +47,11 @@ def test_scansion_script_parses():
     sc = parse_scenario(SCANSION_SCRIPT, "R2.3-carbons")
     assert sc.title == "Carbons, as Prosody's own tests write it"
     assert sc.clients["Juliet"].resource == "balcony" and sc.clients["Romeo"].resource == "one"
-    assert [s.verb for s in sc.steps] == ["connects", "sends", "receives", "receives-nothing", "wait", "set",
+    assert [s.verb for s in sc.steps] == ["note", "connects", "sends", "receives", "receives-nothing", "wait", "set",
                                           "pause", "resume", "disconnects"]
-    assert "<enable xmlns='urn:xmpp:carbons:2'/>" in sc.steps[1].xml
-    assert sc.steps[4].arg == 0.5 and sc.steps[5].arg == "mdm.enabled = false"
+    assert sc.steps[0].text == "a comment"
+    assert "<enable xmlns='urn:xmpp:carbons:2'/>" in sc.steps[2].xml
+    assert sc.steps[5].arg == 0.5 and sc.steps[6].arg == "mdm.enabled = false"
     assert sc.rids == ["R2.3"]
 
 

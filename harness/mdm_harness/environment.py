@@ -64,18 +64,24 @@ class MdmEnvironment:
 
     async def online(self, jid: str, password: str, resource: str | None = None, *,
                      carbons: bool = True, name: str | None = None) -> Client:
-        """Connect, enable carbons (an MDM client) unless told not to, send available presence
-        and consume the presence echoes, so the next stanza a test reads is its own business."""
-        client = await self.connect(jid, password, resource, name)
-        if carbons:
-            await client.enable_carbons()
-        await client.send("<presence/>")
-        await self.settle()
-        for c in self.pool.clients.values():  # type: ignore[union-attr]
-            c.received = [s for s in c.received if not s.tag.endswith("}presence")]
-        return client
+        assert self.pool is not None
+        return await online(self.pool, jid, password, resource, carbons=carbons, name=name)
 
     async def settle(self) -> None:
         """Barrier: everything sent so far has been handled and delivered (no sleeping)."""
         assert self.pool is not None
         await self.pool.barrier()
+
+
+async def online(pool: ClientPool, jid: str, password: str, resource: str | None = None, *,
+                 carbons: bool = True, name: str | None = None) -> Client:
+    """Connect, enable carbons (an MDM client) unless told not to, send available presence and
+    consume the presence echoes, so the next stanza a test reads is its own business."""
+    client = await pool.connect(name or f"{jid}/{resource}", jid, password, resource)
+    if carbons:
+        await client.enable_carbons()
+    await client.send("<presence/>")
+    await pool.barrier()
+    for c in pool.clients.values():
+        c.received = [s for s in c.received if not s.tag.endswith("}presence")]
+    return client

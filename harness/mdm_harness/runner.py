@@ -151,6 +151,9 @@ class ScenarioRun:
         try:
             for step in self.scenario.steps:
                 n += 1
+                if step.verb == "note":
+                    self.emit(f"  # {step.text}")
+                    continue
                 try:
                     await self.step(step)
                 except StepFailed:

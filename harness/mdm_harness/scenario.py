@@ -38,7 +38,7 @@ class Step:
     line: int
     text: str  # the step line as written, for the transcript
     actor: str | None  # client name, "Component", or None for Wait
-    verb: str  # connects, sends, receives, receives-nothing, disconnects, wait, set, stop, start
+    verb: str  # connects, sends, receives, receives-nothing, disconnects, wait, set, stop, start, note
     xml: str = ""
     arg: str | float | None = None
 
@@ -143,7 +143,12 @@ def parse_scenario(text: str, name: str = "scenario", path: Path | None = None,
     while i < len(lines):
         raw = lines[i]
         s = raw.strip()
-        if not s or (s.startswith("#") and not raw[:1].isspace()):
+        if not s:
+            i += 1
+            continue
+        if s.startswith("#") and not raw[:1].isspace():
+            # Comments tell the story (the walkthroughs' step numbers): kept for the transcript.
+            steps.append(Step(i + 1, s.lstrip("#").strip(), None, "note"))
             i += 1
             continue
         if raw[:1].isspace():

@@ -1,0 +1,96 @@
+"""`mdm-component` as an admin runs it: a separate process from a TOML file, beside a real Prosody.
+R1.2: SIGHUP applies a new [mdm] section live, no session dropped. A wrong secret is a clear error."""
+
+import asyncio
+import signal
+import sys
+
+import pytest
+
+from mdm_harness.clients import ClientPool
+from mdm_harness.environment import DEFAULT_ACCOUNTS, online
+from mdm_harness.servers.prosody import start_prosody
+
+NOTIFY = "{urn:x-open-mdm:notify:0}notify"
+
+
+def write_config(path, server, *, enabled=True, secret=None):
+    path.write_text(f"""[component]
+jid = "{server.component_jid}"
+secret = "{secret or server.component_secret}"
+server_host = "{server.host}"
+server_port = {server.component_port}
+
+[mdm]
+enabled = {"true" if enabled else "false"}
+""")
+
+
+async def wait_for_line(stream, text: str, timeout: float = 20.0) -> str:
+    async def scan():
+        seen = []
+        while True:
+            line = (await stream.readline()).decode()
+            if not line:
+                raise AssertionError(f"process ended before logging {text!r}:\n{''.join(seen)}")
+            seen.append(line)
+            if text in line:
+                return line
+    return await asyncio.wait_for(scan(), timeout)
+
+
+async def start_component(config):
+    return await asyncio.create_subprocess_exec(sys.executable, "-m", "mdm.cli", "--config", str(config),
+                                                stderr=asyncio.subprocess.PIPE)
+
+
+@pytest.mark.asyncio
+async def test_R1_2_component_process_serves_prosody_and_reloads_on_sighup(tmp_path):
+    server = await start_prosody(DEFAULT_ACCOUNTS, tmp_path / "prosody")
+    pool = ClientPool(server)
+    proc = None
+    try:
+        config = tmp_path / "mdm.toml"
+        write_config(config, server)
+        proc = await start_component(config)
+        await wait_for_line(proc.stderr, "connected to")
+        laptop = await online(pool, "alice@localhost", "alice-password", "laptop")
+        bob = await online(pool, "bob@localhost", "bob-password", "desktop", carbons=False)
+
+        await bob.send("<message to='alice@localhost' type='chat'><body>1</body></message>")
+        got = await laptop.next_stanza()
+        assert got is not None and got.find(NOTIFY).get("value") == "true"
+
+        write_config(config, server, enabled=False)
+        proc.send_signal(signal.SIGHUP)
+        await wait_for_line(proc.stderr, "reconfigured: mdm.enabled=False")
+        await bob.send("<message to='alice@localhost' type='chat'><body>2</body></message>")
+        got = await laptop.next_stanza()
+        assert got is not None and got.find(NOTIFY) is None  # R1.3, and the session survived
+
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 10) == 0
+        proc = None
+    finally:
+        await pool.close()
+        if proc is not None:
+            proc.kill()
+            await proc.wait()
+        await server.stop()
+
+
+@pytest.mark.asyncio
+async def test_wrong_secret_is_a_clear_error(tmp_path):
+    server = await start_prosody(DEFAULT_ACCOUNTS, tmp_path / "prosody")
+    proc = None
+    try:
+        config = tmp_path / "mdm.toml"
+        write_config(config, server, secret="not-the-secret")
+        proc = await start_component(config)
+        line = await wait_for_line(proc.stderr, "cannot connect")
+        assert "ERROR" in line and "not-authorized" in line and "component.secret" in line
+    finally:
+        if proc is not None:
+            proc.terminate()
+            await proc.wait()
+        await server.stop()
