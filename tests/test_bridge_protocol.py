@@ -16,6 +16,8 @@ from mdm.events import (
     Route,
     SessionBound,
     SessionUnbound,
+    StanzaToSession,
+    SyncDone,
 )
 
 from .helpers import message
@@ -34,11 +36,12 @@ def test_every_event_decodes():
         '<sync/><bind jid="a@localhost/1"/><carbons jid="a@localhost/1" enabled="true"/>'
         '<presence jid="a@localhost/1" available="true" priority="5"/><csi jid="a@localhost/1" state="inactive"/>'
         f'<message-in ref="7">{FWD}</message-in><message-out jid="a@localhost/1">{FWD}</message-out>'
-        '<unbind jid="a@localhost/1"/>'), "localhost")
+        f'<session-out ref="8" jid="a@localhost/1">{FWD}</session-out><unbind jid="a@localhost/1"/>'),
+        "localhost")
     assert not d.errors
     kinds = [type(e) for e in d.events]
     assert kinds == [Resync, SessionBound, CarbonsToggled, PresenceSent, ClientStateChanged, MessageToUser,
-                     MessageFromUser, SessionUnbound]
+                     MessageFromUser, StanzaToSession, SessionUnbound, SyncDone]
     assert d.events[3] == PresenceSent("a@localhost/1", True, 5)
     assert d.events[5].ref == "7" and d.events[5].stanza.findtext(f"{{{ns.CLIENT}}}body") == "x"
 
@@ -79,3 +82,12 @@ def test_rendered_delivery_carries_hint_and_carbon_wrapper():
     inner = carbon.find(f"{{{ns.CARBONS}}}received/{{{ns.FORWARD}}}forwarded/{{{ns.CLIENT}}}message")
     assert inner is not None and inner.find(f"{{{ns.NOTIFY}}}notify") is None
     assert m.find(f"{{{ns.NOTIFY}}}notify") is None, "the original stanza is never modified"
+
+
+def test_held_ack_and_delay_stamp():
+    m = message("alice@localhost")
+    (stanza,) = encode_commands([Ack("1", "alice@localhost", held=True)], "mdm.localhost")
+    assert stanza[0][0].get("held") == "true"
+    flushed = render_delivery(Deliver("alice@localhost/a", m, False, delay=0.0))
+    delay = flushed.find(f"{{{ns.DELAY}}}delay")
+    assert delay.get("stamp") == "1970-01-01T00:00:00.000000Z" and delay.get("from") == "localhost"

@@ -15,6 +15,7 @@ from mdm.events import (
     Route,
     SessionBound,
     SessionUnbound,
+    StoreHeld,
 )
 
 from .helpers import message
@@ -127,11 +128,16 @@ def test_R3_3_nobody_active_after_the_window_everyone_notifies(core):
 
 def test_R3_5_background_client_is_never_active_next_takes_over(core):
     core.handle(ClientStateChanged(LAPTOP, False), 2.0)
-    d = deliveries(core.handle(MessageToUser("1", message(ALICE)), 3.0))
-    assert d[MOBILE].notify is True and d[LAPTOP].notify is False
+    actions = core.handle(MessageToUser("1", message(ALICE)), 3.0)
+    d = deliveries(actions)
+    assert d[MOBILE].notify is True and LAPTOP not in d
+    held = [a for a in actions if isinstance(a, StoreHeld)]
+    assert [(h.jid, h.delivery.notify) for h in held] == [(LAPTOP, False)]  # R5.2: silent mode
     core.handle(ClientStateChanged(MOBILE, False), 4.0)
-    d = deliveries(core.handle(MessageToUser("2", message(ALICE)), 5.0))
-    assert d[MOBILE].notify is True and d[LAPTOP].notify is True
+    out = [a for a in core.handle(MessageToUser("2", message(ALICE)), 5.0) if isinstance(a, Deliver)]
+    # R3.3: nobody active, both notify; quiet mode: the IM flushes the laptop's buffer first (R5.3b)
+    assert [(a.to, a.notify, a.delay) for a in out] == [(MOBILE, True, None), (LAPTOP, False, 3.0),
+                                                        (LAPTOP, True, None)]
 
 
 def test_R4_1_R4_2_read_marker_is_copied_and_never_notifies(core):

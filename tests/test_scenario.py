@@ -58,7 +58,7 @@ def test_scansion_script_parses():
 @pytest.mark.parametrize("text, why", [
     ("[Client] A\n\tjid: a@localhost\n\tpassword: p\n-----\nB connects\n", "not a [Client]"),
     ("[Client] A\n\tjid: a@localhost\n\tpassword: p\n-----\nA dances\n", "unknown step"),
-    ("[Client] A\n\tjid: a@localhost\n\tpassword: p\n-----\nA sends:\n\nA connects\n", "needs XML"),
+    ("[Client] A\n\tjid: a@localhost\n\tpassword: p\n-----\nA sends:\n\nA connects\n", "needs lines"),
     ("[Client] A\n\tjid: a@localhost\n", "no -----"),
     ("[Client] A\n\tpassword: p\n-----\n", "needs jid"),
     ("{% if %}\n-----\n", "template error"),

@@ -13,7 +13,10 @@ Stream management is not offered by our test servers: raw sends would confuse it
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import struct
+import termios
 from collections.abc import Callable
 from typing import Any
 
@@ -97,3 +100,11 @@ def install_capture(client: aioxmpp.Client, on_element: Callable[[etree._Element
 def send_raw(client: aioxmpp.Client, data: bytes) -> None:
     """Write complete XML fragments (stanzas or nonzas such as CSI) onto the stream."""
     _xmlstream(client)._transport.write(data)
+
+
+def unread_bytes(client: aioxmpp.Client) -> int:
+    """Bytes the kernel holds for this connection that aioxmpp has not read yet (FIONREAD)."""
+    sock = _xmlstream(client)._transport.get_extra_info("socket")
+    if sock is None:
+        return 0
+    return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from lxml import etree
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SM = "urn:xmpp:sm:3"
+CSI = "urn:xmpp:csi:0"
 DEFAULT_TIMEOUT = 5.0
 _ids = itertools.count(1)
 
@@ -42,6 +44,7 @@ class Client:
         self._client = None
         self._cm = None
         self._waiting_ids: dict[str, asyncio.Future[etree._Element]] = {}
+        self.inactive = False  # the last CSI nonza it sent was <inactive/> (XEP-0352)
 
     # --- connection ---
 
@@ -105,7 +108,22 @@ class Client:
             data = etree.tostring(xml)
         else:
             data = xml.encode() if isinstance(xml, str) else xml
+        if CSI.encode() in data:
+            if b"<inactive" in data:
+                self.inactive = True
+            elif b"<active" in data:
+                self.inactive = False
         adapter.send_raw(self._client, data)
+
+    async def drain(self, timeout: float = DEFAULT_TIMEOUT) -> None:
+        """Wait until everything the server already wrote to this connection has been parsed."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self._client is not None and self._cm is not None and adapter.unread_bytes(self._client):
+            if loop.time() > deadline:
+                raise TimeoutError(f"{self.name}: unread data did not drain")
+            await asyncio.sleep(0)
+        await asyncio.sleep(0)
 
     async def iq(self, xml: str, timeout: float = DEFAULT_TIMEOUT) -> etree._Element:
         """Send an <iq/> (its id attribute must be the placeholder {id}) and return the reply."""
@@ -125,11 +143,16 @@ class Client:
 
 
 class ClientPool:
-    """Named clients against one server; ``barrier()`` waits until everything in flight arrived."""
+    """Named clients against one server; ``barrier()`` waits until everything in flight arrived.
 
-    def __init__(self, server: ServerHandle) -> None:
+    ``component_sees_inactive(full_jid)`` (set by whoever runs the component) lets the barrier
+    wait for a CSI nonza to reach the component: nonzas have no reply to wait for."""
+
+    def __init__(self, server: ServerHandle,
+                 component_sees_inactive: Callable[[str], bool] | None = None) -> None:
         self.server = server
         self.clients: dict[str, Client] = {}
+        self.component_sees_inactive = component_sees_inactive
 
     async def connect(self, name: str, jid: str, password: str, resource: str | None = None) -> Client:
         client = self.clients.get(name) or Client(name, jid, password, resource)
@@ -140,17 +163,30 @@ class ClientPool:
     def __getitem__(self, name: str) -> Client:
         return self.clients[name]
 
-    async def barrier(self) -> None:
-        """Deterministic quiescence, no sleeping: each client's stream is in order, so an iq to the
-        component answered means every stanza that client sent before was handled by the component
-        (which answers in order) and its deliveries were queued by the server; then a ping from
-        each client means every stanza queued for it before has been read."""
+    async def barrier(self, timeout: float = DEFAULT_TIMEOUT) -> None:
+        """Deterministic quiescence, no sleeping on a guess. Each client's stream is in order, so
+        an iq to the component answered means every stanza that client sent before was handled
+        by the component (which answers in order) and its deliveries were handed to the server;
+        then a ping from each client means every stanza queued for it before has been read.
+        A client in the background must not get iqs (an iq flushes its buffer, R5.3a): for it we
+        wait until the component has seen its <inactive/>, and until its socket is drained (on
+        loopback the server's writes are in our socket before the other clients' replies)."""
         live = [c for c in self.clients.values() if c.connected]
+        foreground = [c for c in live if not c.inactive]
+        background = [c for c in live if c.inactive]
         await asyncio.gather(*(c.iq(f"<iq type='get' id='{{id}}' to='{self.server.component_jid}'>"
                                     "<query xmlns='http://jabber.org/protocol/disco#info'/></iq>")
-                               for c in live))
+                               for c in foreground))
+        if background and self.component_sees_inactive is not None:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout
+            while not all(self.component_sees_inactive(c.full_jid) for c in background):
+                if loop.time() > deadline:
+                    raise TimeoutError("the component did not see a client's <inactive/>")
+                await asyncio.sleep(0.005)  # polling a condition, not a guessed delay
         await asyncio.gather(*(c.iq(f"<iq type='get' id='{{id}}' to='{self.server.domain}'>"
-                                    "<ping xmlns='urn:xmpp:ping'/></iq>") for c in live))
+                                    "<ping xmlns='urn:xmpp:ping'/></iq>") for c in foreground))
+        await asyncio.gather(*(c.drain() for c in background))
 
     async def close(self) -> None:
         await asyncio.gather(*(c.disconnect() for c in self.clients.values()), return_exceptions=True)

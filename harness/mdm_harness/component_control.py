@@ -10,22 +10,31 @@ import dataclasses
 from mdm.component import Component
 from mdm.config import Config, from_dict
 
+from .ports import free_ports
 from .servers import ServerHandle
 
 
-def component_config(server: ServerHandle, **mdm: object) -> Config:
-    return from_dict({
+def component_settings(server: ServerHandle) -> dict[str, dict[str, object]]:
+    return {
         "component": {"jid": server.component_jid, "secret": server.component_secret,
                       "server_host": server.host, "server_port": server.component_port,
-                      "hosts": [server.domain]},
-        "mdm": dict(mdm),
-    })
+                      "hosts": [server.domain], "admins": [f"alice@{server.domain}"]},
+        "mdm": {},
+        # the store lives with the server's data: it outlives component restarts in a scenario
+        "buffer": {"store": str(server.workdir / "mdm-buffers.sqlite")},
+        "metrics": {"port": free_ports(1)[0]},
+    }
+
+
+def component_config(server: ServerHandle) -> Config:
+    return from_dict(component_settings(server))
 
 
 class ComponentControl:
     def __init__(self, server: ServerHandle) -> None:
         self.server = server
-        self.config = component_config(server)
+        self.settings = component_settings(server)
+        self.config = from_dict(self.settings)
         self.component: Component | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -58,7 +67,8 @@ class ComponentControl:
                 await asyncio.wait_for(task, 10)
 
     def set(self, assignment: str) -> None:
-        """``mdm.enabled = false`` / ``mdm.active_window = 1``: a live reload (R1.2)."""
+        """``mdm.enabled = false`` / ``buffer.per_client_limit = 3``: a live reload (R1.2) of
+        the core's settings, validated like the config file."""
         key, _, raw = (p.strip() for p in assignment.partition("="))
         section, _, name = key.partition(".")
         value: object
@@ -69,10 +79,21 @@ class ComponentControl:
                 value = int(raw)
             except ValueError:
                 value = float(raw)
-        current = {"enabled": self.config.core.enabled, "active_window": self.config.core.active_window}
-        current[name] = value
-        merged = from_dict({"component": {"jid": self.config.jid, "secret": self.config.secret},
-                            section: current})
-        self.config = dataclasses.replace(self.config, core=merged.core)
+        settings = {k: dict(v) for k, v in self.settings.items()}
+        settings.setdefault(section, {})[name] = value
+        config = from_dict(settings)  # raises ConfigError naming the key
+        self.settings = settings
+        self.config = dataclasses.replace(self.config, core=config.core)
         if self.component is not None:
-            self.component.reconfigure(merged.core)
+            self.component.reconfigure(config.core)
+
+    def sees_inactive(self, jid: str) -> bool:
+        """Whether the component knows ``jid`` is in the background (a barrier for CSI nonzas).
+        A stopped component cannot tell: the bridge delivers natively then, nothing to wait for."""
+        if self.component is None or not self.component.stats.connected:
+            return True
+        session = self.component.core.sessions.get(jid)
+        return session is not None and session.inactive
+
+    def counters(self) -> dict[str, float]:
+        return self.require().counters()

@@ -40,7 +40,7 @@ class MdmEnvironment:
             self.server = await start_server(self.kind, self.accounts, self.workdir)
             self.component = ComponentControl(self.server)
             await self.component.start()
-            self.pool = ClientPool(self.server)
+            self.pool = ClientPool(self.server, self.component.sees_inactive)
         except BaseException:
             await self.__aexit__(None, None, None)
             raise

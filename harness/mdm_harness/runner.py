@@ -61,7 +61,7 @@ class ScenarioRun:
         self.scenario = scenario
         self.server = server
         self.component = component
-        self.pool = ClientPool(server)
+        self.pool = ClientPool(server, component.sees_inactive)
         self.emit = emit
         self.transcript = transcript
         self._shown: list[str] = []  # XML of the current step, printed under its step line
@@ -116,12 +116,35 @@ class ScenarioRun:
             await self.component.stop()
         elif v == "start":
             await self.component.start()
+        elif v == "counters":
+            await self.pool.barrier()
+            await self._counters(step)
         elif v == "pause":
             self.component.require().pause()
         elif v == "resume":
             self.component.require().resume()
         else:
             raise StepFailed(f"unknown verb {v}")
+
+    async def _counters(self, step: Step) -> None:
+        """R6: the counters as an admin's Prometheus sees them, from the component's /metrics."""
+        metrics = await fetch_metrics(self.component.config.metrics_bind, self.component.config.metrics_port)
+        problems = []
+        for line in step.xml.splitlines():
+            name, _, want = (p.strip() for p in line.partition(":"))
+            if not name:
+                continue
+            got = metrics.get(name)
+            if got is None:
+                problems.append(f"{name}: not on /metrics")
+            elif want.startswith(">") and not got > float(want[1:]):
+                problems.append(f"{name} is {got:g}, expected {want}")
+            elif not want.startswith(">") and got != float(want):
+                problems.append(f"{name} is {got:g}, expected {want}")
+            else:
+                self._shown.append(f"        {name} = {got:g}")
+        if problems:
+            raise StepFailed("counters differ:\n  " + "\n  ".join(problems))
 
     async def _receives(self, step: Step) -> None:
         client = self.pool[step.actor]
@@ -169,6 +192,23 @@ class ScenarioRun:
         finally:
             await self.pool.close()
         return n
+
+
+async def fetch_metrics(host: str, port: int) -> dict[str, float]:
+    """GET /metrics and parse the Prometheus text format (name value per line)."""
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(f"GET /metrics HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+    data = await asyncio.wait_for(reader.read(), DEFAULT_TIMEOUT)
+    writer.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/1.1 200"):
+        raise StepFailed(f"/metrics answered {head.splitlines()[0]!r}")
+    out = {}
+    for line in body.decode().splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
 
 
 def accounts_of(scenarios: list[Scenario]) -> list[Account]:

@@ -5,7 +5,8 @@ A file holds a title (``# …``), optional ``## key: value`` metadata, ``[Client
 of ``sends:`` / ``receives:`` indented below. Steps scansion has: ``Name connects``,
 ``Name sends:``, ``Name receives:``, ``Name disconnects``. Ours (docs/scenarios.md):
 ``Name receives nothing``, ``Wait 1.5s``, ``Component sets mdm.KEY = VALUE``,
-``Component stops`` / ``starts`` / ``pauses`` / ``resumes``. ``#`` lines are comments.
+``Component stops`` / ``starts`` / ``pauses`` / ``resumes``, ``Component counters:`` with
+``NAME: VALUE`` lines (read from its HTTP /metrics). ``#`` lines are comments.
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ _STEP_PATTERNS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"^(?P<actor>Component) stops$"), "stop"),
     (re.compile(r"^(?P<actor>Component) starts$"), "start"),
     (re.compile(r"^(?P<actor>Component) pauses$"), "pause"),
+    (re.compile(r"^(?P<actor>Component) counters:$"), "counters"),
     (re.compile(r"^(?P<actor>Component) resumes$"), "resume"),
 ]
 
@@ -167,14 +169,14 @@ def parse_scenario(text: str, name: str = "scenario", path: Path | None = None,
         elif verb == "set":
             step.arg = groups["arg"]
         i += 1
-        if verb in ("sends", "receives"):
+        if verb in ("sends", "receives", "counters"):
             block = []
             while i < len(lines) and (lines[i][:1].isspace() or not lines[i].strip()):
                 block.append(lines[i])
                 i += 1
             step.xml = "\n".join(block).strip()
             if not step.xml:
-                raise err(step.line - 1, f"{s!r} needs XML indented below it")
+                raise err(step.line - 1, f"{s!r} needs lines indented below it")
         steps.append(step)
     return Scenario(name, path, title, specs, steps, meta)
 

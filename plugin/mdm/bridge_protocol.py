@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from datetime import UTC, datetime
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -30,8 +31,12 @@ from .events import (
     SessionBound,
     SessionUnbound,
     Stanza,
+    StanzaToSession,
+    SyncDone,
 )
 from .jid import bare, domain
+
+_DELAY = ns.q(ns.DELAY, "delay")
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +76,7 @@ def _jid_attr(el: Stanza, name: str = "jid") -> str:
 def decode_events(stanza: Stanza, host: str) -> Decoded:
     """Decode ``<message from=host><events xmlns=BRIDGE>…</events></message>``."""
     out = Decoded()
+    synced = False
     events = stanza.find(EVENTS)
     if events is None:
         out.errors.append("no <events/> payload")
@@ -84,6 +90,16 @@ def decode_events(stanza: Stanza, host: str) -> Decoded:
                 ref = _jid_attr(el, "ref")
                 try:
                     out.events.append(MessageToUser(ref, _forwarded_message(el)))
+                except ProtocolError as e:
+                    out.unroutable.append((ref, host))
+                    raise e
+            elif name == "session-out":
+                ref = _jid_attr(el, "ref")
+                try:
+                    fwd = el.find(_FORWARDED)
+                    if fwd is None or len(fwd) != 1:
+                        raise ProtocolError("<session-out> needs one <forwarded> stanza")
+                    out.events.append(StanzaToSession(ref, _jid_attr(el), fwd[0]))
                 except ProtocolError as e:
                     out.unroutable.append((ref, host))
                     raise e
@@ -109,10 +125,13 @@ def decode_events(stanza: Stanza, host: str) -> Decoded:
                 out.events.append(ClientStateChanged(_jid_attr(el), state == "active"))
             elif name == "sync":
                 out.events.append(Resync(host))
+                synced = True
             else:
                 raise ProtocolError(f"unknown bridge event {el.tag!r}")
         except ProtocolError as e:
             out.errors.append(str(e))
+    if synced:
+        out.events.append(SyncDone(host))
     return out
 
 
@@ -137,6 +156,11 @@ def render_delivery(d: Deliver) -> Stanza:
         fwd.append(original)
     if d.notify is not None:
         out.append(_hint(d.notify))
+    if d.delay is not None and out.find(_DELAY) is None:
+        # R5.3: a stanza that waited in a buffer says since when (XEP-0203)
+        delay = etree.SubElement(out, _DELAY, nsmap={None: ns.DELAY})
+        delay.set("from", domain(d.to))
+        delay.set("stamp", datetime.fromtimestamp(d.delay, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
     return out
 
 
@@ -165,6 +189,7 @@ def encode_commands(actions: Iterable[Action], component_jid: str) -> list[Stanz
             el = etree.SubElement(commands_for(domain(a.user)), ns.q(B, "route" if isinstance(a, Route)
                                                                      else "ack"))
             el.set("ref", a.ref)
-        else:
-            raise TypeError(f"unknown action {a!r}")
+            if isinstance(a, Ack) and a.held:
+                el.set("held", "true")  # kept in a buffer: the bridge must not deliver it natively
+        # StoreHeld / DropHeld are for the component's store, not the bridge.
     return [cmds.getparent() for cmds in per_host.values()]

@@ -20,7 +20,10 @@ from . import namespaces as ns
 from .bridge_protocol import EVENTS, decode_events, encode_commands
 from .config import Config
 from .core import CoreConfig, MdmCore
-from .events import Action, Resync, Route
+from .events import Action, DropHeld, Resync, Route, StoreHeld
+from .jid import bare
+from .metrics import MetricsServer
+from .store import SQLiteStore, Store
 from .stream import ComponentLink, LinkError
 
 log = logging.getLogger(__name__)
@@ -28,6 +31,10 @@ log = logging.getLogger(__name__)
 _IQ = ns.q(ns.COMPONENT, "iq")
 _MESSAGE = ns.q(ns.COMPONENT, "message")
 _DISCO_INFO = "http://jabber.org/protocol/disco#info"
+_DISCO_ITEMS = "http://jabber.org/protocol/disco#items"
+_COMMANDS = "http://jabber.org/protocol/commands"
+_DATA = "jabber:x:data"
+COUNTERS_NODE = "mdm-counters"
 
 
 @dataclass
@@ -40,10 +47,13 @@ class Stats:
 
 
 class Component:
-    def __init__(self, config: Config, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, config: Config, clock: Callable[[], float] = time.time,
+                 store: Store | None = None) -> None:
         self.config = config
-        self.core = MdmCore(config.core)
-        self._clock = clock
+        self._clock = clock  # wall clock: held stanzas carry XEP-0203 stamps
+        self.store: Store = store or SQLiteStore(config.store_path)
+        self.core = self._new_core()
+        self.metrics: MetricsServer | None = None
         self._hosts = set(config.hosts)
         self._link: ComponentLink | None = None
         self._stopping = asyncio.Event()
@@ -63,8 +73,32 @@ class Component:
         self.config.core = core
         self.core.reconfigure(core)
 
+    def _new_core(self) -> MdmCore:
+        """A fresh core holding what the store kept (R5.4: buffers survive restarts)."""
+        core = MdmCore(self.config.core)
+        for jid, held in self.store.load().items():
+            core.restore(jid, held)
+        if core.held_total:
+            log.info("restored %d held stanza(s) for %d session(s)", core.held_total, len(core.buffers))
+        return core
+
+    def counters(self) -> dict[str, float]:
+        return self.core.counters(self._clock())
+
     async def run(self) -> None:
         """Connect, serve, reconnect with capped exponential backoff until stop()."""
+        if self.config.metrics_port and self.metrics is None:
+            self.metrics = MetricsServer(self.counters, self.config.metrics_bind, self.config.metrics_port)
+            await self.metrics.start()
+        try:
+            await self._run()
+        finally:
+            if self.metrics is not None:
+                await self.metrics.stop()
+                self.metrics = None
+            self.store.close()
+
+    async def _run(self) -> None:
         backoff = 0.2
         while not self._stopping.is_set():
             link = ComponentLink(self.config.jid, self.config.secret,
@@ -103,8 +137,9 @@ class Component:
                 self.stats.connected = False
                 self._link = None
                 # The bridges deliver what we had not acknowledged natively (fail-open) and report
-                # every session again when we are back, so our session table starts afresh.
-                self.core = MdmCore(self.config.core)
+                # every session again when we are back, so our session table starts afresh; held
+                # stanzas come back from the store.
+                self.core = self._new_core()
                 await link.close()
 
     async def _sleep(self, seconds: float) -> None:
@@ -155,17 +190,56 @@ class Component:
             if isinstance(event, Resync):
                 self.synced.set()
         if actions:
+            # Persist what is held before the ack that follows it leaves (R5.4); forget what
+            # was delivered only after the deliveries left: a crash repeats, never loses.
+            self.store.apply(a for a in actions if isinstance(a, StoreHeld))
             self._send(encode_commands(actions, self.config.jid))
+            self.store.apply(a for a in actions if isinstance(a, DropHeld))
 
     def _answer_iq(self, iq: etree._Element) -> etree._Element:
         query = iq[0] if len(iq) else None
-        if iq.get("type") == "get" and query is not None and query.tag == ns.q(_DISCO_INFO, "query"):
+        kind = iq.get("type")
+        if kind == "get" and query is not None and query.tag == ns.q(_DISCO_INFO, "query"):
             reply = _reply(iq, "result")
             q = etree.SubElement(reply, query.tag, nsmap={None: _DISCO_INFO})
             ident = etree.SubElement(q, ns.q(_DISCO_INFO, "identity"))
             ident.attrib.update({"category": "component", "type": "generic", "name": "Multi-Device Messaging"})
+            for var in (_DISCO_INFO, _DISCO_ITEMS, _COMMANDS):
+                etree.SubElement(q, ns.q(_DISCO_INFO, "feature")).set("var", var)
             return reply
+        if kind == "get" and query is not None and query.tag == ns.q(_DISCO_ITEMS, "query") \
+                and query.get("node") == _COMMANDS:
+            reply = _reply(iq, "result")
+            q = etree.SubElement(reply, query.tag, nsmap={None: _DISCO_ITEMS})
+            q.set("node", _COMMANDS)
+            if self._is_admin(iq):
+                item = etree.SubElement(q, ns.q(_DISCO_ITEMS, "item"))
+                item.attrib.update({"jid": self.config.jid, "node": COUNTERS_NODE, "name": "MDM counters"})
+            return reply
+        if kind == "set" and query is not None and query.tag == ns.q(_COMMANDS, "command") \
+                and query.get("node") == COUNTERS_NODE:
+            if not self._is_admin(iq):
+                return _error_reply(iq, "forbidden")
+            return self._counters_command(iq, query)
         return _error_reply(iq, "service-unavailable")
+
+    def _is_admin(self, stanza: etree._Element) -> bool:
+        return bare(stanza.get("from", "")) in self.config.admins
+
+    def _counters_command(self, iq: etree._Element, command: etree._Element) -> etree._Element:
+        """XEP-0050: the R6 counters as a result form, for admins who live in their client."""
+        reply = _reply(iq, "result")
+        cmd = etree.SubElement(reply, ns.q(_COMMANDS, "command"), nsmap={None: _COMMANDS})
+        cmd.attrib.update({"node": COUNTERS_NODE, "status": "completed",
+                           "sessionid": command.get("sessionid") or f"c{self.stats.stanzas_in}"})
+        form = etree.SubElement(cmd, ns.q(_DATA, "x"), nsmap={None: _DATA})
+        form.set("type", "result")
+        etree.SubElement(form, ns.q(_DATA, "title")).text = "Multi-Device Messaging counters"
+        for name, value in self.counters().items():
+            field = etree.SubElement(form, ns.q(_DATA, "field"))
+            field.attrib.update({"var": name, "label": name, "type": "text-single"})
+            etree.SubElement(field, ns.q(_DATA, "value")).text = f"{value:g}"
+        return reply
 
     def _send(self, stanzas: list[etree._Element]) -> None:
         if self._link is None:

@@ -23,7 +23,11 @@ class Config:
     server_port: int = 5347
     hosts: list[str] = field(default_factory=list)  # XMPP domains whose bridges may talk to us
     max_stanza_size: int = 1 << 20
+    admins: list[str] = field(default_factory=list)  # bare JIDs allowed to run our ad-hoc commands
     core: CoreConfig = field(default_factory=CoreConfig)
+    store_path: str = "mdm-buffers.sqlite"  # R5.4: held stanzas survive a restart
+    metrics_bind: str = "127.0.0.1"
+    metrics_port: int = 9107  # 0: no HTTP /metrics
     log_level: str = "info"
 
     def __post_init__(self) -> None:
@@ -40,10 +44,21 @@ _SCHEMA: dict[str, dict[str, tuple[str, Any, str]]] = {
         "server_port": ("server_port", int, "a TCP port (1-65535)"),
         "hosts": ("hosts", list, "a list of XMPP domains"),
         "max_stanza_size": ("max_stanza_size", int, "a size in bytes (>= 4096)"),
+        "admins": ("admins", list, "a list of bare JIDs"),
     },
     "mdm": {
         "enabled": ("core.enabled", bool, "true or false"),
         "active_window": ("core.active_window", (int, float), "a number of seconds (> 0)"),
+    },
+    "buffer": {
+        "per_client_limit": ("core.buffer_limit", int, "a number of stanzas (>= 1)"),
+        "total_limit": ("core.total_buffer_limit", int, "a number of stanzas (>= 1)"),
+        "store": ("store_path", str, "a file path for the SQLite store"),
+    },
+    "metrics": {
+        "bind": ("metrics_bind", str, "an address to listen on, e.g. 127.0.0.1"),
+        "port": ("metrics_port", int, "a TCP port, or 0 for none"),
+        "period": ("core.counter_period", (int, float), "a number of seconds (> 0)"),
     },
     "log": {
         "level": ("log_level", str, "one of debug, info, warning, error"),
@@ -98,6 +113,18 @@ def _validate(cfg: Config) -> None:
     if not cfg.core.active_window > 0:
         raise bad("mdm.active_window", "a number of seconds (> 0)", cfg.core.active_window)
     cfg.core.active_window = float(cfg.core.active_window)
+    if cfg.core.buffer_limit < 1:
+        raise bad("buffer.per_client_limit", "a number of stanzas (>= 1)", cfg.core.buffer_limit)
+    if cfg.core.total_buffer_limit < 1:
+        raise bad("buffer.total_limit", "a number of stanzas (>= 1)", cfg.core.total_buffer_limit)
+    if not cfg.store_path:
+        raise bad("buffer.store", "a file path for the SQLite store", cfg.store_path)
+    if not 0 <= cfg.metrics_port < 65536:
+        raise bad("metrics.port", "a TCP port, or 0 for none", cfg.metrics_port)
+    if not cfg.core.counter_period > 0:
+        raise bad("metrics.period", "a number of seconds (> 0)", cfg.core.counter_period)
+    if not all(isinstance(a, str) and "@" in a and "/" not in a for a in cfg.admins):
+        raise bad("component.admins", "a list of bare JIDs", cfg.admins)
     if cfg.log_level not in ("debug", "info", "warning", "error"):
         raise bad("log.level", "one of debug, info, warning, error", cfg.log_level)
 

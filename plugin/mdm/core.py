@@ -25,7 +25,10 @@ The rules, by requirement:
 * R4.1: read markers (XEP-0333) are chat messages without body: copied like any chat message,
   never notifying (R4.2).
 * R1.3: with MDM disabled the core behaves like the server's own mod_carbons: native routing plus
-  plain XEP-0280 copies, no hints.
+  plain XEP-0280 copies, no hints, nothing held, no counter moves.
+* R5: every delivery for a session in the background goes through ``_out``, which holds it or
+  flushes by the table in mdm.buffers; held stanzas are persisted (StoreHeld) before the ack.
+* R6: the counters (mdm.counters) read the session table and the flush record.
 
 The bridge holds every message it handed us under a ``ref`` until it gets exactly one final
 answer: ``Route`` (deliver natively) or ``Ack`` after our own ``Deliver`` actions.
@@ -33,16 +36,21 @@ answer: ``Route`` (deliver natively) or ``Ack`` after our own ``Deliver`` action
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 
+from . import buffers
+from .buffers import Buffer, Decision, Held
 from .classify import classify
+from .counters import FlushCounters
 from .events import (
     Ack,
     Action,
     CarbonsToggled,
     ClientStateChanged,
     Deliver,
+    DropHeld,
     Event,
     MessageFromUser,
     MessageToUser,
@@ -51,8 +59,11 @@ from .events import (
     Route,
     SessionBound,
     SessionUnbound,
+    StanzaToSession,
+    StoreHeld,
+    SyncDone,
 )
-from .jid import bare, is_full
+from .jid import bare, domain, is_full
 from .sessions import Session, SessionTable
 
 log = logging.getLogger(__name__)
@@ -62,16 +73,33 @@ log = logging.getLogger(__name__)
 class CoreConfig:
     enabled: bool = True  # R1.1: on by default
     active_window: float = 300.0  # R3.1: five minutes
+    buffer_limit: int = 100  # R5.3c: stanzas held per client before it flushes
+    total_buffer_limit: int = 10000  # R5.3c: stanzas held by the whole component
+    counter_period: float = 60.0  # R6: window of MDMBufferFlushPacketCount / AvgQueuedTime
 
 
 class MdmCore:
     def __init__(self, config: CoreConfig | None = None) -> None:
         self.config = config or CoreConfig()
         self.sessions = SessionTable()
+        # Buffers by full JID, apart from the sessions: they outlive a resync (R5.4).
+        self.buffers: dict[str, Buffer] = {}
+        self.held_total = 0
+        self._next_id = 1
+        self.flushes = FlushCounters(self.config.counter_period)
 
     # R1.2: a live reload swaps the config; sessions and their state stay.
     def reconfigure(self, config: CoreConfig) -> None:
         self.config = config
+        self.flushes.period = config.counter_period
+
+    def restore(self, jid: str, held: list[Held]) -> None:
+        """Load buffers persisted before a restart (the component's store calls this)."""
+        buf = self.buffers.setdefault(jid, Buffer())
+        for h in held:
+            buf.add(h)
+            self.held_total += 1
+            self._next_id = max(self._next_id, h.id + 1)
 
     def handle(self, event: Event, now: float) -> list[Action]:
         match event:
@@ -79,6 +107,8 @@ class MdmCore:
                 return self._message_to_user(event, now)
             case MessageFromUser():
                 return self._message_from_user(event, now)
+            case StanzaToSession():
+                return self._stanza_to_session(event, now)
             case PresenceSent(jid=jid, available=available, priority=priority):
                 s = self.sessions.get(jid)
                 if s is not None:
@@ -92,13 +122,22 @@ class MdmCore:
             case ClientStateChanged(jid=jid, active=active):
                 s = self.sessions.get(jid)
                 if s is not None:
-                    s.inactive = not active  # R3.5
+                    s.inactive = not active  # R3.5, R5.1
+                    if active:
+                        return self._flush(s.jid, buffers.ACTIVE, now)  # R5.3d
             case SessionBound(jid=jid):
                 self.sessions.bind(jid)
             case SessionUnbound(jid=jid):
                 self.sessions.unbind(jid)  # R2.2: an unbound session is never a target again
+                return self._discard(jid)
             case Resync(host=host):
                 self.sessions.drop_host(host)
+            case SyncDone(host=host):
+                # Buffers restored from the store whose session did not survive the restart.
+                actions: list[Action] = []
+                for jid in [j for j in self.buffers if domain(j) == host and self.sessions.get(j) is None]:
+                    actions.extend(self._discard(jid))
+                return actions
             case _:
                 raise TypeError(f"unknown event {event!r}")
         return []
@@ -121,21 +160,25 @@ class MdmCore:
             return self._plain_carbons_in(event.ref, user, stanza, direct, mdm)
 
         notify_at = self._notify_target(user, now) if kind.im else None
-        actions: list[Action] = []
+        deliveries: list[tuple[Session, Deliver]] = []
         if direct is not None:
             # Addressed to one online session: it gets the message, the other MDM clients a copy.
-            actions.append(Deliver(direct.jid, stanza, self._hint(direct, kind.im, notify_at), ref=event.ref))
+            deliveries.append((direct, Deliver(direct.jid, stanza, self._hint(direct, kind.im, notify_at),
+                                               ref=event.ref)))
             for s in mdm:
                 if s is not direct:
-                    actions.append(Deliver(s.jid, stanza, self._hint(s, kind.im, notify_at), "received",
-                                           event.ref))
+                    deliveries.append((s, Deliver(s.jid, stanza, self._hint(s, kind.im, notify_at), "received",
+                                                  event.ref)))
         else:
             targets: dict[str, Session] = {s.jid: s for s in mdm}  # R2.4: each session once
             for s in self.sessions.top_resources(user):
                 targets.setdefault(s.jid, s)
             for s in sorted(targets.values(), key=lambda s: s.seq):
-                actions.append(Deliver(s.jid, stanza, self._hint(s, kind.im, notify_at), ref=event.ref))
-        actions.append(Ack(event.ref, user))
+                deliveries.append((s, Deliver(s.jid, stanza, self._hint(s, kind.im, notify_at), ref=event.ref)))
+        actions: list[Action] = []
+        for s, d in deliveries:
+            actions.extend(self._out(s, d, now))
+        actions.append(Ack(event.ref, user, held=not any(isinstance(a, Deliver) for a in actions)))
         return actions
 
     def _notify_target(self, user: str, now: float) -> Session | None:
@@ -173,5 +216,87 @@ class MdmCore:
         if not kind.copy or not to or bare(to) == user:
             return []  # messages to oneself reach every device as incoming messages
         notify = False if kind.im and self.config.enabled else None  # a sent copy never notifies
-        return [Deliver(other.jid, stanza, notify, "sent")
-                for other in self.sessions.mdm_sessions(user) if other.jid != sender]  # R2.3
+        actions: list[Action] = []
+        for other in self.sessions.mdm_sessions(user):
+            if other.jid != sender:
+                actions.extend(self._out(other, Deliver(other.jid, stanza, notify, "sent"), now))  # R2.3
+        return actions
+
+    # --- silent and quiet mode (R5) --------------------------------------------------------
+
+    def _stanza_to_session(self, event: StanzaToSession, now: float) -> list[Action]:
+        s = self.sessions.get(event.jid)
+        user = bare(event.jid)
+        if s is None:
+            return [Route(event.ref, user)]
+        actions = self._out(s, Deliver(s.jid, event.stanza, ref=event.ref), now)
+        actions.append(Ack(event.ref, user, held=not any(isinstance(a, Deliver) for a in actions)))
+        return actions
+
+    def mode(self, s: Session, now: float) -> str | None:
+        """R5.5: 'silent' (in the background while another client is active), 'quiet' (in the
+        background, nobody active) or None (in the foreground)."""
+        if not s.inactive:
+            return None
+        return "silent" if self._notify_target(s.user, now) is not None else "quiet"
+
+    def _out(self, s: Session, d: Deliver, now: float) -> list[Action]:
+        """Deliver ``d`` to ``s`` now, or hold it, by the table in mdm.buffers."""
+        if not s.inactive or not self.config.enabled:
+            return [d]
+        v = buffers.verdict(d.stanza, silent=self.mode(s, now) == "silent")
+        if v.decision is Decision.FLUSH:
+            return [*self._flush(s.jid, v.reason, now), d]
+        held = Held(self._next_id, dataclasses.replace(d, ref=None, delay=now), now, v.key)
+        self._next_id += 1
+        buf = self.buffers.setdefault(s.jid, Buffer())
+        replaced = buf.add(held)
+        actions: list[Action] = [StoreHeld(s.jid, held.id, held.delivery, now, v.key)]
+        if replaced is not None:  # R5.6: only the latest presence / chat state is kept
+            actions.append(DropHeld(s.jid, (replaced,)))
+        else:
+            self.held_total += 1
+        if len(buf) >= self.config.buffer_limit:
+            actions.extend(self._flush(s.jid, buffers.LIMIT, now))  # R5.3c
+        elif self.held_total >= self.config.total_buffer_limit:
+            largest = max(self.buffers, key=lambda j: len(self.buffers[j]))
+            actions.extend(self._flush(largest, buffers.TOTAL_LIMIT, now))
+        return actions
+
+    def _flush(self, jid: str, reason: str, now: float) -> list[Action]:
+        buf = self.buffers.pop(jid, None)
+        if not buf:
+            return []
+        items = buf.drain()
+        self.held_total -= len(items)
+        self.flushes.record(now, reason, [now - h.queued_at for h in items], reason == buffers.TOTAL_LIMIT)
+        log.debug("flush %s: %d stanza(s), reason %s", jid, len(items), reason)
+        # Deliveries first, then forget them: a crash in between repeats, never loses (R5.4).
+        return [*(h.delivery for h in items), DropHeld(jid, tuple(h.id for h in items))]
+
+    def _discard(self, jid: str) -> list[Action]:
+        """The session ended with a buffer: its IMs were delivered to the active client and stay
+        in the archive (R5.4, docs); the rest (presence, chat states) is stale."""
+        buf = self.buffers.pop(jid, None)
+        if not buf:
+            return []
+        items = buf.drain()
+        self.held_total -= len(items)
+        log.info("session %s ended with %d held stanza(s); dropped (IMs stay in the archive)", jid, len(items))
+        return [DropHeld(jid, tuple(h.id for h in items))]
+
+    def counters(self, now: float) -> dict[str, float]:
+        """R6, by the vendor's names."""
+        sessions = silent = quiet = 0
+        for s in self.sessions.all():
+            sessions += s.is_mdm
+            m = self.mode(s, now)
+            silent += m == "silent"
+            quiet += m == "quiet"
+        packets, avg = self.flushes.window(now)
+        if not self.config.enabled:  # R1.3: no MDM counter moves
+            sessions = silent = quiet = 0
+        return {"MDMSessions": sessions, "MDMSilentModeSessions": silent, "MDMQuietModeSessions": quiet,
+                "MDMBufferFlushes": self.flushes.flushes,
+                "MDMBufferFlushesLimitReached": self.flushes.flushes_limit_reached,
+                "MDMBufferFlushPacketCount": packets, "MDMBufferAvgQueuedTime": avg}

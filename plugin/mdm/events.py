@@ -64,14 +64,29 @@ class MessageToUser:
 
 
 @dataclass(frozen=True, slots=True)
+class StanzaToSession:
+    """Any other stanza the server is about to send to a session in the background (CSI inactive),
+    held by the bridge under ``ref``: presence, iqs, natively routed messages (R5)."""
+    ref: str
+    jid: str
+    stanza: Stanza
+
+
+@dataclass(frozen=True, slots=True)
+class SyncDone:
+    """The end of the session list that followed a Resync for ``host``."""
+    host: str
+
+
+@dataclass(frozen=True, slots=True)
 class MessageFromUser:
     """A message a local session sent; it goes on to its recipient natively, we only copy it."""
     sender: str  # full JID of the sending session
     stanza: Stanza
 
 
-Event = Resync | SessionBound | SessionUnbound | CarbonsToggled | PresenceSent | ClientStateChanged \
-    | MessageToUser | MessageFromUser
+Event = Resync | SyncDone | SessionBound | SessionUnbound | CarbonsToggled | PresenceSent \
+    | ClientStateChanged | MessageToUser | StanzaToSession | MessageFromUser
 
 
 # --- actions (core -> bridge) ------------------------------------------------------------------
@@ -92,6 +107,8 @@ class Deliver:
     # The held message this delivers, if any: a bridge that already delivered that ref natively
     # (the component answered too late) drops the delivery, so nothing arrives twice (R2.4).
     ref: str | None = None
+    # When the stanza was put in a buffer (wall clock): delivered with a XEP-0203 <delay/> (R5.3).
+    delay: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,9 +120,28 @@ class Route:
 
 @dataclass(frozen=True, slots=True)
 class Ack:
-    """We delivered message ``ref`` ourselves; the bridge can forget it."""
+    """We delivered message ``ref`` ourselves, or hold it in a buffer (``held``): the bridge can
+    forget it."""
     ref: str
     user: str
+    held: bool = False
 
 
-Action = Deliver | Route | Ack
+@dataclass(frozen=True, slots=True)
+class StoreHeld:
+    """Persist a held stanza before the ack that follows it goes out (R5.4: nothing lost)."""
+    jid: str
+    id: int
+    delivery: Deliver
+    queued_at: float
+    key: tuple[str, str] | None = None  # R5.6 coalescing key, kept across restarts
+
+
+@dataclass(frozen=True, slots=True)
+class DropHeld:
+    """Forget held stanzas: delivered, coalesced away, or their session ended."""
+    jid: str
+    ids: tuple[int, ...]
+
+
+Action = Deliver | Route | Ack | StoreHeld | DropHeld

@@ -82,6 +82,9 @@ class SessionTable:
     def __len__(self) -> int:
         return len(self._sessions)
 
+    def all(self) -> Iterator[Session]:
+        return iter(self._sessions.values())
+
     def mdm_sessions(self, user: str) -> list[Session]:
         return [s for s in self.of_user(user) if s.is_mdm]
 

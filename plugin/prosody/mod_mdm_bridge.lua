@@ -17,6 +17,7 @@
 -- This module replaces mod_carbons (XEP-0280): only the component copies messages.
 
 local st = require "util.stanza";
+local filters = require "util.filters";
 local jid_bare = require "util.jid".bare;
 local now = require "util.time".now;
 local modulemanager = require "core.modulemanager";
@@ -31,8 +32,12 @@ local component_jid = module:get_option_string("mdm_component", "mdm." .. host);
 local ack_timeout = module:get_option_number("mdm_ack_timeout", 10);
 local full_sessions = prosody.full_sessions;
 
-local pending = {}; -- ref -> { event = ..., name = event name, handler = ours, at = time }
+-- ref -> { event, name, handler, at } for a held message (message-in), or
+--        { session, stanza, at } for a stanza held on its way to a background session (session-out)
+local pending = {};
 local last_ref = 0;
+-- Stanzas the component (or the fail-open path) delivers: they pass our CSI filter untouched.
+local bypass = setmetatable({}, { __mode = "k" });
 
 local function component_connected()
 	local mod = modulemanager.get_module(component_jid, "component");
@@ -58,6 +63,13 @@ end
 
 -- Continue the event's handler chain right after our handler: what would have run without us.
 local function deliver_natively(p)
+	if p.session then -- a stanza for a background session: send it as the server meant to
+		if full_sessions[p.session.full_jid] == p.session then
+			bypass[p.stanza] = true;
+			p.session.send(p.stanza);
+		end
+		return;
+	end
 	local handlers = prosody.hosts[host].events.get_handlers(p.name);
 	local found = false;
 	for i = 1, handlers and #handlers or 0 do
@@ -150,11 +162,32 @@ module:hook("iq-set/self/" .. xmlns_carbons .. ":disable", toggle_carbons);
 module:add_feature(xmlns_carbons);
 
 -- XEP-0352 CSI, as mod_csi re-fires the client's nonzas. The session's state is kept so a
--- reconnecting component learns it with the other session facts.
+-- reconnecting component learns it with the other session facts. While a session is in the
+-- background, every stanza for it goes to the component, which holds or flushes (R5); this
+-- filter runs before mod_smacks' queue (-999) so held stanzas are not counted as sent.
+local function hold_filter(stanza, session)
+	if bypass[stanza] or not st.is_stanza(stanza) or stanza.attr.xmlns ~= nil
+		or session.mdm_csi_state ~= "inactive" or not component_connected() then
+		return stanza;
+	end
+	local name = stanza.name;
+	if name ~= "message" and name ~= "presence" and name ~= "iq" then return stanza; end
+	last_ref = last_ref + 1;
+	local ref = tostring(last_ref);
+	pending[ref] = { session = session, stanza = st.clone(stanza), at = now() };
+	send_events(st.stanza("session-out", { ref = ref, jid = session.full_jid }), stanza);
+	return nil;
+end
+
 local function csi_handler(state)
 	return function(event)
 		local session = event.origin;
 		session.mdm_csi_state = state;
+		if state == "inactive" then
+			filters.add_filter(session, "stanzas/out", hold_filter, 500);
+		else
+			filters.remove_filter(session, "stanzas/out", hold_filter);
+		end
 		if component_connected() then
 			send_events(st.stanza("csi", { jid = session.full_jid, state = state }));
 		end
@@ -201,6 +234,7 @@ module:hook("message/host", function(event)
 				local session = full_sessions[cmd.attr.to];
 				if payload and session and session.host == host then
 					normalise(payload, xmlns_client);
+					bypass[payload] = true;
 					session.send(payload);
 					if ref then reached[ref] = true; end
 				elseif not payload then
@@ -212,8 +246,8 @@ module:hook("message/host", function(event)
 			if p then
 				pending[ref] = nil;
 				-- An ack whose deliveries all missed (the sessions left meanwhile) is a route:
-				-- offline storage keeps the message (R2.2).
-				if name == "route" or not reached[ref] then
+				-- offline storage keeps the message (R2.2). held="true": the component keeps it.
+				if name == "route" or (not reached[ref] and not p.session and cmd.attr.held ~= "true") then
 					deliver_natively(p);
 				end
 			end
@@ -269,8 +303,16 @@ function module.load()
 	if modulemanager.is_loaded(host, "carbons") then
 		module:log("error", "mod_carbons is loaded beside mod_mdm_bridge: disable it, the MDM component copies messages");
 	end
+	if modulemanager.is_loaded(host, "csi_simple") or modulemanager.is_loaded(host, "csi_battery_saver") then
+		module:log("error", "A CSI queueing module is loaded beside mod_mdm_bridge: disable it, the MDM component holds stanzas");
+	end
 end
 
 function module.unload()
 	fail_open_all("module unloaded");
+	for _, user in pairs(prosody.hosts[host].sessions or {}) do
+		for _, session in pairs(user.sessions) do
+			filters.remove_filter(session, "stanzas/out", hold_filter);
+		end
+	end
 end
