@@ -49,6 +49,7 @@ class Client:
     # --- connection ---
 
     async def connect(self, host: str, port: int) -> None:
+        self.inactive = False  # a new session starts in the foreground
         self._client = adapter.make_client(self.jid, self.password, host, port)
         self._cm = self._client.connected()
         await asyncio.wait_for(self._cm.__aenter__(), 15)

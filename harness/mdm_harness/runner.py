@@ -137,9 +137,7 @@ class ScenarioRun:
             got = metrics.get(name)
             if got is None:
                 problems.append(f"{name}: not on /metrics")
-            elif want.startswith(">") and not got > float(want[1:]):
-                problems.append(f"{name} is {got:g}, expected {want}")
-            elif not want.startswith(">") and got != float(want):
+            elif want.startswith(">") and not got > float(want[1:]) or not want.startswith(">") and got != float(want):
                 problems.append(f"{name} is {got:g}, expected {want}")
             else:
                 self._shown.append(f"        {name} = {got:g}")

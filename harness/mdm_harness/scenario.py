@@ -67,7 +67,7 @@ _STEP_PATTERNS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"^(?P<actor>.+?) receives:$"), "receives"),
     (re.compile(r"^(?P<actor>.+?) receives nothing$"), "receives-nothing"),
     (re.compile(r"^[Ww]ait (?P<arg>\d+(?:\.\d+)?) ?s$"), "wait"),
-    (re.compile(r"^(?P<actor>Component) sets (?P<arg>mdm\.\w+ *= *\S+)$"), "set"),
+    (re.compile(r"^(?P<actor>Component) sets (?P<arg>(?:mdm|buffer)\.\w+ *= *\S+)$"), "set"),
     (re.compile(r"^(?P<actor>Component) stops$"), "stop"),
     (re.compile(r"^(?P<actor>Component) starts$"), "start"),
     (re.compile(r"^(?P<actor>Component) pauses$"), "pause"),

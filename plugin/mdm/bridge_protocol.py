@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import copy
 import logging
-from datetime import UTC, datetime
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from lxml import etree
 
