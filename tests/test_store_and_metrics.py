@@ -1,0 +1,59 @@
+"""The SQLite store (R5.4) and the /metrics endpoint (R6)."""
+
+import asyncio
+
+import pytest
+
+from mdm.component import Component
+from mdm.config import from_dict
+from mdm.counters import NAMES
+from mdm.events import Deliver, DropHeld, StoreHeld
+from mdm.metrics import MetricsServer
+from mdm.store import SQLiteStore
+from mdm_harness.runner import fetch_metrics
+
+from .helpers import message
+
+MOBILE = "alice@localhost/mobile"
+
+
+def test_store_round_trip_keeps_order_stamp_and_key(tmp_path):
+    path = tmp_path / "s.sqlite"
+    store = SQLiteStore(path)
+    d1 = Deliver(MOBILE, message("alice@localhost", body="one"), False, delay=100.0)
+    d2 = Deliver(MOBILE, message("alice@localhost", body="two"), None, delay=101.0)
+    store.apply([StoreHeld(MOBILE, 1, d1, 100.0), StoreHeld(MOBILE, 2, d2, 101.0, ("presence", "b@x/y")),
+                 StoreHeld(MOBILE, 3, d2, 102.0)])
+    store.apply([DropHeld(MOBILE, (3,))])
+    store.close()
+    loaded = SQLiteStore(path).load()[MOBILE]
+    assert [h.id for h in loaded] == [1, 2] and loaded[1].key == ("presence", "b@x/y")
+    first = loaded[0].delivery.stanza
+    assert first.findtext("{jabber:client}body") == "one"
+    assert first.find("{urn:xmpp:delay}delay") is not None
+    assert first.find("{urn:x-open-mdm:notify:0}notify").get("value") == "false"
+
+
+def test_component_restores_held_stanzas_from_its_store(tmp_path):
+    path = tmp_path / "s.sqlite"
+    SQLiteStore(path).apply([StoreHeld(MOBILE, 7, Deliver(MOBILE, message("alice@localhost")), 1.0)])
+    cfg = from_dict({"component": {"jid": "mdm.localhost", "secret": "s"}, "buffer": {"store": str(path)}})
+    component = Component(cfg)
+    assert component.core.held_total == 1 and component.core._next_id == 8
+    component.store.close()
+
+
+@pytest.mark.asyncio
+async def test_metrics_endpoint_serves_the_seven_names_on_localhost():
+    values = {n: float(i) for i, n in enumerate(NAMES)}
+    server = MetricsServer(lambda: values, "127.0.0.1", 0)
+    await server.start()
+    try:
+        got = await fetch_metrics("127.0.0.1", server.port)
+        assert got == values
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"GET /other HTTP/1.1\r\n\r\n")
+        assert (await reader.read()).startswith(b"HTTP/1.1 404")
+        writer.close()
+    finally:
+        await server.stop()
