@@ -26,7 +26,8 @@ CHATSTATE = '<composing xmlns="http://jabber.org/protocol/chatstates"/>'
 
 
 def presence(frm: str, show: str) -> etree._Element:
-    return etree.fromstring(f'<presence xmlns="jabber:client" from="{frm}" to="{MOBILE}"><show>{show}</show></presence>')
+    return etree.fromstring(f'<presence xmlns="jabber:client" from="{frm}" to="{MOBILE}">'
+                            f'<show>{show}</show></presence>')
 
 
 def iq() -> etree._Element:
