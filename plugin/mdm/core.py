@@ -73,7 +73,7 @@ log = logging.getLogger(__name__)
 class CoreConfig:
     enabled: bool = True  # R1.1: on by default
     active_window: float = 300.0  # R3.1: five minutes
-    buffer_limit: int = 100  # R5.3c: stanzas held per client before it flushes
+    buffer_limit: int = 256  # R5.3c: stanzas held per client before it flushes (as csi_queue_size)
     total_buffer_limit: int = 10000  # R5.3c: stanzas held by the whole component
     counter_period: float = 60.0  # R6: window of MDMBufferFlushPacketCount / AvgQueuedTime
 

@@ -1,0 +1,95 @@
+"""R5 benchmark: how often is a backgrounded phone woken while the desktop is in use?
+
+Alice has a laptop (active) and a phone that sent CSI <inactive/>; Bob sends her N IMs. We
+count what the phone's connection receives (Bob writes one IM every 10 ms, a conversation
+rather than a burst, so that each delivery can be its own wake-up) before it returns to the foreground (stanzas, and
+socket reads = radio wake-ups), then what arrives when it sends <active/>. Two servers in the
+same run: Prosody with our bridge and component, and Prosody with its own mod_carbons +
+mod_csi_simple (the baseline). Run: .venv/bin/python bench/wakeups.py [N]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from mdm_harness import aioxmpp_adapter as adapter
+from mdm_harness.clients import ClientPool
+from mdm_harness.component_control import ComponentControl
+from mdm_harness.environment import DEFAULT_ACCOUNTS, online
+from mdm_harness.servers.prosody import start_prosody
+
+PACE = 0.01
+PING = "<iq type='get' id='{id}' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>"
+
+
+@dataclass
+class Result:
+    setup: str
+    background_stanzas: int
+    background_reads: int
+    return_stanzas: int
+    return_reads: int
+
+
+async def measure(mdm: bool, n: int) -> Result:
+    workdir = Path(tempfile.mkdtemp(prefix="mdm-bench-"))
+    server = await start_prosody(DEFAULT_ACCOUNTS, workdir, bridge=mdm,
+                                 extra_modules=() if mdm else ("csi", "csi_simple"))
+    control = ComponentControl(server) if mdm else None
+    pool = ClientPool(server, control.sees_inactive if control else None)
+    try:
+        if control:
+            await control.start()
+        laptop = await online(pool, "alice@localhost", "alice-password", "laptop")
+        phone = await online(pool, "alice@localhost", "alice-password", "phone")
+        bob = await online(pool, "bob@localhost", "bob-password", "desktop", carbons=False)
+        await phone.send("<inactive xmlns='urn:xmpp:csi:0'/>")
+        await phone.iq(PING)  # the server has seen <inactive/> (its buffer is empty: nothing to flush)
+        reads = [0]
+        adapter.count_reads(phone._client, lambda _n: reads.__setitem__(0, reads[0] + 1))
+        start_stanzas = len(phone.received)
+        for i in range(n):  # a conversation, not a burst: one IM every PACE seconds
+            await bob.send(f"<message to='alice@localhost' type='chat' id='m{i}'><body>IM {i}</body></message>")
+            await asyncio.sleep(PACE)
+        if not await laptop.wait_for(n, timeout=60):
+            raise RuntimeError(f"the laptop got {len(laptop.received)} of {n} IMs")
+        await pool.barrier()
+        bg_stanzas, bg_reads = len(phone.received) - start_stanzas, reads[0]
+        await phone.send("<active xmlns='urn:xmpp:csi:0'/>")
+        if not await phone.wait_for(start_stanzas + n, timeout=60):
+            raise RuntimeError(f"the phone got {len(phone.received) - start_stanzas} of {n} IMs")
+        await phone.drain()
+        return Result("MDM component" if mdm else "mod_carbons + mod_csi_simple", bg_stanzas, bg_reads,
+                      len(phone.received) - start_stanzas - bg_stanzas, reads[0] - bg_reads)
+    finally:
+        await pool.close()
+        if control:
+            await control.stop()
+        await server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+async def main(n: int) -> None:
+    baseline = await measure(False, n)
+    ours = await measure(True, n)
+    print(f"{n} IMs to Alice while her laptop is active and her phone is in the background\n")
+    print(f"{'setup':32} {'phone in background':>28} {'phone returns':>26}")
+    print(f"{'':32} {'stanzas':>12} {'wake-ups':>15} {'stanzas':>11} {'socket reads':>14}")
+    for r in (baseline, ours):
+        print(f"{r.setup:32} {r.background_stanzas:>12} {r.background_reads:>15} "
+              f"{r.return_stanzas:>11} {r.return_reads:>14}")
+    ratio = ours.background_reads / baseline.background_reads if baseline.background_reads else float("nan")
+    print(f"\nwake-ups in the background, ours / baseline: {ours.background_reads} / "
+          f"{baseline.background_reads} = {ratio:.3f}")
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("aioxmpp").setLevel(logging.ERROR)  # iq replies the harness consumes itself
+    asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 100))
