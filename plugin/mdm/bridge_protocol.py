@@ -183,6 +183,12 @@ def encode_commands(actions: Iterable[Action], component_jid: str) -> list[Stanz
             el.set("to", a.to)
             if a.ref is not None:
                 el.set("ref", a.ref)
+            if a.ref is not None and a.carbon is None and a.delay is None:
+                # The held message itself: the bridge has it, so we send only the hint to add.
+                # This spares the server parsing a copy per device (docs/benchmarks.md).
+                if a.notify is not None:
+                    el.set("notify", "true" if a.notify else "false")
+                continue
             fwd = etree.SubElement(el, _FORWARDED, nsmap={None: ns.FORWARD})
             fwd.append(render_delivery(a))
         elif isinstance(a, Route | Ack):

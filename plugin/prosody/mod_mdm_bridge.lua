@@ -26,6 +26,7 @@ local xmlns_bridge = "urn:x-open-mdm:bridge:0";
 local xmlns_carbons = "urn:xmpp:carbons:2";
 local xmlns_forward = "urn:xmpp:forward:0";
 local xmlns_client = "jabber:client";
+local xmlns_notify = "urn:x-open-mdm:notify:0";
 
 local host = module.host;
 local component_jid = module:get_option_string("mdm_component", "mdm." .. host);
@@ -44,20 +45,48 @@ local function component_connected()
 	return mod ~= nil and mod.connected == true;
 end
 
--- Send one <events/> stanza to the component. A stanza forwarded inside it must say that it is
--- jabber:client (inside <forwarded/> it would otherwise inherit that namespace); the stanza is
--- serialised synchronously by the component session, so the attribute is restored right after.
+-- Events are batched: every event of one pass of Prosody's loop (a burst read from a client,
+-- say) goes to the component in one <events/> stanza, written straight to the component's
+-- session as text, so each message costs one serialisation here and no extra routing.
+local t_concat = table.concat;
+local add_task = require "util.timer".add_task;
+local batch_size = module:get_option_number("mdm_batch_size", 100);
+local batch, batch_len = nil, 0;
+
+local function flush_events()
+	local b = batch;
+	batch, batch_len = nil, 0;
+	if not b then return; end
+	local mod = modulemanager.get_module(component_jid, "component");
+	local session = mod and mod.connected and mod.session;
+	-- Not connected: nothing to tell; held messages are delivered natively on disconnect.
+	if not session then return; end
+	b[#b + 1] = "</events></message>";
+	session.send(t_concat(b));
+end
+
+local function queue_event(xml)
+	if not batch then
+		batch = { "<message from='", host, "' to='", component_jid, "'><events xmlns='", xmlns_bridge, "'>" };
+		add_task(0, flush_events);
+	end
+	batch_len = batch_len + 1;
+	batch[#batch + 1] = xml;
+	if batch_len >= batch_size then flush_events(); end
+end
+
+-- Queue one event element. A stanza forwarded inside it must say that it is jabber:client
+-- (inside <forwarded/> it would otherwise inherit that namespace); it is serialised right here,
+-- so the attribute is restored right after.
 local function send_events(child, forwarded)
-	local old_xmlns;
 	if forwarded then
-		old_xmlns = forwarded.attr.xmlns;
+		local old_xmlns = forwarded.attr.xmlns;
 		forwarded.attr.xmlns = xmlns_client;
 		child:tag("forwarded", { xmlns = xmlns_forward }):add_child(forwarded):up();
-	end
-	module:send(st.message({ from = host, to = component_jid })
-		:tag("events", { xmlns = xmlns_bridge }):add_child(child));
-	if forwarded then
+		queue_event(tostring(child));
 		forwarded.attr.xmlns = old_xmlns;
+	else
+		queue_event(tostring(child));
 	end
 end
 
@@ -228,17 +257,28 @@ module:hook("message/host", function(event)
 		local name, ref = cmd.name, cmd.attr.ref;
 		if name == "deliver" then
 			-- A ref we no longer hold was already delivered natively: drop, never twice (R2.4).
-			if ref == nil or pending[ref] then
+			local p = ref and pending[ref];
+			if ref == nil or p then
 				local forwarded = cmd:get_child("forwarded", xmlns_forward);
 				local payload = forwarded and forwarded.tags[1];
+				if payload then
+					normalise(payload, xmlns_client);
+				elseif p then
+					-- No payload: the held stanza itself, with the notification hint if any
+					-- (a held message may go to several sessions: each gets its own copy).
+					payload = p.event and st.clone(p.event.stanza) or p.stanza;
+					payload.attr.xmlns = nil;
+					if cmd.attr.notify then
+						payload:tag("notify", { xmlns = xmlns_notify, value = cmd.attr.notify }):up();
+					end
+				end
 				local session = full_sessions[cmd.attr.to];
 				if payload and session and session.host == host then
-					normalise(payload, xmlns_client);
 					bypass[payload] = true;
 					session.send(payload);
 					if ref then reached[ref] = true; end
 				elseif not payload then
-					module:log("warn", "MDM deliver command without a forwarded stanza");
+					module:log("warn", "MDM deliver command without a stanza to deliver (ref %s)", tostring(ref));
 				end
 			end
 		elseif name == "route" or name == "ack" then
@@ -280,15 +320,18 @@ local function attach(h)
 	local comp = module:context(component_jid);
 	comp:hook("component-authenticated", function()
 		-- Tell the (re)connected component everything it needs: it starts from a clean slate.
-		local out = st.stanza("sync", { xmlns = xmlns_bridge });
-		local batch = st.stanza("events", { xmlns = xmlns_bridge }):add_child(out);
-		local user_sessions = prosody.hosts[host].sessions;
-		for _, user in pairs(user_sessions) do
+		batch, batch_len = nil, 0; -- nothing queued before this connection belongs to it
+		queue_event("<sync/>");
+		for _, user in pairs(prosody.hosts[host].sessions) do
 			for _, session in pairs(user.sessions) do
-				if session.full_jid then session_events(session, batch); end
+				if session.full_jid then
+					local out = st.stanza("x");
+					session_events(session, out);
+					for _, child in ipairs(out.tags) do queue_event(tostring(child)); end
+				end
 			end
 		end
-		module:send(st.message({ from = host, to = component_jid }):add_child(batch));
+		flush_events();
 		module:log("info", "MDM component %s connected; reported the sessions of %s", component_jid, host);
 	end);
 	comp:hook("component-disconnected", function()

@@ -1,0 +1,91 @@
+"""Throughput: IMs per second to a user with three devices, MDM component vs Prosody's own carbons.
+
+Bob sends N IMs to alice@localhost as fast as he can; Alice has three devices with carbons on and
+equal priority, so natively all three are RFC 6121 recipients and with MDM all three are fanned
+out. We time from the first write to the last device holding all N. Both setups run here, one
+after the other, on a fresh Prosody (plaintext, no rate limits); the component runs as its own
+process (`mdm-component`), as in production. The goal: >= 0.8 of native.
+Run: .venv/bin/python bench/throughput.py [N] [ROUNDS]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from rawclient import RawClient
+
+from mdm_harness.environment import DEFAULT_ACCOUNTS
+from mdm_harness.ports import free_ports
+from mdm_harness.servers.prosody import start_prosody
+
+
+async def one_round(mdm: bool, n: int) -> float:
+    workdir = Path(tempfile.mkdtemp(prefix="mdm-tput-"))
+    # No archive: mod_mam writes every IM to files and would dominate both setups alike.
+    server = await start_prosody(DEFAULT_ACCOUNTS, workdir, bridge=mdm, without_modules=("mam",))
+    component = None
+    devices = [RawClient("alice", "alice-password", r) for r in ("laptop", "mobile", "tablet")]
+    bob = RawClient("bob", "bob-password", "desktop")
+    try:
+        if mdm:
+            cfg = workdir / "mdm.toml"
+            cfg.write_text(f'[component]\njid = "{server.component_jid}"\nsecret = "{server.component_secret}"\n'
+                           f'server_port = {server.component_port}\n[buffer]\nstore = "{workdir}/b.sqlite"\n'
+                           f'[metrics]\nport = {free_ports(1)[0]}\n[log]\nlevel = "warning"\n')
+            component = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "mdm.cli", "--config", str(cfg))
+            probe = RawClient("colin", "colin-password", "probe")
+            await probe.connect(server.c2s_port, carbons=False)
+            # the component is up when its disco answers with a result, not Prosody's bounce
+            while True:
+                probe.send(b"<iq type='get' id='d' to='mdm.localhost'>"
+                           b"<query xmlns='http://jabber.org/protocol/disco#info'/></iq>")
+                reply = await probe._until(rb"id=.d.[^>]*>")
+                if b"type='result'" in reply or b'type="result"' in reply:
+                    break
+                await asyncio.sleep(0.05)
+            await probe.close()
+        for d in devices:
+            await d.connect(server.c2s_port)
+            d.messages = 0
+            d.start_counting()
+        await bob.connect(server.c2s_port, carbons=False)
+        payload = b"".join(f"<message to='alice@localhost' type='chat' id='m{i}'><body>IM number {i}</body>"
+                           f"</message>".encode() for i in range(n))
+        started = time.perf_counter()
+        bob.send(payload)
+        await bob.drain()
+        for d in devices:
+            if not await d.wait_messages(n, timeout=300):
+                raise RuntimeError(f"{d.resource} got {d.messages} of {n}")
+        return n / (time.perf_counter() - started)
+    finally:
+        for c in (*devices, bob):
+            await c.close()
+        if component is not None:
+            component.terminate()
+            await component.wait()
+        await server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+async def main(n: int, rounds: int) -> None:
+    native, ours = [], []
+    for _ in range(rounds):  # interleaved, so both see the same machine noise
+        native.append(await one_round(False, n))
+        ours.append(await one_round(True, n))
+    nat, mdm = statistics.median(native), statistics.median(ours)
+    print(f"{n} IMs to a 3-device user, {rounds} rounds each, median IMs/s (per device)")
+    print(f"  Prosody + mod_carbons (native): {nat:8.0f}   rounds: {', '.join(f'{x:.0f}' for x in native)}")
+    print(f"  Prosody + MDM bridge/component: {mdm:8.0f}   rounds: {', '.join(f'{x:.0f}' for x in ours)}")
+    print(f"  ratio component / native: {mdm / nat:.2f} (goal >= 0.8)")
+
+
+if __name__ == "__main__":
+    asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 5000, int(sys.argv[2]) if len(sys.argv) > 2 else 3))
