@@ -48,7 +48,7 @@ end
 -- Events are batched: every event of one pass of Prosody's loop (a burst read from a client,
 -- say) goes to the component in one <events/> stanza, written straight to the component's
 -- session as text, so each message costs one serialisation here and no extra routing.
-local t_concat = table.concat;
+local t_concat, t_remove = table.concat, table.remove;
 local add_task = require "util.timer".add_task;
 local batch_size = module:get_option_number("mdm_batch_size", 100);
 local batch, batch_len = nil, 0;
@@ -258,27 +258,34 @@ module:hook("message/host", function(event)
 		if name == "deliver" then
 			-- A ref we no longer hold was already delivered natively: drop, never twice (R2.4).
 			local p = ref and pending[ref];
-			if ref == nil or p then
+			local session = full_sessions[cmd.attr.to];
+			if (ref == nil or p) and session and session.host == host then
 				local forwarded = cmd:get_child("forwarded", xmlns_forward);
 				local payload = forwarded and forwarded.tags[1];
 				if payload then
 					normalise(payload, xmlns_client);
-				elseif p then
-					-- No payload: the held stanza itself, with the notification hint if any
-					-- (a held message may go to several sessions: each gets its own copy).
-					payload = p.event and st.clone(p.event.stanza) or p.stanza;
-					payload.attr.xmlns = nil;
-					if cmd.attr.notify then
-						payload:tag("notify", { xmlns = xmlns_notify, value = cmd.attr.notify }):up();
-					end
-				end
-				local session = full_sessions[cmd.attr.to];
-				if payload and session and session.host == host then
 					bypass[payload] = true;
 					session.send(payload);
 					if ref then reached[ref] = true; end
-				elseif not payload then
-					module:log("warn", "MDM deliver command without a stanza to deliver (ref %s)", tostring(ref));
+				elseif p then
+					-- No payload: the held stanza itself, plus the notification hint if any. The
+					-- hint is added for this one send and taken off again: session.send has
+					-- serialised (or, mod_smacks, cloned) the stanza by the time it returns.
+					local held = p.event and p.event.stanza or p.stanza;
+					local old_xmlns = held.attr.xmlns;
+					held.attr.xmlns = nil;
+					local notify = cmd.attr.notify;
+					if notify then held:tag("notify", { xmlns = xmlns_notify, value = notify }):up(); end
+					bypass[held] = true;
+					session.send(held);
+					if notify then
+						t_remove(held.tags);
+						t_remove(held);
+					end
+					held.attr.xmlns = old_xmlns;
+					reached[ref] = true;
+				else
+					module:log("warn", "MDM deliver command without a stanza to deliver");
 				end
 			end
 		elseif name == "route" or name == "ack" then
