@@ -106,7 +106,7 @@ def decode_events(stanza: Stanza, host: str) -> Decoded:
             elif name == "message-out":
                 out.events.append(MessageFromUser(_jid_attr(el), _forwarded_message(el)))
             elif name == "bind":
-                out.events.append(SessionBound(_jid_attr(el)))
+                out.events.append(SessionBound(_jid_attr(el), el.get("sid")))
             elif name == "unbind":
                 out.events.append(SessionUnbound(_jid_attr(el)))
             elif name == "carbons":
@@ -164,8 +164,31 @@ def render_delivery(d: Deliver) -> Stanza:
     return out
 
 
+def _by_reference(a: Deliver) -> bool:
+    """A delivery of the held message itself: the bridge has it, we send only the hint."""
+    return a.ref is not None and a.carbon is None and a.delay is None
+
+
+def _fanouts(actions: list[Action]) -> dict[str, list[Deliver]]:
+    """Refs whose every delivery is by reference to a session with a bridge id, and that end in a
+    plain ack: those go out as one compact <fanout/> (one element per message, not per device)."""
+    per_ref: dict[str, list[Deliver]] = {}
+    unfit: set[str] = set()
+    for a in actions:
+        if isinstance(a, Deliver) and a.ref is not None:
+            if _by_reference(a) and a.sid is not None:
+                per_ref.setdefault(a.ref, []).append(a)
+            else:
+                unfit.add(a.ref)
+        elif isinstance(a, Ack) and a.held:
+            unfit.add(a.ref)
+    return {ref: ds for ref, ds in per_ref.items() if ref not in unfit}
+
+
 def encode_commands(actions: Iterable[Action], component_jid: str) -> list[Stanza]:
     """One ``<message><commands/></message>`` per server host, actions in their order."""
+    actions = list(actions)
+    fanouts = _fanouts(actions)
     per_host: dict[str, Stanza] = {}
 
     def commands_for(host: str) -> Stanza:
@@ -179,11 +202,13 @@ def encode_commands(actions: Iterable[Action], component_jid: str) -> list[Stanz
 
     for a in actions:
         if isinstance(a, Deliver):
+            if a.ref in fanouts:
+                continue  # sent with its ack, as one <fanout/>
             el = etree.SubElement(commands_for(domain(a.to)), ns.q(B, "deliver"))
             el.set("to", a.to)
             if a.ref is not None:
                 el.set("ref", a.ref)
-            if a.ref is not None and a.carbon is None and a.delay is None:
+            if _by_reference(a):
                 # The held message itself: the bridge has it, so we send only the hint to add.
                 # This spares the server parsing a copy per device (docs/benchmarks.md).
                 if a.notify is not None:
@@ -191,6 +216,13 @@ def encode_commands(actions: Iterable[Action], component_jid: str) -> list[Stanz
                 continue
             fwd = etree.SubElement(el, _FORWARDED, nsmap={None: ns.FORWARD})
             fwd.append(render_delivery(a))
+        elif isinstance(a, Ack) and a.ref in fanouts:
+            el = etree.SubElement(commands_for(domain(a.user)), ns.q(B, "fanout"))
+            el.set("ref", a.ref)
+            for attr, want in (("notify", True), ("silent", False), ("plain", None)):
+                sids = [d.sid for d in fanouts[a.ref] if d.notify is want]
+                if sids:
+                    el.set(attr, " ".join(sids))  # type: ignore[arg-type]
         elif isinstance(a, Route | Ack):
             el = etree.SubElement(commands_for(domain(a.user)), ns.q(B, "route" if isinstance(a, Route)
                                                                      else "ack"))

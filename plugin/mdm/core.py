@@ -125,8 +125,8 @@ class MdmCore:
                     s.inactive = not active  # R3.5, R5.1
                     if active:
                         return self._flush(s.jid, buffers.ACTIVE, now)  # R5.3d
-            case SessionBound(jid=jid):
-                self.sessions.bind(jid)
+            case SessionBound(jid=jid, sid=sid):
+                self.sessions.bind(jid, sid)
             case SessionUnbound(jid=jid):
                 self.sessions.unbind(jid)  # R2.2: an unbound session is never a target again
                 return self._discard(jid)
@@ -242,6 +242,8 @@ class MdmCore:
 
     def _out(self, s: Session, d: Deliver, now: float) -> list[Action]:
         """Deliver ``d`` to ``s`` now, or hold it, by the table in mdm.buffers."""
+        if s.sid is not None:
+            d = dataclasses.replace(d, sid=s.sid)
         if not s.inactive or not self.config.enabled:
             return [d]
         v = buffers.verdict(d.stanza, silent=self.mode(s, now) == "silent")

@@ -27,6 +27,7 @@ class Resync:
 @dataclass(frozen=True, slots=True)
 class SessionBound:
     jid: str  # full JID of the new session
+    sid: str | None = None  # the bridge's short id for it, used in compact commands
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +110,7 @@ class Deliver:
     ref: str | None = None
     # When the stanza was put in a buffer (wall clock): delivered with a XEP-0203 <delay/> (R5.3).
     delay: float | None = None
+    sid: str | None = None  # the bridge's id of the target session, when it gave one
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ class Session:
     priority: int = 0
     last_activity: float | None = None  # R3.1: last available presence or IM sent
     inactive: bool = False  # XEP-0352 CSI: in the background (R3.5, R5.1)
+    sid: str | None = None  # the bridge's short id (compact <fanout/> commands)
 
     @property
     def is_mdm(self) -> bool:
@@ -42,15 +43,16 @@ class SessionTable:
 
     # --- lifecycle ---
 
-    def bind(self, jid: str) -> Session:
+    def bind(self, jid: str, sid: str | None = None) -> Session:
         existing = self._sessions.get(jid)
         if existing is not None:  # a re-bind (resync) keeps what we knew
+            existing.sid = sid or existing.sid
             return existing
         self._seq += 1
         user = self._users.get(bare(jid))
         if user is None:
             user = self._users[bare(jid)] = User(bare(jid))
-        session = Session(jid=jid, user=user.jid, seq=self._seq)
+        session = Session(jid=jid, user=user.jid, seq=self._seq, sid=sid)
         user.sessions[jid] = session
         self._sessions[jid] = session
         return session

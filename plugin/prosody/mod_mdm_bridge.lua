@@ -152,8 +152,22 @@ module:hook("pre-message/full", outgoing_handler, -0.6);
 module:hook("pre-message/host", outgoing_handler, -0.6);
 
 -- Sessions, carbons, presence.
+-- Short ids for sessions, so the component's <fanout/> names targets compactly.
+local by_sid = {};
+local last_sid = 0;
+local function sid_of(session)
+	local sid = session.mdm_sid;
+	if not sid then
+		last_sid = last_sid + 1;
+		sid = tostring(last_sid);
+		session.mdm_sid = sid;
+		by_sid[sid] = session;
+	end
+	return sid;
+end
+
 local function session_events(session, out)
-	out:tag("bind", { jid = session.full_jid }):up();
+	out:tag("bind", { jid = session.full_jid, sid = sid_of(session) }):up();
 	if session.want_carbons then
 		out:tag("carbons", { jid = session.full_jid, enabled = "true" }):up();
 	end
@@ -167,13 +181,16 @@ local function session_events(session, out)
 end
 
 module:hook("resource-bind", function(event)
+	local sid = sid_of(event.session);
 	if not component_connected() then return; end
-	send_events(st.stanza("bind", { jid = event.session.full_jid }));
+	send_events(st.stanza("bind", { jid = event.session.full_jid, sid = sid }));
 end);
 
 module:hook("resource-unbind", function(event)
+	local session = event.session;
+	if session.mdm_sid then by_sid[session.mdm_sid] = nil; end
 	if not component_connected() then return; end
-	send_events(st.stanza("unbind", { jid = event.session.full_jid }));
+	send_events(st.stanza("unbind", { jid = session.full_jid }));
 end);
 
 local function toggle_carbons(event)
@@ -243,6 +260,34 @@ local function normalise(el, parent_ns)
 	for _, child in ipairs(el.tags) do normalise(child, ns); end
 end
 
+-- Send a held stanza itself, plus the notification hint if any. The hint is added for this one
+-- send and taken off again: session.send has serialised (or, mod_smacks, cloned) the stanza by
+-- the time it returns, so no copy is made per device.
+local function send_held(p, session, notify)
+	local held = p.event and p.event.stanza or p.stanza;
+	local old_xmlns = held.attr.xmlns;
+	held.attr.xmlns = nil;
+	if notify then held:tag("notify", { xmlns = xmlns_notify, value = notify }):up(); end
+	bypass[held] = true;
+	session.send(held);
+	if notify then
+		t_remove(held.tags);
+		t_remove(held);
+	end
+	held.attr.xmlns = old_xmlns;
+end
+
+local function finish(ref, p, reached, held_by_component)
+	pending[ref] = nil;
+	-- An ack whose deliveries all missed (the sessions left meanwhile) is a route: offline
+	-- storage keeps the message (R2.2). held="true": the component keeps it in a buffer.
+	if not reached and not p.session and not held_by_component then
+		deliver_natively(p);
+	end
+end
+
+local fanout_kinds = { notify = "true", silent = "false", plain = false };
+
 module:hook("message/host", function(event)
 	local stanza = event.stanza;
 	local commands = stanza:get_child("commands", xmlns_bridge);
@@ -268,36 +313,40 @@ module:hook("message/host", function(event)
 					session.send(payload);
 					if ref then reached[ref] = true; end
 				elseif p then
-					-- No payload: the held stanza itself, plus the notification hint if any. The
-					-- hint is added for this one send and taken off again: session.send has
-					-- serialised (or, mod_smacks, cloned) the stanza by the time it returns.
-					local held = p.event and p.event.stanza or p.stanza;
-					local old_xmlns = held.attr.xmlns;
-					held.attr.xmlns = nil;
-					local notify = cmd.attr.notify;
-					if notify then held:tag("notify", { xmlns = xmlns_notify, value = notify }):up(); end
-					bypass[held] = true;
-					session.send(held);
-					if notify then
-						t_remove(held.tags);
-						t_remove(held);
-					end
-					held.attr.xmlns = old_xmlns;
+					send_held(p, session, cmd.attr.notify);
 					reached[ref] = true;
 				else
 					module:log("warn", "MDM deliver command without a stanza to deliver");
 				end
 			end
-		elseif name == "route" or name == "ack" then
+		elseif name == "fanout" then
+			-- The held message to several sessions by id, then done with it (an ack).
+			local p = ref and pending[ref];
+			if p then
+				local any = false;
+				for attr, notify in pairs(fanout_kinds) do
+					local list = cmd.attr[attr];
+					if list then
+						for sid in list:gmatch("%S+") do
+							local session = by_sid[sid];
+							if session and session.host == host then
+								send_held(p, session, notify or nil);
+								any = true;
+							end
+						end
+					end
+				end
+				finish(ref, p, any, false);
+			end
+		elseif name == "route" then
 			local p = ref and pending[ref];
 			if p then
 				pending[ref] = nil;
-				-- An ack whose deliveries all missed (the sessions left meanwhile) is a route:
-				-- offline storage keeps the message (R2.2). held="true": the component keeps it.
-				if name == "route" or (not reached[ref] and not p.session and cmd.attr.held ~= "true") then
-					deliver_natively(p);
-				end
+				deliver_natively(p);
 			end
+		elseif name == "ack" then
+			local p = ref and pending[ref];
+			if p then finish(ref, p, reached[ref], cmd.attr.held == "true"); end
 		else
 			module:log("warn", "Unknown MDM bridge command <%s/>", name);
 		end
