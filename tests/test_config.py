@@ -53,3 +53,9 @@ def test_cli_reports_a_bad_config_in_one_line(tmp_path):
     r = subprocess.run([sys.executable, "-m", "mdm.cli", "--config", str(cfg), "--check"],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+def test_the_documented_example_config_is_valid():
+    from pathlib import Path
+    cfg = load(Path(__file__).parent.parent / "docs" / "mdm-component.example.toml")
+    assert cfg.core.buffer_limit == 256 and cfg.metrics_port == 9107 and cfg.admins == ["admin@example.org"]
