@@ -265,12 +265,16 @@ class MdmCore:
             actions.extend(self._flush(largest, buffers.TOTAL_LIMIT, now))
         return actions
 
-    def _flush(self, jid: str, reason: str, now: float) -> list[Action]:
+    def _take(self, jid: str) -> list[Held]:
         buf = self.buffers.pop(jid, None)
-        if not buf:
-            return []
-        items = buf.drain()
+        items = buf.drain() if buf else []
         self.held_total -= len(items)
+        return items
+
+    def _flush(self, jid: str, reason: str, now: float) -> list[Action]:
+        items = self._take(jid)
+        if not items:
+            return []
         self.flushes.record(now, reason, [now - h.queued_at for h in items], reason == buffers.TOTAL_LIMIT)
         log.debug("flush %s: %d stanza(s), reason %s", jid, len(items), reason)
         # Deliveries first, then forget them: a crash in between repeats, never loses (R5.4).
@@ -279,11 +283,9 @@ class MdmCore:
     def _discard(self, jid: str) -> list[Action]:
         """The session ended with a buffer: its IMs were delivered to the active client and stay
         in the archive (R5.4, docs); the rest (presence, chat states) is stale."""
-        buf = self.buffers.pop(jid, None)
-        if not buf:
+        items = self._take(jid)
+        if not items:
             return []
-        items = buf.drain()
-        self.held_total -= len(items)
         log.info("session %s ended with %d held stanza(s); dropped (IMs stay in the archive)", jid, len(items))
         return [DropHeld(jid, tuple(h.id for h in items))]
 
