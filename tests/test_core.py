@@ -203,3 +203,13 @@ def test_events_for_unknown_sessions_are_harmless(core):
     for ev in (CarbonsToggled("x@localhost/a", True), PresenceSent("x@localhost/a", True),
                ClientStateChanged("x@localhost/a", False), SessionUnbound("x@localhost/a")):
         assert core.handle(ev, 2.0) == []
+
+
+def test_R3_1_resync_restores_the_active_client_from_idle_times(core):
+    core.handle(Resync("localhost"), 100.0)
+    for jid, idle in ((LAPTOP, 30.0), (MOBILE, 5.0)):  # the mobile was active more recently
+        core.handle(SessionBound(jid), 100.0)
+        core.handle(CarbonsToggled(jid, True), 100.0)
+        core.handle(PresenceSent(jid, True, 0, idle), 100.0)
+    d = deliveries(core.handle(MessageToUser("1", message(ALICE)), 101.0))
+    assert d[MOBILE].notify is True and d[LAPTOP].notify is False

@@ -51,6 +51,17 @@ class ComponentControl:
             raise RuntimeError(f"the component did not connect and sync within {timeout}s; "
                                f"server log:\n{self.server.log_tail()}") from None
 
+    async def crash(self) -> None:
+        """The component dies without answering what it read; the task ends."""
+        if self.component is None:
+            return
+        component, task = self.component, self._task
+        self.component, self._task = None, None
+        component.crash()
+        if task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(task, 10)
+
     def require(self) -> Component:
         if self.component is None:
             raise RuntimeError("the component is not running")

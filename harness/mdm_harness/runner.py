@@ -119,6 +119,8 @@ class ScenarioRun:
         elif v == "counters":
             await self.pool.barrier()
             await self._counters(step)
+        elif v == "crash":
+            await self.component.crash()
         elif v == "pause":
             self.component.require().pause()
         elif v == "resume":
@@ -229,7 +231,9 @@ async def run_scenario(scenario: Scenario, server_kind: str, emit: Callable[[str
     server = None
     component = None
     try:
-        server = await start_server(server_kind, accounts_of([scenario]), workdir)
+        options = {"bridge_ack_timeout": float(scenario.meta["bridge-ack-timeout"])} \
+            if "bridge-ack-timeout" in scenario.meta else {}
+        server = await start_server(server_kind, accounts_of([scenario]), workdir, **options)
         component = ComponentControl(server)
         await component.start()
         run = ScenarioRun(scenario, server, component, emit, transcript)

@@ -5,7 +5,7 @@ A file holds a title (``# …``), optional ``## key: value`` metadata, ``[Client
 of ``sends:`` / ``receives:`` indented below. Steps scansion has: ``Name connects``,
 ``Name sends:``, ``Name receives:``, ``Name disconnects``. Ours (docs/scenarios.md):
 ``Name receives nothing``, ``Wait 1.5s``, ``Component sets mdm.KEY = VALUE``,
-``Component stops`` / ``starts`` / ``pauses`` / ``resumes``, ``Component counters:`` with
+``Component stops`` / ``starts`` / ``pauses`` / ``resumes`` / ``crashes``, ``Component counters:`` with
 ``NAME: VALUE`` lines (read from its HTTP /metrics). ``#`` lines are comments.
 """
 
@@ -71,6 +71,7 @@ _STEP_PATTERNS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"^(?P<actor>Component) stops$"), "stop"),
     (re.compile(r"^(?P<actor>Component) starts$"), "start"),
     (re.compile(r"^(?P<actor>Component) pauses$"), "pause"),
+    (re.compile(r"^(?P<actor>Component) crashes$"), "crash"),
     (re.compile(r"^(?P<actor>Component) counters:$"), "counters"),
     (re.compile(r"^(?P<actor>Component) resumes$"), "resume"),
 ]

@@ -117,7 +117,11 @@ def decode_events(stanza: Stanza, host: str) -> Decoded:
                 except ValueError:
                     raise ProtocolError(f"<presence> priority {el.get('priority')!r} is not an integer") \
                         from None
-                out.events.append(PresenceSent(_jid_attr(el), el.get("available") in _TRUE, priority))
+                try:
+                    idle = float(el.get("idle")) if el.get("idle") is not None else None
+                except ValueError:
+                    raise ProtocolError(f"<presence> idle {el.get('idle')!r} is not a number") from None
+                out.events.append(PresenceSent(_jid_attr(el), el.get("available") in _TRUE, priority, idle))
             elif name == "csi":
                 state = el.get("state")
                 if state not in ("active", "inactive"):

@@ -124,6 +124,8 @@ class Component:
             try:
                 async for stanza in link.stanzas():
                     await self._running.wait()
+                    if self._stopping.is_set():
+                        break  # crash(): what is unread stays unanswered
                     self._on_stanza(stanza)
                     await link.drain()
                 if not self._stopping.is_set():
@@ -158,6 +160,14 @@ class Component:
         self._running.set()
         if self._link is not None:
             await self._link.close()
+
+    def crash(self) -> None:
+        """Drop the connection at once, answering nothing more, as a dying process would (the
+        bridges must then deliver what they hold natively). For tests and drills."""
+        self._stopping.set()
+        if self._link is not None:
+            self._link.abort()
+        self._running.set()
 
     # --- stanzas ---
 

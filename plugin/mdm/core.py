@@ -109,12 +109,13 @@ class MdmCore:
                 return self._message_from_user(event, now)
             case StanzaToSession():
                 return self._stanza_to_session(event, now)
-            case PresenceSent(jid=jid, available=available, priority=priority):
+            case PresenceSent(jid=jid, available=available, priority=priority, idle=idle):
                 s = self.sessions.get(jid)
                 if s is not None:
                     s.available, s.priority = available, priority
                     if available:
-                        s.last_activity = now  # R3.1
+                        # R3.1; a resync reports how long ago the session was last active
+                        s.last_activity = now - idle if idle is not None else now
             case CarbonsToggled(jid=jid, enabled=enabled):
                 s = self.sessions.get(jid)
                 if s is not None:

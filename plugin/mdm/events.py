@@ -48,6 +48,7 @@ class PresenceSent:
     jid: str
     available: bool
     priority: int = 0
+    idle: float | None = None  # in a resync: seconds since the session was last active (R3.1)
 
 
 @dataclass(frozen=True, slots=True)

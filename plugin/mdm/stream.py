@@ -157,6 +157,11 @@ class ComponentLink:
         if self._writer is not None:
             await self._writer.drain()
 
+    def abort(self) -> None:
+        """Close the TCP connection without a stream close (a crash, as the server sees it)."""
+        if self._writer is not None:
+            self._writer.transport.abort()
+
     async def close(self) -> None:
         if self._writer is None:
             return

@@ -144,6 +144,7 @@ module:hook("message/full", incoming_handler("message/full"), -0.4);
 
 -- Outgoing: a copy of what a local session sends; the message itself goes on natively.
 local function outgoing_handler(event)
+	if event.stanza:get_child("body") then event.origin.mdm_active_at = now(); end
 	if not component_connected() then return; end
 	send_events(st.stanza("message-out", { jid = event.origin.full_jid }), event.stanza);
 end
@@ -175,8 +176,12 @@ local function session_events(session, out)
 		out:tag("csi", { jid = session.full_jid, state = session.mdm_csi_state }):up();
 	end
 	if session.presence then
+		-- idle: seconds since the session last sent available presence or a message with a body,
+		-- so a restarted component knows the active client again (R3.1).
+		local active_at = session.mdm_active_at;
 		out:tag("presence", { jid = session.full_jid, available = "true",
-			priority = tostring(session.priority or 0) }):up();
+			priority = tostring(session.priority or 0),
+			idle = active_at and string.format("%.3f", now() - active_at) or nil }):up();
 	end
 end
 
@@ -246,9 +251,11 @@ module:hook("csi-client-inactive", csi_handler("inactive"));
 -- Broadcast presence (no 'to'), before mod_presence (priority 0) handles and swallows it.
 module:hook("pre-presence/bare", function(event)
 	local stanza, origin = event.stanza, event.origin;
-	if stanza.attr.to ~= nil or not component_connected() then return; end
+	if stanza.attr.to ~= nil then return; end
 	local t = stanza.attr.type;
 	if t ~= nil and t ~= "unavailable" then return; end
+	if t == nil then origin.mdm_active_at = now(); end
+	if not component_connected() then return; end
 	send_events(st.stanza("presence", { jid = origin.full_jid, available = t == nil and "true" or "false",
 		priority = stanza:get_child_text("priority") or "0" }));
 end, 1);

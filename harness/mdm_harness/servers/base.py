@@ -61,8 +61,11 @@ class ServerHandle:
                 os.waitpid(pid, 0)
 
 
-async def start_server(kind: str, accounts: list[Account], workdir: Path) -> ServerHandle:
+async def start_server(kind: str, accounts: list[Account], workdir: Path, *,
+                       bridge_ack_timeout: float = 2.0) -> ServerHandle:
+    """``bridge_ack_timeout``: seconds before the bridge delivers an unanswered message natively
+    (short by default, so fail-open scenarios stay quick)."""
     if kind == "prosody":
         from .prosody import start_prosody
-        return await start_prosody(accounts, workdir)
+        return await start_prosody(accounts, workdir, ack_timeout=bridge_ack_timeout)
     raise ValueError(f"unknown server kind {kind!r} (available: prosody)")

@@ -33,7 +33,7 @@ def _lua(s: str) -> str:
 
 def render_config(workdir: Path, c2s_port: int, component_port: int, *, bridge: bool = True,
                   extra_modules: tuple[str, ...] = (), without_modules: tuple[str, ...] = (),
-                  log_level: str = "info") -> str:
+                  log_level: str = "info", ack_timeout: float = 2.0) -> str:
     modules = [m for m in ("roster", "saslauth", "disco", "ping", "presence", "message", "iq", "offline",
                            "mam", "blocklist", "time", "version") if m not in without_modules]
     modules += extra_modules
@@ -72,7 +72,7 @@ modules_enabled = {{ {", ".join(_lua(m) for m in modules)} }}
 
 VirtualHost {_lua(DOMAIN)}
     mdm_component = {_lua("mdm." + DOMAIN)}
-    mdm_ack_timeout = 2 -- seconds; short, so the fail-open scenarios stay quick
+    mdm_ack_timeout = {ack_timeout:g} -- seconds; short by default, so fail-open scenarios stay quick
 
 Component {_lua("mdm." + DOMAIN)}
     component_secret = {_lua(SECRET)}
@@ -107,8 +107,8 @@ async def _wait_listening(port: int, proc: asyncio.subprocess.Process, workdir: 
 
 
 async def start_prosody(accounts: list[Account], workdir: Path, *, bridge: bool = True,
-                        extra_modules: tuple[str, ...] = (), without_modules: tuple[str, ...] = ()
-                        ) -> ServerHandle:
+                        extra_modules: tuple[str, ...] = (), without_modules: tuple[str, ...] = (),
+                        ack_timeout: float = 2.0) -> ServerHandle:
     exe = shutil.which("prosody")
     if exe is None:
         raise RuntimeError("prosody is not installed (apt-get install prosody prosody-modules lua5.4)")
@@ -121,7 +121,8 @@ async def start_prosody(accounts: list[Account], workdir: Path, *, bridge: bool 
     cfg = workdir / "prosody.cfg.lua"
     level = "debug" if os.environ.get("MDM_HARNESS_DEBUG") else "info"
     cfg.write_text(render_config(workdir, c2s_port, component_port, bridge=bridge,
-                                 extra_modules=extra_modules, without_modules=without_modules, log_level=level))
+                                 extra_modules=extra_modules, without_modules=without_modules, log_level=level,
+                                 ack_timeout=ack_timeout))
     with open(workdir / "prosody.stderr", "wb") as stderr:
         proc = await asyncio.create_subprocess_exec(
             exe, "--config", str(cfg), stdin=asyncio.subprocess.DEVNULL,
