@@ -1,0 +1,25 @@
+-- Prosody with Multi-Device Messaging (docker/compose.prosody.yml). Change the domain, the
+-- component secret (also in docker/mdm-component.toml) and enable TLS before going live.
+daemonize = false
+pidfile = "/var/run/prosody/prosody.pid"
+log = { info = "*console" }
+plugin_paths = { "/usr/local/lib/prosody/mdm" }
+interfaces = { "*" }
+component_interfaces = { "*" }  -- the component connects from its own container
+modules_enabled = {
+    "roster", "saslauth", "tls", "disco", "ping", "presence", "message", "iq", "offline",
+    "mam", "blocklist", "time", "version", "smacks",
+    -- not "carbons" nor "csi_simple": the MDM component copies and holds
+    "mdm_bridge",
+}
+archive_expires_after = "1w"
+default_archive_policy = true
+
+VirtualHost "example.org"
+    mdm_component = "mdm.example.org"
+    mdm_ack_timeout = 10
+
+Component "mdm.example.org"
+    component_secret = "change-me"
+
+Component "conference.example.org" "muc"
