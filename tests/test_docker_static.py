@@ -65,3 +65,11 @@ def test_prosody_config_is_valid_lua_and_replaces_carbons_and_csi_queueing():
     code = "\n".join(line for line in modules.splitlines() if not line.strip().startswith("--"))
     names = set(re.findall(r'"([^"]+)"', code))
     assert "mdm_bridge" in names and "carbons" not in names and "csi_simple" not in names, names
+
+
+def test_prosody_bridge_is_valid_lua():
+    luac = shutil.which("luac5.4") or shutil.which("luac")
+    assert luac, "lua5.4 is installed by scripts/install"
+    r = subprocess.run([luac, "-p", str(ROOT / "plugin" / "prosody" / "mod_mdm_bridge.lua")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr

@@ -13,12 +13,12 @@
 -- native path; messages handed over but not acknowledged are delivered natively when the
 -- component drops or does not answer within mdm_ack_timeout seconds.
 --
--- Options: mdm_component (default "mdm." .. host), mdm_ack_timeout (default 10).
+-- Options: mdm_component (default "mdm." .. host), mdm_ack_timeout (default 10),
+-- mdm_batch_size (events per stanza to the component, default 100).
 -- This module replaces mod_carbons (XEP-0280): only the component copies messages.
 
 local st = require "util.stanza";
 local filters = require "util.filters";
-local jid_bare = require "util.jid".bare;
 local now = require "util.time".now;
 local modulemanager = require "core.modulemanager";
 
@@ -40,9 +40,14 @@ local last_ref = 0;
 -- Stanzas the component (or the fail-open path) delivers: they pass our CSI filter untouched.
 local bypass = setmetatable({}, { __mode = "k" });
 
-local function component_connected()
+-- The component host starts after this VirtualHost: look its connection up when needed.
+local function component_session()
 	local mod = modulemanager.get_module(component_jid, "component");
-	return mod ~= nil and mod.connected == true;
+	return mod and mod.connected and mod.session or nil;
+end
+
+local function component_connected()
+	return component_session() ~= nil;
 end
 
 -- Events are batched: every event of one pass of Prosody's loop (a burst read from a client,
@@ -57,8 +62,7 @@ local function flush_events()
 	local b = batch;
 	batch, batch_len = nil, 0;
 	if not b then return; end
-	local mod = modulemanager.get_module(component_jid, "component");
-	local session = mod and mod.connected and mod.session;
+	local session = component_session();
 	-- Not connected: nothing to tell; held messages are delivered natively on disconnect.
 	if not session then return; end
 	b[#b + 1] = "</events></message>";
@@ -112,12 +116,21 @@ local function deliver_natively(p)
 	end
 end
 
+-- Held refs in the order they were handed over (refs are increasing numbers), so what is
+-- delivered natively keeps its original order.
+local function in_order(refs)
+	local keys = {};
+	for ref in pairs(refs) do keys[#keys + 1] = ref; end
+	table.sort(keys, function(a, b) return tonumber(a) < tonumber(b); end);
+	return keys;
+end
+
 local function fail_open_all(reason)
 	local refs = pending;
 	pending = {};
-	for ref, p in pairs(refs) do
+	for _, ref in ipairs(in_order(refs)) do
 		module:log("debug", "Delivering held message %s natively: %s", ref, reason);
-		deliver_natively(p);
+		deliver_natively(refs[ref]);
 	end
 end
 
@@ -365,7 +378,8 @@ end, 10);
 module:add_timer(1, function()
 	if next(pending) ~= nil then
 		local limit = now() - ack_timeout;
-		for ref, p in pairs(pending) do
+		for _, ref in ipairs(in_order(pending)) do
+			local p = pending[ref];
 			if p.at < limit then
 				pending[ref] = nil;
 				module:log("warn", "MDM component did not answer for message %s within %ds; delivering natively",
