@@ -23,6 +23,12 @@ server_port = {server.component_port}
 
 [mdm]
 enabled = {"true" if enabled else "false"}
+
+[buffer]
+store = "{path.parent / 'buffers.sqlite'}"
+
+[metrics]
+port = 0
 """)
 
 
@@ -85,7 +91,7 @@ async def test_wrong_secret_is_a_clear_error(tmp_path):
     proc = None
     try:
         config = tmp_path / "mdm.toml"
-        write_config(config, server, secret="not-the-secret")
+        write_config(config, server, secret="not-the-secret")  # noqa: S106 (a test secret)
         proc = await start_component(config)
         line = await wait_for_line(proc.stderr, "cannot connect")
         assert "ERROR" in line and "not-authorized" in line and "component.secret" in line

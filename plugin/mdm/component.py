@@ -1,8 +1,8 @@
 """The runnable component: the XEP-0114 link, the bridge codec and the core, wired together.
 
 One asyncio task reads the link; each stanza is decoded, fed to the core and answered at once
-with one command stanza per host. The core is synchronous, so when the reader is waiting on the
-socket the component is idle: ``stats()`` is what tests ask instead of sleeping.
+with one command stanza per host. The core is synchronous: once the reader waits on the socket,
+everything read has been answered. ``synced`` tells when a bridge has reported its sessions.
 """
 
 from __future__ import annotations
