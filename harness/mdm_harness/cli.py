@@ -66,6 +66,7 @@ async def _serve(args: argparse.Namespace) -> int:
         _emit(f"  c2s          : {server.host}:{server.c2s_port} (plaintext, PLAIN/SCRAM allowed)")
         _emit(f"  component    : {server.component_jid} on {server.host}:{server.component_port}")
         _emit(f"  group chat   : {server.muc_domain}")
+        _emit(f"  metrics      : http://{component.config.metrics_bind}:{component.config.metrics_port}/metrics")
         _emit(f"  server log   : {server.log_file}")
         for a in accounts:
             _emit(f"  account      : {a.user}@{server.domain}  password {a.password}")
