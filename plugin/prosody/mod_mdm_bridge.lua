@@ -19,6 +19,7 @@
 
 local st = require "util.stanza";
 local filters = require "util.filters";
+local jid_bare = require "util.jid".bare;
 local now = require "util.time".now;
 local modulemanager = require "core.modulemanager";
 
@@ -136,6 +137,19 @@ end
 
 -- Incoming: every message for a local user goes to the component, which answers with
 -- deliver/route/ack commands for its ref.
+-- Only users with an MDM client (carbons on) or a session in the background can be served
+-- differently by the component; everyone else's messages take the native path at once, exactly
+-- as without the bridge (no round trip that could race with their presence, R1.3 / R9.7).
+local bare_sessions = prosody.bare_sessions;
+local function component_can_matter(bare)
+	local user = bare_sessions[bare];
+	if not user then return false; end
+	for _, session in pairs(user.sessions) do
+		if session.want_carbons or session.mdm_csi_state == "inactive" then return true; end
+	end
+	return false;
+end
+
 local function incoming_handler(name)
 	local handler;
 	handler = function(event)
@@ -144,6 +158,7 @@ local function incoming_handler(name)
 		if stanza.attr.to == nil then -- a message to one's own bare JID (RFC 6120 §10.3.3)
 			stanza.attr.to = origin.username .. "@" .. origin.host;
 		end
+		if not component_can_matter(jid_bare(stanza.attr.to)) then return; end
 		last_ref = last_ref + 1;
 		local ref = tostring(last_ref);
 		pending[ref] = { event = event, name = name, handler = handler, at = now() };
