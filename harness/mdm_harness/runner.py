@@ -28,8 +28,6 @@ from .servers import Account, ServerHandle, start_server
 
 log = logging.getLogger(__name__)
 
-NOTHING_WITHIN = DEFAULT_TIMEOUT
-
 
 class StepFailed(Exception):
     pass

@@ -59,10 +59,12 @@ class Decoded:
     errors: list[str] = field(default_factory=list)
 
 
-def _forwarded_message(el: Stanza) -> Stanza:
+def _forwarded(el: Stanza, only: str | None = None) -> Stanza:
+    """The one stanza inside ``el``'s <forwarded/> (of local name ``only``, if given)."""
     fwd = el.find(_FORWARDED)
-    if fwd is None or len(fwd) != 1 or etree.QName(fwd[0]).localname != "message":
-        raise ProtocolError(f"<{etree.QName(el).localname}> needs one <forwarded><message/></forwarded>")
+    if fwd is None or len(fwd) != 1 or (only is not None and etree.QName(fwd[0]).localname != only):
+        what = f"<{only}/>" if only else "stanza"
+        raise ProtocolError(f"<{etree.QName(el).localname}> needs one <forwarded>{what}</forwarded>")
     return fwd[0]
 
 
@@ -86,25 +88,16 @@ def decode_events(stanza: Stanza, host: str) -> Decoded:
             continue  # comments, processing instructions
         name = etree.QName(el).localname if etree.QName(el).namespace == B else None
         try:
-            if name == "message-in":
+            if name in ("message-in", "session-out"):
                 ref = _jid_attr(el, "ref")
                 try:
-                    out.events.append(MessageToUser(ref, _forwarded_message(el)))
-                except ProtocolError as e:
-                    out.unroutable.append((ref, host))
-                    raise e
-            elif name == "session-out":
-                ref = _jid_attr(el, "ref")
-                try:
-                    fwd = el.find(_FORWARDED)
-                    if fwd is None or len(fwd) != 1:
-                        raise ProtocolError("<session-out> needs one <forwarded> stanza")
-                    out.events.append(StanzaToSession(ref, _jid_attr(el), fwd[0]))
-                except ProtocolError as e:
-                    out.unroutable.append((ref, host))
-                    raise e
+                    out.events.append(MessageToUser(ref, _forwarded(el, "message")) if name == "message-in"
+                                      else StanzaToSession(ref, _jid_attr(el), _forwarded(el)))
+                except ProtocolError:
+                    out.unroutable.append((ref, host))  # held by the bridge: answered with route
+                    raise
             elif name == "message-out":
-                out.events.append(MessageFromUser(_jid_attr(el), _forwarded_message(el)))
+                out.events.append(MessageFromUser(_jid_attr(el), _forwarded(el, "message")))
             elif name == "bind":
                 out.events.append(SessionBound(_jid_attr(el), el.get("sid")))
             elif name == "unbind":
