@@ -23,4 +23,4 @@ async def test_scenario(scenario, server_kind):
     lines: list[str] = []
     result = await run_scenario(scenario, server_kind, lines.append)
     assert result.passed, "\n".join(lines)
-    assert result.steps_run == len(scenario.steps)
+    assert result.steps_run == len(result.scenario.steps)

@@ -21,6 +21,8 @@ def check(xml: str) -> str | None:
     '<message from="{scansion:any}"><body>hi</body></message>',
     '<message><body>{scansion:any}</body><notify xmlns="urn:x-open-mdm:notify:0" value="true"/></message>',
     '<message><body>hi</body><delay xmlns="urn:xmpp:delay" h:absent="true"/></message>',
+    # children in any order unless strict (servers put what they add in different places)
+    '<message><notify xmlns="urn:x-open-mdm:notify:0"/><body>hi</body></message>',
 ])
 def test_matches(xml):
     assert check(xml) is None
@@ -35,8 +37,12 @@ def test_matches(xml):
     ('<message><notify xmlns="urn:x-open-mdm:notify:0" h:absent="true"/></message>', "must be absent"),
     ('<message><subject/></message>', "no child"),
     ('<message scansion:strict="true" type="chat"/>', "strict"),
-    # children are matched in order
-    ('<message><notify xmlns="urn:x-open-mdm:notify:0"/><body>hi</body></message>', "body"),
+    # under strict, children are matched in order
+    ('<message scansion:strict="true" from="{scansion:any}" to="{scansion:any}" type="chat" id="1">'
+     '<notify xmlns="urn:x-open-mdm:notify:0" value="true"/><body>hi</body>'
+     '<stanza-id xmlns="urn:xmpp:sid:0" id="x"/></message>', "body"),
+    # each expected child needs a received child of its own
+    ('<message><body>hi</body><body>hi</body></message>', "no child"),
 ])
 def test_mismatches_say_why(xml, why):
     reason = check(xml)

@@ -1,7 +1,7 @@
 """``mdm-harness``: run conformance scenarios, or serve a server with the component for people.
 
-  mdm-harness run [--server prosody] [--select PATTERN] [--junit FILE] [--transcript] [PATHS...]
-  mdm-harness serve [--server prosody] [PATHS...]
+  mdm-harness run [--server prosody|ejabberd] [--select PATTERN] [--junit FILE] [--transcript] [PATHS...]
+  mdm-harness serve [--server prosody|ejabberd] [PATHS...]
 """
 
 from __future__ import annotations
@@ -22,8 +22,7 @@ from .junit import write_junit
 from .runner import accounts_of, run_scenario
 from .scenario import ScenarioError, load_scenarios
 from .servers import start_server
-
-SERVERS = ("prosody",)
+from .servers.base import SERVER_KINDS as SERVERS
 
 
 def _emit(line: str) -> None:

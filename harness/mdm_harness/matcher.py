@@ -1,9 +1,8 @@
 """Match a received stanza against an expected one, scansion-style, with lxml.
 
 Partial by default: the expected element's attributes and children must be present in the
-received one (children in the same order, as a subsequence); extra attributes and children are
-allowed. ``scansion:strict='true'`` on an element makes that element exact (no extra attributes
-or children); ``{scansion:any}`` as an attribute value or text matches anything present.
+received one, in any order; extra attributes and children are allowed. ``scansion:strict='true'`` on an element makes that element exact (no extra attributes
+or children, children in order); ``{scansion:any}`` as an attribute value or text matches anything present.
 Our extension: ``h:absent='true'`` (xmlns:h='urn:x-open-mdm:harness') on an expected child
 says that no such child may be present, e.g. the notification hint for a third-party client.
 """
@@ -59,13 +58,20 @@ def mismatch(expected: etree._Element, received: etree._Element, path: str = "")
     present = [c for c in wanted if not _is_absent(c)]
     if strict and len(present) != len(children):
         return f"{here}: {len(children)} children, expected exactly {len(present)} (strict)"
-    i = 0
+    # Each expected child matches a distinct received child. Order counts only under strict:
+    # servers differ in where they put what they add (ejabberd puts <stanza-id/> before <body/>).
+    used: set[int] = set()
+    start = 0
     for child in present:
         first_reason = None
-        for j in range(i, len(children)):
+        candidates = range(start, len(children)) if strict else range(len(children))
+        for j in candidates:
+            if j in used:
+                continue
             reason = mismatch(child, children[j], here)
             if reason is None:
-                i = j + 1
+                used.add(j)
+                start = j + 1
                 break
             if first_reason is None and children[j].tag == child.tag:
                 first_reason = reason

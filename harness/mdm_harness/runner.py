@@ -88,7 +88,10 @@ class ScenarioRun:
             spec = self.scenario.clients[step.actor]
             await self.pool.connect(spec.name, spec.jid, spec.password, spec.resource)
         elif v == "disconnects":
-            await self.pool[step.actor].disconnect()
+            client = self.pool[step.actor]
+            full_jid = client.full_jid
+            await client.disconnect()
+            await self.server.wait_session_closed(full_jid)
         elif v == "sends":
             client = self.pool[step.actor]
             xml = self._vars(step.xml)
@@ -223,6 +226,7 @@ def accounts_of(scenarios: list[Scenario]) -> list[Account]:
 async def run_scenario(scenario: Scenario, server_kind: str, emit: Callable[[str], None],
                        transcript: bool = False, keep: bool = False) -> ScenarioResult:
     started = time.monotonic()
+    scenario = scenario.for_server(server_kind)
     workdir = Path(tempfile.mkdtemp(prefix=f"mdm-{server_kind}-"))
     emit(f"{scenario.name} [{server_kind}]: {scenario.title}")
     result = ScenarioResult(scenario, server_kind, False, 0.0)

@@ -7,6 +7,10 @@ of ``sends:`` / ``receives:`` indented below. Steps scansion has: ``Name connect
 ``Name receives nothing``, ``Wait 1.5s``, ``Component sets mdm.KEY = VALUE``,
 ``Component stops`` / ``starts`` / ``pauses`` / ``resumes`` / ``crashes``, ``Component counters:`` with
 ``NAME: VALUE`` lines (read from its HTTP /metrics). ``#`` lines are comments.
+
+The template sees ``server`` (``prosody``, ``ejabberd``; empty when parsed without one), so a
+scenario can say where a server really differs: ``{% if server == "ejabberd" %}`` plus a ``#`` line
+saying why, which the run prints.
 """
 
 from __future__ import annotations
@@ -52,6 +56,15 @@ class Scenario:
     clients: dict[str, ClientSpec]
     steps: list[Step]
     meta: dict[str, str] = field(default_factory=dict)
+    source: str = ""
+    search_path: list[Path] = field(default_factory=list)
+    server: str = ""
+
+    def for_server(self, server: str) -> Scenario:
+        """The scenario rendered for one server (its ``{% if server == ... %}`` parts)."""
+        if server == self.server or not self.source:
+            return self
+        return parse_scenario(self.source, self.name, self.path, self.search_path, server=server)
 
     @property
     def rids(self) -> list[str]:
@@ -77,22 +90,23 @@ _STEP_PATTERNS: list[tuple[re.Pattern[str], str]] = [
 ]
 
 
-def _render(text: str, search_path: list[Path]) -> str:
+def _render(text: str, search_path: list[Path], server: str = "") -> str:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader([str(p) for p in search_path]),
                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
                              # scansion's ${Name's JID} must pass through untouched
                              variable_start_string="{{", variable_end_string="}}")
     try:
-        return env.from_string(text).render()
+        return env.from_string(text).render(server=server)
     except Exception as e:  # any template failure is the scenario's fault: say so, don't crash
         raise ScenarioError(f"template error: {type(e).__name__}: {e}") from None
 
 
 def parse_scenario(text: str, name: str = "scenario", path: Path | None = None,
-                   search_path: list[Path] | None = None) -> Scenario:
+                   search_path: list[Path] | None = None, server: str = "") -> Scenario:
     where = str(path) if path else name
+    search_path = search_path or ([path.parent] if path else [])
     try:
-        rendered = _render(text, search_path or ([path.parent] if path else []))
+        rendered = _render(text, search_path, server)
     except ScenarioError as e:
         raise ScenarioError(f"{where}: {e}") from None
     lines = rendered.splitlines()
@@ -179,7 +193,7 @@ def parse_scenario(text: str, name: str = "scenario", path: Path | None = None,
             if not step.xml:
                 raise err(step.line - 1, f"{s!r} needs lines indented below it")
         steps.append(step)
-    return Scenario(name, path, title, specs, steps, meta)
+    return Scenario(name, path, title, specs, steps, meta, text, list(search_path), server)
 
 
 def load_scenarios(paths: list[Path], select: str | None = None) -> list[Scenario]:

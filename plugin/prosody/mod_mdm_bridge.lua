@@ -150,11 +150,16 @@ local function component_can_matter(bare)
 	return false;
 end
 
+-- Groupchat, headline and error messages are never copied (docs/bridge-protocol.md): they take
+-- the native path at once and reach a background session through the hold filter.
+local native_types = { groupchat = true, headline = true, error = true };
+
 local function incoming_handler(name)
 	local handler;
 	handler = function(event)
 		if not component_connected() then return; end -- fail open: native delivery
 		local stanza, origin = event.stanza, event.origin;
+		if native_types[stanza.attr.type] then return; end
 		if stanza.attr.to == nil then -- a message to one's own bare JID (RFC 6120 §10.3.3)
 			stanza.attr.to = origin.username .. "@" .. origin.host;
 		end

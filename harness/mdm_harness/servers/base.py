@@ -35,6 +35,11 @@ class ServerHandle:
     accounts: list[Account] = field(default_factory=list)
     host: str = "127.0.0.1"
 
+    async def wait_session_closed(self, full_jid: str, timeout: float = 10.0) -> None:
+        """Until the server has ended the session of ``full_jid`` (a barrier after a client
+        disconnects). Prosody ends it while reading the client's close, before anything the
+        harness sends next: nothing to wait for there."""
+
     def log_tail(self, lines: int = 30) -> str:
         if self.log_file is None or not self.log_file.exists():
             return ""
@@ -61,6 +66,27 @@ class ServerHandle:
                 os.waitpid(pid, 0)
 
 
+async def wait_listening(port: int, proc: asyncio.subprocess.Process, name: str, log_file: Path,
+                         timeout: float = 20.0) -> None:
+    """Until the server accepts connections on ``port``; a clear error if it exits first."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        if proc.returncode is not None:
+            raise RuntimeError(f"{name} exited with {proc.returncode}; see {log_file}")
+        try:
+            _r, w = await asyncio.open_connection("127.0.0.1", port)
+            w.close()
+            return
+        except OSError:
+            if loop.time() > deadline:
+                raise RuntimeError(f"{name} did not listen on {port} within {timeout}s; see {log_file}") from None
+            await asyncio.sleep(0.05)
+
+
+SERVER_KINDS = ("prosody", "ejabberd")
+
+
 async def start_server(kind: str, accounts: list[Account], workdir: Path, *,
                        bridge_ack_timeout: float = 2.0) -> ServerHandle:
     """``bridge_ack_timeout``: seconds before the bridge delivers an unanswered message natively
@@ -68,4 +94,7 @@ async def start_server(kind: str, accounts: list[Account], workdir: Path, *,
     if kind == "prosody":
         from .prosody import start_prosody
         return await start_prosody(accounts, workdir, ack_timeout=bridge_ack_timeout)
-    raise ValueError(f"unknown server kind {kind!r} (available: prosody)")
+    if kind == "ejabberd":
+        from .ejabberd import start_ejabberd
+        return await start_ejabberd(accounts, workdir, ack_timeout=bridge_ack_timeout)
+    raise ValueError(f"unknown server kind {kind!r} (available: {', '.join(SERVER_KINDS)})")

@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 
 from ..ports import free_ports
-from .base import Account, ServerHandle
+from .base import Account, ServerHandle, wait_listening
 
 log = logging.getLogger(__name__)
 
@@ -89,23 +89,6 @@ def write_account(data_dir: Path, domain: str, account: Account) -> None:
     (accounts / f"{account.user}.dat").write_text(f'return {{\n\t["password"] = {_lua(account.password)};\n}};\n')
 
 
-async def _wait_listening(port: int, proc: asyncio.subprocess.Process, workdir: Path,
-                          timeout: float = 20.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        if proc.returncode is not None:
-            raise RuntimeError(f"prosody exited with {proc.returncode}; see {workdir / 'prosody.log'}")
-        try:
-            _r, w = await asyncio.open_connection("127.0.0.1", port)
-            w.close()
-            return
-        except OSError:
-            if loop.time() > deadline:
-                raise RuntimeError(f"prosody did not listen on {port} within {timeout}s") from None
-            await asyncio.sleep(0.05)
-
-
 async def start_prosody(accounts: list[Account], workdir: Path, *, bridge: bool = True,
                         extra_modules: tuple[str, ...] = (), without_modules: tuple[str, ...] = (),
                         ack_timeout: float = 2.0) -> ServerHandle:
@@ -132,8 +115,8 @@ async def start_prosody(accounts: list[Account], workdir: Path, *, bridge: bool 
                           "conference." + DOMAIN, workdir, proc.pid, workdir / "prosody.log",
                           list(accounts))
     try:
-        await _wait_listening(c2s_port, proc, workdir)
-        await _wait_listening(component_port, proc, workdir)
+        await wait_listening(c2s_port, proc, "prosody", workdir / "prosody.log")
+        await wait_listening(component_port, proc, "prosody", workdir / "prosody.log")
     except BaseException:
         await handle.stop()
         raise

@@ -1,0 +1,210 @@
+"""ejabberd 23.01 (Debian's package) as an ordinary process: a generated config on free loopback
+ports, its own Mnesia spool and log in a temp dir, the MDM bridge's .beam on the code path.
+
+The node is started with ``erl`` directly, not through ejabberdctl: it is then a child process we
+stop by pid, it runs as the current user (ejabberdctl switches root to the ``ejabberd`` user), and
+it is not distributed, so no epmd daemon stays behind. Accounts are registered through
+ejabberd's own ``register`` command over mod_http_api, limited to loopback: one HTTP request
+each, where ``ejabberdctl register`` boots an Erlang VM per call (about a second)."""
+
+from __future__ import annotations
+
+import asyncio
+import glob
+import json
+import logging
+import os
+import shutil
+import subprocess
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..ports import free_ports
+from .base import Account, ServerHandle, wait_listening
+
+log = logging.getLogger(__name__)
+
+DOMAIN = "localhost"
+SECRET = "mdm-test-secret"
+
+
+def repo_root() -> Path:
+    import mdm
+    return Path(mdm.__file__).resolve().parents[2]
+
+
+def ejabberd_lib() -> Path:
+    """Debian's ejabberd lib dir, e.g. /usr/lib/x86_64-linux-gnu/ejabberd-23.01-1."""
+    found = sorted(glob.glob("/usr/lib/*/ejabberd-*/ebin/ejabberd.app"))
+    if not found or shutil.which("erl") is None:
+        raise RuntimeError("ejabberd is not installed (apt-get install ejabberd erlang-dev)")
+    return Path(found[-1]).parents[1]
+
+
+def bridge_ebin() -> Path:
+    """The compiled bridge: MDM_EJABBERD_EBIN, or build/erlang/ebin of the checkout, (re)built by
+    scripts/build-ejabberd-bridge when the source is newer."""
+    env = os.environ.get("MDM_EJABBERD_EBIN")
+    if env:
+        return Path(env)
+    root = repo_root()
+    build = root / "scripts" / "build-ejabberd-bridge"
+    result = subprocess.run([str(build)], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"building the ejabberd bridge failed:\n{result.stderr}{result.stdout}")
+    return root / "build" / "erlang" / "ebin"
+
+
+@dataclass
+class EjabberdHandle(ServerHandle):
+    http_port: int = 0
+
+    async def api(self, command: str, args: dict[str, str]) -> object:
+        """One of ejabberd's commands over mod_http_api (loopback only, see render_config)."""
+        req = urllib.request.Request(f"http://127.0.0.1:{self.http_port}/api/{command}",
+                                     data=json.dumps(args).encode(),
+                                     headers={"Content-Type": "application/json"})
+
+        def post() -> object:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                return json.loads(resp.read().decode())
+        return await asyncio.to_thread(post)
+
+    async def wait_session_closed(self, full_jid: str, timeout: float = 10.0) -> None:
+        """ejabberd ends a session in the client's own process, after the socket closed: a
+        message routed meanwhile would still be handed to the dying session. Wait until the
+        session manager no longer lists it."""
+        bare, _, resource = full_jid.partition("/")
+        user, _, host = bare.partition("@")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while resource in await self.api("user_resources", {"user": user, "host": host}):  # type: ignore[operator]
+            if loop.time() > deadline:
+                raise RuntimeError(f"ejabberd still lists {full_jid} {timeout}s after it disconnected")
+            await asyncio.sleep(0.02)
+
+
+def _q(s: str) -> str:
+    return json.dumps(s)  # a JSON string is a valid YAML scalar
+
+
+def render_config(workdir: Path, c2s_port: int, component_port: int, http_port: int, *, bridge: bool = True,
+                  extra_modules: tuple[str, ...] = (), without_modules: tuple[str, ...] = (),
+                  log_level: str = "info", ack_timeout: float = 2.0) -> str:
+    modules: dict[str, str] = {
+        "mod_roster": "{}",
+        "mod_disco": "{}",
+        "mod_offline": "{}",
+        "mod_mam": "{default: always}",
+        "mod_privacy": "{}",
+        "mod_blocking": "{}",
+        "mod_ping": "{}",
+        "mod_time": "{}",
+        "mod_version": "{show_os: false}",
+        "mod_http_api": "{}",
+        "mod_muc": "{host: " + _q("conference." + DOMAIN) + ", access_create: all, "
+                   "default_room_options: {mam: true}}",
+    }
+    for m in without_modules:
+        modules.pop(m, None)
+    for m in extra_modules:
+        modules.setdefault(m, "{}")
+    if bridge:
+        modules["mod_mdm_bridge"] = "{component: " + _q("mdm." + DOMAIN) + f", ack_timeout: {max(1, round(ack_timeout))}}}"
+    else:
+        modules["mod_carboncopy"] = "{}"  # the baseline: the server's own XEP-0280
+    module_lines = "\n".join(f"  {name}: {opts}" for name, opts in modules.items())
+    return f"""# generated by mdm-harness: a throw-away ejabberd for tests
+hosts: [{_q(DOMAIN)}]
+loglevel: {log_level}
+log_rotate_count: 0
+hide_sensitive_log_data: false
+certfiles: []
+listen:
+  - port: {c2s_port}
+    ip: "127.0.0.1"
+    module: ejabberd_c2s
+    # plaintext logins on loopback (STARTTLS measured 25x slower for bursts)
+    starttls: false
+    starttls_required: false
+    shaper: none
+    max_stanza_size: 1048576
+  - port: {component_port}
+    ip: "127.0.0.1"
+    module: ejabberd_service
+    hosts:
+      {_q("mdm." + DOMAIN)}:
+        password: {_q(SECRET)}
+  - port: {http_port}
+    ip: "127.0.0.1"
+    module: ejabberd_http
+    request_handlers:
+      /api: mod_http_api
+s2s_access: none
+auth_method: internal
+auth_password_format: plain
+# no rate limits: tests and benchmarks must not measure the limiter
+shaper: {{}}
+shaper_rules: {{}}
+acl:
+  loopback:
+    ip: ["127.0.0.0/8"]
+access_rules:
+  local:
+    allow: all
+api_permissions:
+  "the harness registers accounts":
+    from: mod_http_api
+    who:
+      acl: loopback
+    what: ["register", "user_resources"]
+modules:
+{module_lines}
+"""
+
+
+async def start_ejabberd(accounts: list[Account], workdir: Path, *, bridge: bool = True,
+                         extra_modules: tuple[str, ...] = (), without_modules: tuple[str, ...] = (),
+                         ack_timeout: float = 2.0) -> ServerHandle:
+    lib = ejabberd_lib()
+    erl = shutil.which("erl")
+    assert erl is not None
+    ebin = bridge_ebin() if bridge else None
+    workdir.mkdir(parents=True, exist_ok=True)
+    c2s_port, component_port, http_port = free_ports(3)
+    spool = workdir / "spool"
+    spool.mkdir(exist_ok=True)
+    cfg = workdir / "ejabberd.yml"
+    level = "debug" if os.environ.get("MDM_HARNESS_DEBUG") else "info"
+    cfg.write_text(render_config(workdir, c2s_port, component_port, http_port, bridge=bridge,
+                                 extra_modules=extra_modules, without_modules=without_modules,
+                                 log_level=level, ack_timeout=ack_timeout))
+    log_file = workdir / "ejabberd.log"
+    env = dict(os.environ, EJABBERD_CONFIG_PATH=str(cfg), EJABBERD_LOG_PATH=str(log_file),
+               ERL_LIBS=str(lib.parent), ERL_CRASH_DUMP=str(workdir / "erl_crash.dump"),
+               ERL_CRASH_DUMP_BYTES="0", HOME=str(workdir))
+    args = [erl, "-noinput", "-noshell", "+K", "true"]
+    if ebin is not None:
+        args += ["-pa", str(ebin)]
+    args += ["-mnesia", "dir", json.dumps(str(spool)), "-s", "ejabberd"]
+    with open(workdir / "ejabberd.stdout", "wb") as out:
+        proc = await asyncio.create_subprocess_exec(
+            *args, cwd=str(workdir), env=env, stdin=asyncio.subprocess.DEVNULL, stdout=out,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True)  # Ctrl-C in the terminal goes to us; we stop it by pid
+    handle = EjabberdHandle("ejabberd", DOMAIN, c2s_port, component_port, "mdm." + DOMAIN, SECRET,
+                            "conference." + DOMAIN, workdir, proc.pid, log_file, list(accounts),
+                            http_port=http_port)
+    try:
+        for port in (http_port, c2s_port, component_port):
+            await wait_listening(port, proc, "ejabberd", log_file, timeout=60.0)
+        for a in accounts:
+            answer = await handle.api("register", {"user": a.user, "host": DOMAIN, "password": a.password})
+            if "successfully registered" not in str(answer):
+                raise RuntimeError(f"ejabberd did not register {a.user}: {answer}")
+    except BaseException:
+        await handle.stop()
+        raise
+    log.debug("ejabberd pid %s: c2s %s, component %s, dir %s", proc.pid, c2s_port, component_port, workdir)
+    return handle

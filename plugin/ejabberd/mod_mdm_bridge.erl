@@ -1,0 +1,612 @@
+%%% mod_mdm_bridge: relays this host's sessions and messages to the MDM component (ejabberd 23.01).
+%%%
+%%% The bridge decides nothing: it tells the component (an XEP-0114 component, by default
+%%% mdm.<host>) about sessions, carbons, presence and CSI, hands it every message for a local
+%%% user, copies what local sessions send, and carries out the component's commands. The protocol
+%%% is docs/bridge-protocol.md, the same one the Prosody bridge speaks.
+%%%
+%%% Where it sits:
+%%%  * incoming messages are taken in sm_receive_packet (priority 100, after mod_mam's stanza id
+%%%    at 50), before ejabberd picks sessions or offline storage. The user's privacy/blocking
+%%%    list is checked first (a blocked message takes the native path and is bounced there, R2.6),
+%%%    and the message is archived right there by mod_mam, as ejabberd would on delivery: the
+%%%    component's deliveries go to one session each and must not be archived once per device.
+%%%  * "route" gives the message back to ejabberd_sm (marked, so it is not taken twice):
+%%%    RFC 6121 delivery or offline storage, exactly as without the bridge.
+%%%  * a session in the background (CSI inactive) has every stanza for it taken in
+%%%    c2s_filter_send and handed over as session-out (R5).
+%%%  * this module replaces mod_carboncopy (XEP-0280) and mod_client_state (XEP-0352): only the
+%%%    component copies and holds.
+%%%
+%%% Fail open (nothing is lost): while the component is not connected every message takes the
+%%% native path; messages handed over but not answered are delivered natively when the component
+%%% drops or does not answer within ack_timeout seconds.
+%%%
+%%% Options: component (default "mdm." ++ host), ack_timeout (seconds, default 10),
+%%% batch_size (events per stanza to the component, default 100).
+-module(mod_mdm_bridge).
+-behaviour(gen_mod).
+-behaviour(gen_server).
+
+-export([start/2, stop/1, reload/3, depends/2, mod_opt_type/1, mod_options/1, mod_doc/0]).
+-export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2, code_change/3]).
+-export([sm_receive_packet/1, user_send_packet/1, sm_register_connection_hook/3,
+         sm_remove_connection_hook/3, c2s_post_auth_features/2, c2s_authenticated_packet/2,
+         c2s_filter_send/1, c2s_handle_info/2, local_send_to_resource/1,
+         component_connected/1, component_disconnected/2, disco_features/5, iq_carbons/1]).
+
+-include("logger.hrl").
+-include("xmpp.hrl").
+
+-define(NS_BRIDGE, <<"urn:x-open-mdm:bridge:0">>).
+-define(NS_NOTIFY, <<"urn:x-open-mdm:notify:0">>).
+-define(TICK, 1000).
+
+%% One row per bound session of this host, keyed by its lowercased {bare, resource}: written by
+%% the session's own c2s process (bind, carbons, CSI, presence), read by every hook.
+-record(s, {key :: {binary(), binary()},
+            jid :: binary(),
+            pid :: pid(),
+            sid :: binary(),
+            carbons = false :: boolean(),
+            csi = undefined :: undefined | active | inactive,
+            prio = undefined :: undefined | integer(),   % undefined: no available presence
+            active_at = undefined :: undefined | integer()}).
+
+-record(state, {host :: binary(),
+                component :: binary(),
+                ack_timeout :: pos_integer(),
+                batch_size :: pos_integer(),
+                connected = false :: boolean(),
+                %% ref -> {in, Packet, At} | {out, Pid, Key, Packet, At}
+                pending = #{} :: #{integer() => tuple()},
+                batch = [] :: [fxml:xmlel()],
+                batch_len = 0 :: non_neg_integer()}).
+
+%%%===================================================================
+%%% gen_mod
+%%%===================================================================
+start(Host, Opts) ->
+    case gen_mod:is_loaded(Host, mod_carboncopy) of
+        true -> ?ERROR_MSG("mod_carboncopy is loaded beside mod_mdm_bridge on ~ts: disable it, "
+                           "the MDM component copies messages", [Host]);
+        false -> ok
+    end,
+    case gen_mod:is_loaded(Host, mod_client_state) of
+        true -> ?ERROR_MSG("mod_client_state is loaded beside mod_mdm_bridge on ~ts: disable it, "
+                           "the MDM component holds stanzas", [Host]);
+        false -> ok
+    end,
+    gen_mod:start_child(?MODULE, Host, Opts).
+
+stop(Host) ->
+    gen_mod:stop_child(?MODULE, Host).
+
+reload(Host, NewOpts, _OldOpts) ->
+    gen_server:cast(proc(Host), {reload, NewOpts}).
+
+depends(_Host, _Opts) ->
+    [].
+
+mod_opt_type(component) -> econf:binary();
+mod_opt_type(ack_timeout) -> econf:pos_int();
+mod_opt_type(batch_size) -> econf:pos_int().
+
+mod_options(_Host) ->
+    [{component, undefined}, {ack_timeout, 10}, {batch_size, 100}].
+
+mod_doc() ->
+    #{desc => [<<"Relays sessions and messages to the MDM component (docs/bridge-protocol.md).">>]}.
+
+%%%===================================================================
+%%% Names and shared tables
+%%%===================================================================
+proc(Host) -> gen_mod:get_module_proc(Host, ?MODULE).
+sessions_tab(Host) -> gen_mod:get_module_proc(Host, mdm_bridge_sessions).
+misc_tab(Host) -> gen_mod:get_module_proc(Host, mdm_bridge_misc).
+
+component_of(Host, Opts) ->
+    case gen_mod:get_opt(component, Opts) of
+        undefined -> <<"mdm.", Host/binary>>;
+        C -> C
+    end.
+
+%% The component's connection state as the bridge process last saw it.
+connected(Host) ->
+    try ets:lookup_element(misc_tab(Host), connected, 2)
+    catch error:badarg -> false
+    end.
+
+now_ms() -> erlang:monotonic_time(millisecond).
+
+next_ref(Host) -> ets:update_counter(misc_tab(Host), last_ref, 1).
+
+key({U, S, R}) -> {<<U/binary, "@", S/binary>>, R}.
+
+update(Host, Key, Changes) ->
+    ets:update_element(sessions_tab(Host), Key, Changes).
+
+%% Only users with an MDM client (carbons on) or a session in the background can be served
+%% differently by the component; everyone else's messages take the native path at once, exactly
+%% as without the bridge (R1.3, R9.7).
+component_can_matter(Host, Bare) ->
+    MS = [{#s{key = {Bare, '_'}, carbons = '$1', csi = '$2', _ = '_'},
+           [{'orelse', '$1', {'==', '$2', inactive}}], [true]}],
+    case ets:select(sessions_tab(Host), MS, 1) of
+        {[true], _} -> true;
+        _ -> false
+    end.
+
+%% Hand an event to the bridge process, which batches it for the component.
+event(Host, El) ->
+    gen_server:cast(proc(Host), {event, El}).
+
+forwarded(Pkt) ->
+    #xmlel{name = <<"forwarded">>, attrs = [{<<"xmlns">>, ?NS_FORWARD}],
+           children = [xmpp:encode(Pkt)]}.
+
+el(Name, Attrs) -> #xmlel{name = Name, attrs = Attrs}.
+
+%%%===================================================================
+%%% Hooks: sessions, carbons, CSI, presence (each runs in the session's own c2s process)
+%%%===================================================================
+sm_register_connection_hook({_, Pid}, #jid{lserver = Host} = JID, _Info) ->
+    Sid = integer_to_binary(erlang:unique_integer([positive])),
+    Key = key(jid:tolower(JID)),
+    Full = jid:encode(JID),
+    ets:insert(sessions_tab(Host), #s{key = Key, jid = Full, pid = Pid, sid = Sid}),
+    ets:insert(misc_tab(Host), {{sid, Sid}, Key, Pid}),
+    event(Host, el(<<"bind">>, [{<<"jid">>, Full}, {<<"sid">>, Sid}])).
+
+sm_remove_connection_hook({_, Pid}, #jid{lserver = Host} = JID, _Info) ->
+    Key = key(jid:tolower(JID)),
+    Tab = sessions_tab(Host),
+    case ets:lookup(Tab, Key) of
+        [#s{pid = Pid, sid = Sid}] ->
+            ets:delete(Tab, Key),
+            ets:delete(misc_tab(Host), {sid, Sid}),
+            event(Host, el(<<"unbind">>, [{<<"jid">>, jid:encode(JID)}]));
+        _ -> ok  % replaced by a newer session of the same resource: its own bind came first
+    end.
+
+iq_carbons(#iq{type = set, from = From, sub_els = [El]} = IQ)
+  when is_record(El, carbons_enable); is_record(El, carbons_disable) ->
+    Enable = is_record(El, carbons_enable),
+    Host = From#jid.lserver,
+    update(Host, key(jid:tolower(From)), {#s.carbons, Enable}),
+    event(Host, el(<<"carbons">>, [{<<"jid">>, jid:encode(From)},
+                                   {<<"enabled">>, atom_to_binary(Enable, latin1)}])),
+    xmpp:make_iq_result(IQ);
+iq_carbons(#iq{type = set, lang = Lang} = IQ) ->
+    xmpp:make_error(IQ, xmpp:err_bad_request(<<"Only <enable/> or <disable/> tags are allowed">>, Lang));
+iq_carbons(#iq{lang = Lang} = IQ) ->
+    xmpp:make_error(IQ, xmpp:err_not_allowed(<<"Value 'get' of 'type' attribute is not allowed">>, Lang)).
+
+disco_features(empty, From, To, <<"">>, Lang) ->
+    disco_features({result, []}, From, To, <<"">>, Lang);
+disco_features({result, Feats}, _From, _To, <<"">>, _Lang) ->
+    {result, [?NS_CARBONS_2 | Feats]};
+disco_features(Acc, _From, _To, _Node, _Lang) ->
+    Acc.
+
+c2s_post_auth_features(Acc, _Host) ->
+    [#feature_csi{} | Acc].
+
+%% XEP-0352: the state is kept in the c2s state (for the hold filter) and in the session row (for
+%% a reconnecting component).
+c2s_authenticated_packet(#{jid := JID, lserver := Host} = State, #csi{type = T}) ->
+    update(Host, key(jid:tolower(JID)), {#s.csi, T}),
+    event(Host, el(<<"csi">>, [{<<"jid">>, jid:encode(JID)}, {<<"state">>, atom_to_binary(T, latin1)}])),
+    {stop, State#{mdm_csi => T}};
+c2s_authenticated_packet(State, _) ->
+    State.
+
+%% What a session sends: broadcast presence and messages. Sending an IM or available presence
+%% is what makes a client active (R3.1); the time is kept for a reconnecting component.
+user_send_packet({#message{} = Pkt, #{jid := JID, lserver := Host}} = Acc) ->
+    case xmpp:get_text(Pkt#message.body) of
+        <<>> -> ok;
+        _ -> update(Host, key(jid:tolower(JID)), {#s.active_at, now_ms()})
+    end,
+    case connected(Host) of
+        true ->
+            event(Host, #xmlel{name = <<"message-out">>, attrs = [{<<"jid">>, jid:encode(JID)}],
+                               children = [forwarded(Pkt)]});
+        false -> ok
+    end,
+    Acc;
+user_send_packet({#presence{to = #jid{luser = U, lserver = S, lresource = <<>>}, type = T} = Pkt,
+                  #{jid := #jid{luser = U, lserver = S} = JID}} = Acc)
+  when T == available; T == unavailable ->
+    Prio = case Pkt#presence.priority of undefined -> 0; P -> P end,
+    Key = key(jid:tolower(JID)),
+    case T of
+        available -> update(S, Key, [{#s.prio, Prio}, {#s.active_at, now_ms()}]);
+        unavailable -> update(S, Key, {#s.prio, undefined})
+    end,
+    case connected(S) of
+        true ->
+            event(S, el(<<"presence">>, [{<<"jid">>, jid:encode(JID)},
+                                         {<<"available">>, atom_to_binary(T == available, latin1)},
+                                         {<<"priority">>, integer_to_binary(Prio)}]));
+        false -> ok
+    end,
+    Acc;
+user_send_packet(Acc) ->
+    Acc.
+
+%%%===================================================================
+%%% Hooks: taking stanzas over
+%%%===================================================================
+%% Every chat or normal message for a local user with an MDM client or a background session goes
+%% to the component, which answers with deliver/fanout/route/ack for its ref. Groupchat, headline
+%% and error messages are never copied (docs/bridge-protocol.md): they take the native path at
+%% once, and reach a background session through the hold filter below like any other stanza.
+sm_receive_packet(#message{to = #jid{luser = U, lserver = Host} = To, from = From, type = Type,
+                           meta = Meta} = Pkt)
+  when U /= <<>>, Type /= groupchat, Type /= headline, Type /= error ->
+    Skip = maps:is_key(mdm_native, Meta)       % given back by the component or by fail-open
+        orelse maps:is_key(from_offline, Meta) % offline storage replaying to a new session
+        %% sent by the server on the account's behalf (archive results, PEP): never copied, and
+        %% a round trip would reorder them against the iq result they belong to
+        orelse (From#jid.luser == U andalso From#jid.lserver == Host andalso From#jid.lresource == <<>>)
+        orelse not connected(Host)
+        orelse not component_can_matter(Host, <<U/binary, "@", Host/binary>>)
+        orelse not privacy_allows(Host, To, Pkt),
+    case Skip of
+        true -> Pkt;
+        false ->
+            Pkt1 = archive(Host, To, Pkt),
+            Ref = next_ref(Host),
+            gen_server:cast(proc(Host), {hold, Ref, {in, Pkt1, now_ms()},
+                                         #xmlel{name = <<"message-in">>,
+                                                attrs = [{<<"ref">>, integer_to_binary(Ref)}],
+                                                children = [forwarded(Pkt1)]}}),
+            {stop, drop}
+    end;
+sm_receive_packet(Acc) ->
+    Acc.
+
+%% The user's default privacy list (XEP-0016 / XEP-0191 blocking), as ejabberd_sm checks it
+%% before offline storage.
+privacy_allows(Host, To, Pkt) ->
+    allow == ejabberd_hooks:run_fold(privacy_check_packet, Host, allow, [To, Pkt, in]).
+
+%% mod_mam archives on delivery to a session; the component delivers to sessions one by one,
+%% so the message is archived once, here, and every copy carries its stanza id.
+archive(Host, To, Pkt) ->
+    case gen_mod:is_loaded(Host, mod_mam) of
+        true ->
+            {Pkt1, _} = mod_mam:user_receive_packet({Pkt, #{jid => jid:remove_resource(To)}}),
+            Pkt1;
+        false -> Pkt
+    end.
+
+%% While a session is in the background, every stanza ejabberd sends it goes to the component as
+%% session-out, unless the component itself (or fail-open) asked for the delivery (R5).
+c2s_filter_send({Pkt, #{mdm_csi := inactive, jid := JID, lserver := Host} = State} = Acc)
+  when ?is_stanza(Pkt) ->
+    case xmpp:get_meta(Pkt, mdm_bypass, false) orelse not connected(Host) of
+        true -> Acc;
+        false ->
+            Ref = next_ref(Host),
+            Full = jid:encode(JID),
+            gen_server:cast(proc(Host), {hold, Ref, {out, self(), key(jid:tolower(JID)), Pkt, now_ms()},
+                                         #xmlel{name = <<"session-out">>,
+                                                attrs = [{<<"ref">>, integer_to_binary(Ref)},
+                                                         {<<"jid">>, Full}],
+                                                children = [forwarded(Pkt)]}}),
+            {stop, {drop, State}}
+    end;
+c2s_filter_send(Acc) ->
+    Acc.
+
+%% A delivery the bridge process asks this session's c2s process to make, as is.
+c2s_handle_info(State, {mdm_deliver, Pkt}) ->
+    {stop, ejabberd_c2s:send(State, xmpp:put_meta(Pkt, mdm_bypass, true))};
+c2s_handle_info(State, _) ->
+    State.
+
+%% Commands from the component, accepted only from the configured component JID.
+local_send_to_resource(#message{from = From, to = #jid{lserver = Host, luser = <<>>, lresource = <<>>},
+                                sub_els = Els}) ->
+    case [E || #xmlel{name = <<"commands">>} = E <- Els, fxml:get_tag_attr_s(<<"xmlns">>, E) == ?NS_BRIDGE] of
+        [] -> ok;
+        [Commands | _] ->
+            gen_server:cast(proc(Host), {commands, From, Commands}),
+            stop
+    end;
+local_send_to_resource(_) ->
+    ok.
+
+component_connected(Domain) ->
+    notify_bridges(Domain, component_connected).
+
+component_disconnected(Domain, _Reason) ->
+    notify_bridges(Domain, component_disconnected).
+
+notify_bridges(Domain, What) ->
+    lists:foreach(
+      fun(Host) ->
+              case gen_mod:is_loaded(Host, ?MODULE) of
+                  true -> gen_server:cast(proc(Host), {What, Domain});
+                  false -> ok
+              end
+      end, ejabberd_option:hosts()).
+
+%%%===================================================================
+%%% The bridge process: held refs, the event batch, the component's commands
+%%%===================================================================
+init([Host, Opts]) ->
+    process_flag(trap_exit, true),
+    ets:new(sessions_tab(Host), [ordered_set, named_table, public, {keypos, #s.key},
+                                 {read_concurrency, true}, {write_concurrency, true}]),
+    ets:new(misc_tab(Host), [set, named_table, public, {read_concurrency, true}]),
+    ets:insert(misc_tab(Host), [{connected, false}, {last_ref, 0}]),
+    add_hooks(Host),
+    State = configure(#state{host = Host}, Opts),
+    erlang:send_after(?TICK, self(), tick),
+    %% A module (re)started while the component is connected: start from a clean slate with it.
+    case ejabberd_router:is_my_route(State#state.component) of
+        true -> {ok, on_connected(State)};
+        false -> {ok, State}
+    end.
+
+configure(State, Opts) ->
+    State#state{component = component_of(State#state.host, Opts),
+                ack_timeout = gen_mod:get_opt(ack_timeout, Opts),
+                batch_size = gen_mod:get_opt(batch_size, Opts)}.
+
+add_hooks(Host) ->
+    ejabberd_hooks:add(sm_receive_packet, Host, ?MODULE, sm_receive_packet, 100),
+    ejabberd_hooks:add(user_send_packet, Host, ?MODULE, user_send_packet, 89),
+    ejabberd_hooks:add(sm_register_connection_hook, Host, ?MODULE, sm_register_connection_hook, 50),
+    ejabberd_hooks:add(sm_remove_connection_hook, Host, ?MODULE, sm_remove_connection_hook, 50),
+    ejabberd_hooks:add(c2s_post_auth_features, Host, ?MODULE, c2s_post_auth_features, 50),
+    ejabberd_hooks:add(c2s_authenticated_packet, Host, ?MODULE, c2s_authenticated_packet, 50),
+    ejabberd_hooks:add(c2s_filter_send, Host, ?MODULE, c2s_filter_send, 50),
+    ejabberd_hooks:add(c2s_handle_info, Host, ?MODULE, c2s_handle_info, 50),
+    ejabberd_hooks:add(local_send_to_resource_hook, Host, ?MODULE, local_send_to_resource, 50),
+    ejabberd_hooks:add(disco_local_features, Host, ?MODULE, disco_features, 50),
+    ejabberd_hooks:add(component_connected, ?MODULE, component_connected, 50),
+    ejabberd_hooks:add(component_disconnected, ?MODULE, component_disconnected, 50),
+    gen_iq_handler:add_iq_handler(ejabberd_sm, Host, ?NS_CARBONS_2, ?MODULE, iq_carbons).
+
+del_hooks(Host) ->
+    gen_iq_handler:remove_iq_handler(ejabberd_sm, Host, ?NS_CARBONS_2),
+    ejabberd_hooks:delete(sm_receive_packet, Host, ?MODULE, sm_receive_packet, 100),
+    ejabberd_hooks:delete(user_send_packet, Host, ?MODULE, user_send_packet, 89),
+    ejabberd_hooks:delete(sm_register_connection_hook, Host, ?MODULE, sm_register_connection_hook, 50),
+    ejabberd_hooks:delete(sm_remove_connection_hook, Host, ?MODULE, sm_remove_connection_hook, 50),
+    ejabberd_hooks:delete(c2s_post_auth_features, Host, ?MODULE, c2s_post_auth_features, 50),
+    ejabberd_hooks:delete(c2s_authenticated_packet, Host, ?MODULE, c2s_authenticated_packet, 50),
+    ejabberd_hooks:delete(c2s_filter_send, Host, ?MODULE, c2s_filter_send, 50),
+    ejabberd_hooks:delete(c2s_handle_info, Host, ?MODULE, c2s_handle_info, 50),
+    ejabberd_hooks:delete(local_send_to_resource_hook, Host, ?MODULE, local_send_to_resource, 50),
+    ejabberd_hooks:delete(disco_local_features, Host, ?MODULE, disco_features, 50),
+    case [H || H <- ejabberd_option:hosts(), H /= Host, gen_mod:is_loaded(H, ?MODULE)] of
+        [] ->
+            ejabberd_hooks:delete(component_connected, ?MODULE, component_connected, 50),
+            ejabberd_hooks:delete(component_disconnected, ?MODULE, component_disconnected, 50);
+        _ -> ok
+    end.
+
+handle_call(_Request, _From, State) ->
+    {reply, {error, badarg}, State}.
+
+handle_cast({event, El}, #state{connected = true} = State) ->
+    {noreply, queue_event(El, State)};
+handle_cast({event, _}, State) ->
+    {noreply, State};
+handle_cast({hold, Ref, P, El}, #state{connected = true, pending = Pending} = State) ->
+    {noreply, queue_event(El, State#state{pending = Pending#{Ref => P}})};
+handle_cast({hold, Ref, P, _El}, State) ->
+    %% The component dropped between the hook's check and now: native delivery at once.
+    deliver_natively(Ref, P, State),
+    {noreply, State};
+handle_cast({commands, From, El}, #state{component = Comp} = State) ->
+    case jid:encode(From) of
+        Comp -> {noreply, run_commands(El#xmlel.children, #{}, State)};
+        Other ->
+            ?WARNING_MSG("Ignored MDM bridge commands from ~ts: only ~ts may send them", [Other, Comp]),
+            {noreply, State}
+    end;
+handle_cast({component_connected, Comp}, #state{component = Comp, connected = false} = State) ->
+    {noreply, on_connected(State)};
+handle_cast({component_disconnected, Comp}, #state{component = Comp, connected = true, host = Host} = State) ->
+    ets:insert(misc_tab(Host), {connected, false}),
+    ?WARNING_MSG("MDM component ~ts disconnected; delivering natively until it is back", [Comp]),
+    {noreply, fail_open_all(State#state{connected = false, batch = [], batch_len = 0})};
+handle_cast({reload, Opts}, State) ->
+    {noreply, configure(State, Opts)};
+handle_cast(_Msg, State) ->
+    {noreply, State}.
+
+handle_info(flush, State) ->
+    {noreply, flush_events(State)};
+handle_info(tick, #state{pending = Pending, ack_timeout = Timeout, component = Comp} = State) ->
+    erlang:send_after(?TICK, self(), tick),
+    Limit = now_ms() - Timeout * 1000,
+    Late = [Ref || {Ref, P} <- lists:sort(maps:to_list(Pending)), held_at(P) < Limit],
+    lists:foreach(
+      fun(Ref) ->
+              ?WARNING_MSG("MDM component ~ts did not answer for message ~p within ~ps; delivering natively",
+                           [Comp, Ref, Timeout]),
+              deliver_natively(Ref, maps:get(Ref, Pending), State)
+      end, Late),
+    {noreply, State#state{pending = maps:without(Late, Pending)}};
+handle_info(_Info, State) ->
+    {noreply, State}.
+
+terminate(_Reason, #state{host = Host} = State) ->
+    del_hooks(Host),
+    fail_open_all(State),
+    ok.
+
+code_change(_OldVsn, State, _Extra) ->
+    {ok, State}.
+
+held_at({in, _, At}) -> At;
+held_at({out, _, _, _, At}) -> At.
+
+%% Events are batched: everything that reached the bridge process before the flush message goes
+%% to the component in one <events/> stanza.
+queue_event(El, #state{batch = [], batch_len = 0} = State) ->
+    self() ! flush,
+    queue_event1(El, State);
+queue_event(El, State) ->
+    queue_event1(El, State).
+
+queue_event1(El, #state{batch = B, batch_len = N, batch_size = Max} = State) ->
+    State1 = State#state{batch = [El | B], batch_len = N + 1},
+    case N + 1 >= Max of
+        true -> flush_events(State1);
+        false -> State1
+    end.
+
+flush_events(#state{batch = []} = State) ->
+    State;
+flush_events(#state{batch = B, host = Host, component = Comp, connected = true} = State) ->
+    Events = #xmlel{name = <<"events">>, attrs = [{<<"xmlns">>, ?NS_BRIDGE}], children = lists:reverse(B)},
+    ejabberd_router:route(#message{from = jid:make(Host), to = jid:make(Comp), sub_els = [Events]}),
+    State#state{batch = [], batch_len = 0};
+flush_events(State) ->
+    State#state{batch = [], batch_len = 0}.
+
+%% Tell the (re)connected component everything it needs: it starts from a clean slate.
+on_connected(#state{host = Host, component = Comp} = State) ->
+    ets:insert(misc_tab(Host), {connected, true}),
+    Now = now_ms(),
+    Events = lists:flatmap(fun(S) -> session_events(S, Now) end, ets:tab2list(sessions_tab(Host))),
+    State1 = lists:foldl(fun queue_event1/2, State#state{connected = true, batch = [], batch_len = 0},
+                         [el(<<"sync">>, []) | Events]),
+    ?INFO_MSG("MDM component ~ts connected; reported the sessions of ~ts", [Comp, Host]),
+    flush_events(State1).
+
+session_events(#s{jid = J, sid = Sid, carbons = C, csi = Csi, prio = Prio, active_at = At}, Now) ->
+    [el(<<"bind">>, [{<<"jid">>, J}, {<<"sid">>, Sid}])]
+        ++ [el(<<"carbons">>, [{<<"jid">>, J}, {<<"enabled">>, <<"true">>}]) || C]
+        ++ [el(<<"csi">>, [{<<"jid">>, J}, {<<"state">>, atom_to_binary(Csi, latin1)}]) || Csi /= undefined]
+        %% idle: seconds since the session last sent available presence or an IM (R3.1)
+        ++ [el(<<"presence">>, [{<<"jid">>, J}, {<<"available">>, <<"true">>},
+                                {<<"priority">>, integer_to_binary(Prio)}]
+               ++ [{<<"idle">>, float_to_binary((Now - At) / 1000, [{decimals, 3}])} || At /= undefined])
+            || Prio /= undefined].
+
+%% Held refs are delivered natively in the order they were handed over (refs increase).
+fail_open_all(#state{pending = Pending} = State) ->
+    lists:foreach(fun({Ref, P}) -> deliver_natively(Ref, P, State) end, lists:sort(maps:to_list(Pending))),
+    State#state{pending = #{}}.
+
+%% What would have happened without the bridge: ejabberd_sm routes the message (it is marked, so
+%% this module lets it pass), or the stanza for a background session is sent to it.
+deliver_natively(_Ref, {in, Pkt, _}, _State) ->
+    ejabberd_sm:route(xmpp:put_meta(Pkt, mdm_native, true));
+deliver_natively(_Ref, {out, Pid, Key, Pkt, _}, #state{host = Host}) ->
+    case ets:lookup(sessions_tab(Host), Key) of
+        [#s{pid = Pid}] -> Pid ! {mdm_deliver, Pkt};
+        _ -> ok
+    end.
+
+%% Commands in one stanza are carried out in order and together (docs/bridge-protocol.md).
+run_commands([], _Reached, State) ->
+    State;
+run_commands([#xmlel{name = Name, attrs = Attrs} = Cmd | Rest], Reached, #state{pending = Pending} = State) ->
+    Ref = case fxml:get_attr(<<"ref">>, Attrs) of
+              {value, R} -> binary_to_integer(R);
+              false -> undefined
+          end,
+    P = maps:get(Ref, Pending, undefined),
+    case Name of
+        <<"deliver">> ->
+            To = fxml:get_attr_s(<<"to">>, Attrs),
+            Notify = fxml:get_attr_s(<<"notify">>, Attrs),
+            %% A ref we no longer hold was already delivered natively: drop, never twice (R2.4).
+            Done = (Ref == undefined orelse P /= undefined)
+                andalso deliver(State, To, payload(Cmd, P), Notify),
+            run_commands(Rest, case Done andalso Ref /= undefined of
+                                   true -> Reached#{Ref => true};
+                                   false -> Reached
+                               end, State);
+        <<"fanout">> when P /= undefined ->
+            Pkt = held_packet(P),
+            Any = lists:foldl(
+                    fun({Attr, Hint}, Acc) ->
+                            Sids = binary:split(fxml:get_attr_s(Attr, Attrs), <<" ">>, [global, trim_all]),
+                            lists:foldl(fun(Sid, A) -> deliver_sid(State, Sid, Pkt, Hint) or A end, Acc, Sids)
+                    end, false, [{<<"notify">>, <<"true">>}, {<<"silent">>, <<"false">>}, {<<"plain">>, <<>>}]),
+            run_commands(Rest, Reached, finish(Ref, P, Any, false, State));
+        <<"route">> when P /= undefined ->
+            deliver_natively(Ref, P, State),
+            run_commands(Rest, Reached, State#state{pending = maps:remove(Ref, Pending)});
+        <<"ack">> when P /= undefined ->
+            Held = fxml:get_attr_s(<<"held">>, Attrs) == <<"true">>,
+            run_commands(Rest, Reached, finish(Ref, P, maps:is_key(Ref, Reached), Held, State));
+        _ when Name == <<"fanout">>; Name == <<"route">>; Name == <<"ack">> ->
+            run_commands(Rest, Reached, State);  % a ref already delivered natively
+        _ ->
+            ?WARNING_MSG("Unknown MDM bridge command <~ts/>", [Name]),
+            run_commands(Rest, Reached, State)
+    end;
+run_commands([_ | Rest], Reached, State) ->
+    run_commands(Rest, Reached, State).
+
+%% An ack whose deliveries all missed (the sessions left meanwhile) is a route: offline storage
+%% keeps the message (R2.2). Held: the component keeps it in a buffer.
+finish(Ref, {in, _, _} = P, false, false, State) ->
+    deliver_natively(Ref, P, State),
+    State#state{pending = maps:remove(Ref, State#state.pending)};
+finish(Ref, _P, _Reached, _Held, State) ->
+    State#state{pending = maps:remove(Ref, State#state.pending)}.
+
+held_packet({in, Pkt, _}) -> Pkt;
+held_packet({out, _, _, Pkt, _}) -> Pkt.
+
+%% The stanza a deliver command carries, or else the held one.
+payload(#xmlel{children = Children}, P) ->
+    case [F || #xmlel{name = <<"forwarded">>} = F <- Children] of
+        [#xmlel{children = Inner} | _] ->
+            case [E || #xmlel{} = E <- Inner] of
+                [E | _] ->
+                    try xmpp:decode(E, ?NS_CLIENT, [ignore_els])
+                    catch _:{xmpp_codec, Why} ->
+                            ?WARNING_MSG("MDM deliver command with an unreadable stanza: ~ts",
+                                         [xmpp:format_error(Why)]),
+                            undefined
+                    end;
+                [] -> undefined
+            end;
+        [] when P /= undefined -> {held, held_packet(P)};
+        [] -> undefined
+    end.
+
+deliver(_State, _To, undefined, _Notify) ->
+    false;
+deliver(State, To, {held, Pkt}, Notify) ->
+    deliver_to(State, To, with_hint(Pkt, Notify));
+deliver(State, To, Pkt, _Notify) ->
+    deliver_to(State, To, Pkt).
+
+deliver_to(#state{host = Host}, To, Pkt) ->
+    case catch jid:decode(To) of
+        #jid{lserver = Host} = J ->
+            case ets:lookup(sessions_tab(Host), key(jid:tolower(J))) of
+                [#s{pid = Pid}] -> Pid ! {mdm_deliver, Pkt}, true;
+                [] -> false
+            end;
+        _ -> false
+    end.
+
+deliver_sid(#state{host = Host}, Sid, Pkt, Hint) ->
+    case ets:lookup(misc_tab(Host), {sid, Sid}) of
+        [{_, _Key, Pid}] -> Pid ! {mdm_deliver, with_hint(Pkt, Hint)}, true;
+        [] -> false
+    end.
+
+%% The notification hint (R3.4) goes on the delivered message itself.
+with_hint(Pkt, V) when V == <<>>; V == undefined ->
+    Pkt;
+with_hint(#message{sub_els = Els} = Pkt, V) ->
+    Pkt#message{sub_els = Els ++ [#xmlel{name = <<"notify">>, attrs = [{<<"xmlns">>, ?NS_NOTIFY}, {<<"value">>, V}]}]};
+with_hint(Pkt, _V) ->
+    Pkt.
