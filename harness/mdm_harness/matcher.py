@@ -1,8 +1,9 @@
 """Match a received stanza against an expected one, scansion-style, with lxml.
 
 Partial by default: the expected element's attributes and children must be present in the
-received one, in any order; extra attributes and children are allowed. ``scansion:strict='true'`` on an element makes that element exact (no extra attributes
-or children, children in order); ``{scansion:any}`` as an attribute value or text matches anything present.
+received one, in any order; extra attributes and children are allowed. ``scansion:strict='true'``
+on an element makes that element exact (no extra attributes or children, children in order);
+``{scansion:any}`` as an attribute value or text matches anything present.
 Our extension: ``h:absent='true'`` (xmlns:h='urn:x-open-mdm:harness') on an expected child
 says that no such child may be present, e.g. the notification hint for a third-party client.
 """

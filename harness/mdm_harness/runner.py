@@ -86,6 +86,11 @@ class ScenarioRun:
         v = step.verb
         if v == "connects":
             spec = self.scenario.clients[step.actor]
+            # A client that connects sees everything sent before it: ejabberd stores an offline
+            # message in the sender's session process, which may still be at it when the
+            # recipient logs in (the message would then wait for the next login).
+            if any(c.connected for c in self.pool.clients.values()):
+                await self.pool.barrier()
             await self.pool.connect(spec.name, spec.jid, spec.password, spec.resource)
         elif v == "disconnects":
             client = self.pool[step.actor]

@@ -111,7 +111,8 @@ def render_config(workdir: Path, c2s_port: int, component_port: int, http_port: 
     for m in extra_modules:
         modules.setdefault(m, "{}")
     if bridge:
-        modules["mod_mdm_bridge"] = "{component: " + _q("mdm." + DOMAIN) + f", ack_timeout: {max(1, round(ack_timeout))}}}"
+        timeout = max(1, round(ack_timeout))  # whole seconds in ejabberd's option
+        modules["mod_mdm_bridge"] = "{component: " + _q("mdm." + DOMAIN) + f", ack_timeout: {timeout}}}"
     else:
         modules["mod_carboncopy"] = "{}"  # the baseline: the server's own XEP-0280
     module_lines = "\n".join(f"  {name}: {opts}" for name, opts in modules.items())
