@@ -1,11 +1,11 @@
-"""Throughput: IMs per second to a user with three devices, MDM component vs Prosody's own carbons.
+"""Throughput: IMs per second to a user with three devices, MDM component vs the server's own carbons.
 
 Bob sends N IMs to alice@localhost as fast as he can; Alice has three devices with carbons on and
 equal priority, so natively all three are RFC 6121 recipients and with MDM all three are fanned
 out. We time from the first write to the last device holding all N. Both setups run here, one
-after the other, on a fresh Prosody (plaintext, no rate limits); the component runs as its own
+after the other, on a fresh server (plaintext, no rate limits); the component runs as its own
 process (`mdm-component`), as in production. The goal: >= 0.8 of native.
-Run: .venv/bin/python bench/throughput.py [N] [ROUNDS]
+Run: .venv/bin/python bench/throughput.py [--server prosody|ejabberd] [N] [ROUNDS]
 """
 
 from __future__ import annotations
@@ -22,14 +22,15 @@ from rawclient import RawClient
 
 from mdm_harness.environment import DEFAULT_ACCOUNTS
 from mdm_harness.ports import free_ports
-from mdm_harness.servers.prosody import start_prosody
+from mdm_harness.servers.base import MODULES, SERVER_KINDS, start_server
 
 
-async def one_round(mode: str, n: int) -> float:
+async def one_round(kind: str, mode: str, n: int) -> float:
     mdm = mode != "native"
     workdir = Path(tempfile.mkdtemp(prefix="mdm-tput-"))
     # No archive: mod_mam writes every IM to files and would dominate both setups alike.
-    server = await start_prosody(DEFAULT_ACCOUNTS, workdir, bridge=mdm, without_modules=("mam",))
+    server = await start_server(kind, DEFAULT_ACCOUNTS, workdir, bridge=mdm,
+                                without_modules=(MODULES[kind]["archive"],))
     component = None
     devices = [RawClient("alice", "alice-password", r) for r in ("laptop", "mobile", "tablet")]
     bob = RawClient("bob", "bob-password", "desktop")
@@ -78,20 +79,21 @@ async def one_round(mode: str, n: int) -> float:
 
 
 MODES = {
-    "native": "Prosody + mod_carbons (native)",
-    "mdm": "Prosody + MDM bridge/component",
+    "native": "{server} + its own carbons (native)",
+    "mdm": "{server} + MDM bridge/component",
     "mdm-off": "  same, mdm.enabled = false",
 }
 
 
-async def main(n: int, rounds: int) -> None:
+async def main(kind: str, n: int, rounds: int) -> None:
     results: dict[str, list[float]] = {m: [] for m in MODES}
     for _ in range(rounds):  # interleaved, so every setup sees the same machine noise
         for mode in MODES:
-            results[mode].append(await one_round(mode, n))
+            results[mode].append(await one_round(kind, mode, n))
     native = statistics.median(results["native"])
-    print(f"{n} IMs to a 3-device user, {rounds} rounds each, median IMs/s (each device gets all)")
+    print(f"{kind}: {n} IMs to a 3-device user, {rounds} rounds each, median IMs/s (each device gets all)")
     for mode, label in MODES.items():
+        label = label.format(server=kind)
         med = statistics.median(results[mode])
         rounds_txt = ", ".join(f"{x:.0f}" for x in results[mode])
         print(f"  {label:34} {med:8.0f}  ratio {med / native:4.2f}   rounds: {rounds_txt}")
@@ -100,4 +102,10 @@ async def main(n: int, rounds: int) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 5000, int(sys.argv[2]) if len(sys.argv) > 2 else 3))
+    args = sys.argv[1:]
+    kind = "prosody"
+    if args[:1] == ["--server"]:
+        kind, args = args[1], args[2:]
+    if kind not in SERVER_KINDS:
+        sys.exit(f"unknown server {kind!r} (available: {', '.join(SERVER_KINDS)})")
+    asyncio.run(main(kind, int(args[0]) if args else 5000, int(args[1]) if len(args) > 1 else 3))

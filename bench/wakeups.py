@@ -4,8 +4,9 @@ Alice has a laptop (active) and a phone that sent CSI <inactive/>; Bob sends her
 count what the phone's connection receives (Bob writes one IM every 10 ms, a conversation
 rather than a burst, so that each delivery can be its own wake-up) before it returns to the foreground (stanzas, and
 socket reads = radio wake-ups), then what arrives when it sends <active/>. Two servers in the
-same run: Prosody with our bridge and component, and Prosody with its own mod_carbons +
-mod_csi_simple (the baseline). Run: .venv/bin/python bench/wakeups.py [N]
+same run: the server with our bridge and component, and the same server with its own carbons and
+CSI queue (the baseline: Prosody's mod_carbons + mod_csi_simple, ejabberd's mod_carboncopy +
+mod_client_state). Run: .venv/bin/python bench/wakeups.py [--server prosody|ejabberd] [N]
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from mdm_harness import aioxmpp_adapter as adapter
 from mdm_harness.clients import ClientPool
 from mdm_harness.component_control import ComponentControl
 from mdm_harness.environment import DEFAULT_ACCOUNTS, online
-from mdm_harness.servers.prosody import start_prosody
+from mdm_harness.servers.base import MODULES, SERVER_KINDS, start_server
 
 PACE = 0.01
 PING = "<iq type='get' id='{id}' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>"
@@ -37,10 +38,13 @@ class Result:
     return_reads: int
 
 
-async def measure(mdm: bool, n: int) -> Result:
+BASELINE = {"prosody": "mod_carbons + mod_csi_simple", "ejabberd": "mod_carboncopy + mod_client_state"}
+
+
+async def measure(kind: str, mdm: bool, n: int) -> Result:
     workdir = Path(tempfile.mkdtemp(prefix="mdm-bench-"))
-    server = await start_prosody(DEFAULT_ACCOUNTS, workdir, bridge=mdm,
-                                 extra_modules=() if mdm else ("csi", "csi_simple"))
+    server = await start_server(kind, DEFAULT_ACCOUNTS, workdir, bridge=mdm,
+                                extra_modules=() if mdm else MODULES[kind]["csi_queue"])
     control = ComponentControl(server) if mdm else None
     pool = ClientPool(server, control.sees_inactive if control else None)
     try:
@@ -65,7 +69,7 @@ async def measure(mdm: bool, n: int) -> Result:
         if not await phone.wait_for(start_stanzas + n, timeout=60):
             raise RuntimeError(f"the phone got {len(phone.received) - start_stanzas} of {n} IMs")
         await phone.drain()
-        return Result("MDM component" if mdm else "mod_carbons + mod_csi_simple", bg_stanzas, bg_reads,
+        return Result("MDM component" if mdm else BASELINE[kind], bg_stanzas, bg_reads,
                       len(phone.received) - start_stanzas - bg_stanzas, reads[0] - bg_reads)
     finally:
         await pool.close()
@@ -75,10 +79,10 @@ async def measure(mdm: bool, n: int) -> Result:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-async def main(n: int) -> None:
-    baseline = await measure(False, n)
-    ours = await measure(True, n)
-    print(f"{n} IMs to Alice while her laptop is active and her phone is in the background\n")
+async def main(kind: str, n: int) -> None:
+    baseline = await measure(kind, False, n)
+    ours = await measure(kind, True, n)
+    print(f"{kind}: {n} IMs to Alice while her laptop is active and her phone is in the background\n")
     print(f"{'setup':32} {'phone in background':>28} {'phone returns':>26}")
     print(f"{'':32} {'stanzas':>12} {'wake-ups':>15} {'stanzas':>11} {'socket reads':>14}")
     for r in (baseline, ours):
@@ -92,4 +96,10 @@ async def main(n: int) -> None:
 if __name__ == "__main__":
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("aioxmpp").setLevel(logging.ERROR)  # iq replies the harness consumes itself
-    asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 100))
+    args = sys.argv[1:]
+    kind = "prosody"
+    if args[:1] == ["--server"]:
+        kind, args = args[1], args[2:]
+    if kind not in SERVER_KINDS:
+        sys.exit(f"unknown server {kind!r} (available: {', '.join(SERVER_KINDS)})")
+    asyncio.run(main(kind, int(args[0]) if args else 100))

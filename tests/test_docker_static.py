@@ -35,16 +35,24 @@ def test_dockerfile_copies_what_exists_and_has_an_exec_entrypoint(dockerfile):
     assert isinstance(json.loads(entry), list)
 
 
-def test_compose_services_build_from_existing_files_and_agree_on_the_component():
-    compose = yaml.safe_load((DOCKER / "compose.prosody.yml").read_text())
+def check_compose(name: str) -> dict:
+    compose = yaml.safe_load((DOCKER / name).read_text())
     services = compose["services"]
-    for name, svc in services.items():
+    for service, svc in services.items():
         context = (DOCKER / svc["build"]["context"]).resolve()
-        assert context == ROOT.resolve(), name
-        assert (context / svc["build"]["dockerfile"]).is_file(), name
-    for volume in (v.split(":")[0] for s in services.values() for v in s.get("volumes", [])):
-        assert volume in compose["volumes"]
+        assert context == ROOT.resolve(), service
+        assert (context / svc["build"]["dockerfile"]).is_file(), service
+        for volume in svc.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("."):  # a bind mount of a file of ours
+                assert (DOCKER / source).is_file(), volume
+            else:
+                assert source in compose["volumes"], volume
+    return services
 
+
+def test_compose_services_build_from_existing_files_and_agree_on_the_component():
+    services = check_compose("compose.prosody.yml")
     cfg = load(DOCKER / "mdm-component.toml")
     assert cfg.server_host in services  # reached by service name
     prosody_cfg = (DOCKER / "prosody" / "prosody.cfg.lua").read_text()
@@ -73,3 +81,57 @@ def test_prosody_bridge_is_valid_lua():
     r = subprocess.run([luac, "-p", str(ROOT / "plugin" / "prosody" / "mod_mdm_bridge.lua")],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+def ejabberd_config() -> dict:
+    return yaml.safe_load((DOCKER / "ejabberd" / "ejabberd.yml").read_text())
+
+
+def test_ejabberd_compose_and_configs_agree_on_the_component():
+    services = check_compose("compose.ejabberd.yml")
+    (mount,) = [v for v in services["mdm-component"]["volumes"] if v.startswith(".")]
+    source, target, _mode = mount.split(":")
+    assert target == "/etc/mdm/mdm-component.toml"  # the path the component image runs with
+    cfg = load(DOCKER / source)
+    assert cfg.server_host in services
+    ej = ejabberd_config()
+    (service,) = [lst for lst in ej["listen"] if lst["module"] == "ejabberd_service"]
+    assert service["port"] == cfg.server_port
+    assert service["hosts"][cfg.jid]["password"] == cfg.secret
+    assert ej["modules"]["mod_mdm_bridge"]["component"] == cfg.jid
+    assert set(cfg.hosts) <= set(ej["hosts"])
+    assert "mod_carboncopy" not in ej["modules"] and "mod_client_state" not in ej["modules"]
+
+
+def test_ejabberd_image_puts_the_built_bridge_on_the_code_path():
+    steps = instructions(DOCKER / "ejabberd" / "Dockerfile")
+    assert ("RUN", "/opt/open-mdm/scripts/build-ejabberd-bridge") in steps
+    ctl = (DOCKER / "ejabberd" / "ejabberdctl.cfg").read_text()
+    assert '-pa /opt/open-mdm/build/erlang/ebin' in ctl  # where the build script writes, beside its scripts/
+
+
+@pytest.mark.asyncio
+async def test_ejabberd_image_config_loads_in_a_real_ejabberd(tmp_path):
+    """The image's ejabberd.yml, on free loopback ports, in Debian's ejabberd with our bridge."""
+    from mdm_harness.ports import free_ports
+    from mdm_harness.servers.base import ServerHandle, wait_listening
+    from mdm_harness.servers.ejabberd import bridge_ebin, launch, wait_started
+
+    ej = ejabberd_config()
+    ports = free_ports(len(ej["listen"]))
+    for listener, port in zip(ej["listen"], ports, strict=True):
+        listener["port"], listener["ip"] = port, "127.0.0.1"
+    cfg = tmp_path / "ejabberd.yml"
+    cfg.write_text(yaml.safe_dump(ej))
+    proc = await launch(cfg, tmp_path, bridge_ebin())
+    handle = ServerHandle("ejabberd", "example.org", ports[0], ports[1], "", "", "", tmp_path, proc.pid)
+    try:
+        await wait_started(proc, tmp_path / "ejabberd.log")
+        for port in ports:
+            await wait_listening(port, proc, "ejabberd", tmp_path / "ejabberd.log", timeout=60)
+    finally:
+        await handle.stop()
+    log = (tmp_path / "ejabberd.log").read_text()
+    started = log[:log.index(" is started in the node ")]
+    assert "MDM bridge started on example.org for component mdm.example.org" in started
+    assert "[error]" not in started and "[critical]" not in started, started[-3000:]

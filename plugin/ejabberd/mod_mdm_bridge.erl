@@ -345,6 +345,8 @@ init([Host, Opts]) ->
     ets:insert(misc_tab(Host), [{connected, false}, {last_ref, 0}]),
     add_hooks(Host),
     State = configure(#state{host = Host}, Opts),
+    ?INFO_MSG("MDM bridge started on ~ts for component ~ts (ack timeout ~ps)",
+              [Host, State#state.component, State#state.ack_timeout]),
     erlang:send_after(?TICK, self(), tick),
     %% A module (re)started while the component is connected: start from a clean slate with it.
     case ejabberd_router:is_my_route(State#state.component) of

@@ -87,14 +87,25 @@ async def wait_listening(port: int, proc: asyncio.subprocess.Process, name: str,
 SERVER_KINDS = ("prosody", "ejabberd")
 
 
+# Modules by role, for code that runs against either server (benchmarks, baselines).
+MODULES = {
+    "prosody": {"archive": "mam", "csi_queue": ("csi", "csi_simple")},
+    "ejabberd": {"archive": "mod_mam", "csi_queue": ("mod_client_state",)},
+}
+
+
 async def start_server(kind: str, accounts: list[Account], workdir: Path, *,
-                       bridge_ack_timeout: float = 2.0) -> ServerHandle:
+                       bridge_ack_timeout: float = 2.0, bridge: bool = True,
+                       extra_modules: tuple[str, ...] = (), without_modules: tuple[str, ...] = ()) -> ServerHandle:
     """``bridge_ack_timeout``: seconds before the bridge delivers an unanswered message natively
-    (short by default, so fail-open scenarios stay quick)."""
+    (short by default, so fail-open scenarios stay quick). ``bridge=False`` is the baseline: the
+    server's own carbons instead of the bridge. Module names are the server's own (MODULES)."""
+    options = dict(ack_timeout=bridge_ack_timeout, bridge=bridge, extra_modules=extra_modules,
+                   without_modules=without_modules)
     if kind == "prosody":
         from .prosody import start_prosody
-        return await start_prosody(accounts, workdir, ack_timeout=bridge_ack_timeout)
+        return await start_prosody(accounts, workdir, **options)
     if kind == "ejabberd":
         from .ejabberd import start_ejabberd
-        return await start_ejabberd(accounts, workdir, ack_timeout=bridge_ack_timeout)
+        return await start_ejabberd(accounts, workdir, **options)
     raise ValueError(f"unknown server kind {kind!r} (available: {', '.join(SERVER_KINDS)})")

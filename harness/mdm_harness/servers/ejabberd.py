@@ -165,24 +165,14 @@ modules:
 """
 
 
-async def start_ejabberd(accounts: list[Account], workdir: Path, *, bridge: bool = True,
-                         extra_modules: tuple[str, ...] = (), without_modules: tuple[str, ...] = (),
-                         ack_timeout: float = 2.0) -> ServerHandle:
+async def launch(cfg: Path, workdir: Path, ebin: Path | None) -> asyncio.subprocess.Process:
+    """Start ejabberd with the config file ``cfg``: log, Mnesia spool and crash dump in ``workdir``."""
     lib = ejabberd_lib()
     erl = shutil.which("erl")
     assert erl is not None
-    ebin = bridge_ebin() if bridge else None
-    workdir.mkdir(parents=True, exist_ok=True)
-    c2s_port, component_port, http_port = free_ports(3)
     spool = workdir / "spool"
-    spool.mkdir(exist_ok=True)
-    cfg = workdir / "ejabberd.yml"
-    level = "debug" if os.environ.get("MDM_HARNESS_DEBUG") else "info"
-    cfg.write_text(render_config(workdir, c2s_port, component_port, http_port, bridge=bridge,
-                                 extra_modules=extra_modules, without_modules=without_modules,
-                                 log_level=level, ack_timeout=ack_timeout))
-    log_file = workdir / "ejabberd.log"
-    env = dict(os.environ, EJABBERD_CONFIG_PATH=str(cfg), EJABBERD_LOG_PATH=str(log_file),
+    spool.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, EJABBERD_CONFIG_PATH=str(cfg), EJABBERD_LOG_PATH=str(workdir / "ejabberd.log"),
                ERL_LIBS=str(lib.parent), ERL_CRASH_DUMP=str(workdir / "erl_crash.dump"),
                ERL_CRASH_DUMP_BYTES="0", HOME=str(workdir))
     args = [erl, "-noinput", "-noshell", "+K", "true"]
@@ -190,14 +180,44 @@ async def start_ejabberd(accounts: list[Account], workdir: Path, *, bridge: bool
         args += ["-pa", str(ebin)]
     args += ["-mnesia", "dir", json.dumps(str(spool)), "-s", "ejabberd"]
     with open(workdir / "ejabberd.stdout", "wb") as out:
-        proc = await asyncio.create_subprocess_exec(
+        return await asyncio.create_subprocess_exec(
             *args, cwd=str(workdir), env=env, stdin=asyncio.subprocess.DEVNULL, stdout=out,
             stderr=asyncio.subprocess.STDOUT,
             start_new_session=True)  # Ctrl-C in the terminal goes to us; we stop it by pid
+
+
+async def wait_started(proc: asyncio.subprocess.Process, log_file: Path, timeout: float = 60.0) -> None:
+    """Until ejabberd logs that it is started: its listeners open before its modules load."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        if proc.returncode is not None:
+            raise RuntimeError(f"ejabberd exited with {proc.returncode}; see {log_file}")
+        if log_file.exists() and " is started in the node " in log_file.read_text(errors="replace"):
+            return
+        if loop.time() > deadline:
+            raise RuntimeError(f"ejabberd did not start within {timeout}s; see {log_file}")
+        await asyncio.sleep(0.05)  # polling a condition, not a guessed delay
+
+
+async def start_ejabberd(accounts: list[Account], workdir: Path, *, bridge: bool = True,
+                         extra_modules: tuple[str, ...] = (), without_modules: tuple[str, ...] = (),
+                         ack_timeout: float = 2.0) -> ServerHandle:
+    ebin = bridge_ebin() if bridge else None
+    workdir.mkdir(parents=True, exist_ok=True)
+    c2s_port, component_port, http_port = free_ports(3)
+    cfg = workdir / "ejabberd.yml"
+    level = "debug" if os.environ.get("MDM_HARNESS_DEBUG") else "info"
+    cfg.write_text(render_config(workdir, c2s_port, component_port, http_port, bridge=bridge,
+                                 extra_modules=extra_modules, without_modules=without_modules,
+                                 log_level=level, ack_timeout=ack_timeout))
+    proc = await launch(cfg, workdir, ebin)
+    log_file = workdir / "ejabberd.log"
     handle = EjabberdHandle("ejabberd", DOMAIN, c2s_port, component_port, "mdm." + DOMAIN, SECRET,
                             "conference." + DOMAIN, workdir, proc.pid, log_file, list(accounts),
                             http_port=http_port)
     try:
+        await wait_started(proc, log_file)
         for port in (http_port, c2s_port, component_port):
             await wait_listening(port, proc, "ejabberd", log_file, timeout=60.0)
         for a in accounts:
