@@ -33,6 +33,7 @@
 -export([sm_receive_packet/1, user_send_packet/1, sm_register_connection_hook/3,
          sm_remove_connection_hook/3, c2s_post_auth_features/2, c2s_authenticated_packet/2,
          c2s_filter_send/1, c2s_handle_info/2, local_send_to_resource/1,
+         c2s_session_pending/1, c2s_session_resumed/1, c2s_copy_session/2,
          component_connected/1, component_disconnected/2, disco_features/5, iq_carbons/1]).
 
 -include("logger.hrl").
@@ -51,6 +52,8 @@
             carbons = false :: boolean(),
             csi = undefined :: undefined | active | inactive,
             prio = undefined :: undefined | integer(),   % undefined: no available presence
+            caps = undefined :: undefined | binary(),    % XEP-0115 node: the client software (R8.3)
+            hibernated = false :: boolean(),             % XEP-0198 pending: a phantom session (R7.1)
             active_at = undefined :: undefined | integer()}).
 
 -record(state, {host :: binary(),
@@ -219,21 +222,47 @@ user_send_packet({#presence{to = #jid{luser = U, lserver = S, lresource = <<>>},
                   #{jid := #jid{luser = U, lserver = S} = JID}} = Acc)
   when T == available; T == unavailable ->
     Prio = case Pkt#presence.priority of undefined -> 0; P -> P end,
+    Caps = case xmpp:get_subtag(Pkt, #caps{}) of
+               #caps{node = Node} when Node /= <<>> -> Node;
+               _ -> undefined
+           end,
     Key = key(jid:tolower(JID)),
     case T of
-        available -> update(S, Key, [{#s.prio, Prio}, {#s.active_at, now_ms()}]);
+        available -> update(S, Key, [{#s.prio, Prio}, {#s.active_at, now_ms()}, {#s.caps, Caps}]);
         unavailable -> update(S, Key, {#s.prio, undefined})
     end,
     case connected(S) of
         true ->
             event(S, el(<<"presence">>, [{<<"jid">>, jid:encode(JID)},
                                          {<<"available">>, atom_to_binary(T == available, latin1)},
-                                         {<<"priority">>, integer_to_binary(Prio)}]));
+                                         {<<"priority">>, integer_to_binary(Prio)}]
+                        ++ [{<<"caps">>, Caps} || Caps /= undefined]));
         false -> ok
     end,
     Acc;
 user_send_packet(Acc) ->
     Acc.
+
+%% XEP-0198 (mod_stream_mgmt): a device that went away without logging out keeps its session for
+%% a while, a phantom session (R7.1), counted apart by the component's capacity monitor.
+c2s_session_pending(#{jid := JID, lserver := Host} = State) ->
+    hibernated(Host, JID, true),
+    State.
+
+c2s_session_resumed(#{jid := JID, lserver := Host} = State) ->
+    hibernated(Host, JID, false),
+    State.
+
+%% A resumed session carries on in a new process: it keeps its CSI state.
+c2s_copy_session(State, #{mdm_csi := Csi}) ->
+    State#{mdm_csi => Csi};
+c2s_copy_session(State, _) ->
+    State.
+
+hibernated(Host, JID, Hibernated) ->
+    update(Host, key(jid:tolower(JID)), {#s.hibernated, Hibernated}),
+    event(Host, el(<<"hibernated">>, [{<<"jid">>, jid:encode(JID)},
+                                      {<<"state">>, atom_to_binary(Hibernated, latin1)}])).
 
 %%%===================================================================
 %%% Hooks: taking stanzas over
@@ -370,6 +399,9 @@ add_hooks(Host) ->
     ejabberd_hooks:add(c2s_handle_info, Host, ?MODULE, c2s_handle_info, 50),
     ejabberd_hooks:add(local_send_to_resource_hook, Host, ?MODULE, local_send_to_resource, 50),
     ejabberd_hooks:add(disco_local_features, Host, ?MODULE, disco_features, 50),
+    ejabberd_hooks:add(c2s_session_pending, Host, ?MODULE, c2s_session_pending, 50),
+    ejabberd_hooks:add(c2s_session_resumed, Host, ?MODULE, c2s_session_resumed, 50),
+    ejabberd_hooks:add(c2s_copy_session, Host, ?MODULE, c2s_copy_session, 50),
     ejabberd_hooks:add(component_connected, ?MODULE, component_connected, 50),
     ejabberd_hooks:add(component_disconnected, ?MODULE, component_disconnected, 50),
     gen_iq_handler:add_iq_handler(ejabberd_sm, Host, ?NS_CARBONS_2, ?MODULE, iq_carbons).
@@ -386,6 +418,9 @@ del_hooks(Host) ->
     ejabberd_hooks:delete(c2s_handle_info, Host, ?MODULE, c2s_handle_info, 50),
     ejabberd_hooks:delete(local_send_to_resource_hook, Host, ?MODULE, local_send_to_resource, 50),
     ejabberd_hooks:delete(disco_local_features, Host, ?MODULE, disco_features, 50),
+    ejabberd_hooks:delete(c2s_session_pending, Host, ?MODULE, c2s_session_pending, 50),
+    ejabberd_hooks:delete(c2s_session_resumed, Host, ?MODULE, c2s_session_resumed, 50),
+    ejabberd_hooks:delete(c2s_copy_session, Host, ?MODULE, c2s_copy_session, 50),
     case [H || H <- ejabberd_option:hosts(), H /= Host, gen_mod:is_loaded(H, ?MODULE)] of
         [] ->
             ejabberd_hooks:delete(component_connected, ?MODULE, component_connected, 50),
@@ -485,15 +520,18 @@ on_connected(#state{host = Host, component = Comp} = State) ->
     ?INFO_MSG("MDM component ~ts connected; reported the sessions of ~ts", [Comp, Host]),
     flush_events(State1).
 
-session_events(#s{jid = J, sid = Sid, carbons = C, csi = Csi, prio = Prio, active_at = At}, Now) ->
+session_events(#s{jid = J, sid = Sid, carbons = C, csi = Csi, prio = Prio, active_at = At, caps = Caps,
+                  hibernated = H}, Now) ->
     [el(<<"bind">>, [{<<"jid">>, J}, {<<"sid">>, Sid}])]
         ++ [el(<<"carbons">>, [{<<"jid">>, J}, {<<"enabled">>, <<"true">>}]) || C]
         ++ [el(<<"csi">>, [{<<"jid">>, J}, {<<"state">>, atom_to_binary(Csi, latin1)}]) || Csi /= undefined]
         %% idle: seconds since the session last sent available presence or an IM (R3.1)
         ++ [el(<<"presence">>, [{<<"jid">>, J}, {<<"available">>, <<"true">>},
                                 {<<"priority">>, integer_to_binary(Prio)}]
-               ++ [{<<"idle">>, float_to_binary((Now - At) / 1000, [{decimals, 3}])} || At /= undefined])
-            || Prio /= undefined].
+               ++ [{<<"idle">>, float_to_binary((Now - At) / 1000, [{decimals, 3}])} || At /= undefined]
+               ++ [{<<"caps">>, Caps} || Caps /= undefined])
+            || Prio /= undefined]
+        ++ [el(<<"hibernated">>, [{<<"jid">>, J}, {<<"state">>, <<"true">>}]) || H].
 
 %% Held refs are delivered natively in the order they were handed over (refs increase).
 fail_open_all(#state{pending = Pending} = State) ->

@@ -29,6 +29,7 @@ from .events import (
     Resync,
     Route,
     SessionBound,
+    SessionHibernated,
     SessionUnbound,
     Stanza,
     StanzaToSession,
@@ -114,7 +115,10 @@ def decode_events(stanza: Stanza, host: str) -> Decoded:
                     idle = float(el.get("idle")) if el.get("idle") is not None else None
                 except ValueError:
                     raise ProtocolError(f"<presence> idle {el.get('idle')!r} is not a number") from None
-                out.events.append(PresenceSent(_jid_attr(el), el.get("available") in _TRUE, priority, idle))
+                out.events.append(PresenceSent(_jid_attr(el), el.get("available") in _TRUE, priority, idle,
+                                               el.get("caps")))
+            elif name == "hibernated":
+                out.events.append(SessionHibernated(_jid_attr(el), el.get("state") in _TRUE))
             elif name == "csi":
                 state = el.get("state")
                 if state not in ("active", "inactive"):

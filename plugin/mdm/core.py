@@ -58,6 +58,7 @@ from .events import (
     Resync,
     Route,
     SessionBound,
+    SessionHibernated,
     SessionUnbound,
     StanzaToSession,
     StoreHeld,
@@ -109,10 +110,11 @@ class MdmCore:
                 return self._message_from_user(event, now)
             case StanzaToSession():
                 return self._stanza_to_session(event, now)
-            case PresenceSent(jid=jid, available=available, priority=priority, idle=idle):
+            case PresenceSent(jid=jid, available=available, priority=priority, idle=idle, client=client):
                 s = self.sessions.get(jid)
                 if s is not None:
                     s.available, s.priority = available, priority
+                    s.client = client or s.client
                     if available:
                         # R3.1; a resync reports how long ago the session was last active
                         s.last_activity = now - idle if idle is not None else now
@@ -127,7 +129,12 @@ class MdmCore:
                     if active:
                         return self._flush(s.jid, buffers.ACTIVE, now)  # R5.3d
             case SessionBound(jid=jid, sid=sid):
-                self.sessions.bind(jid, sid)
+                s = self.sessions.bind(jid, sid)
+                s.bound_at = s.bound_at or now
+            case SessionHibernated(jid=jid, hibernated=hibernated):
+                s = self.sessions.get(jid)
+                if s is not None:
+                    s.phantom = hibernated  # R7.1; it stays a session, deliveries go on to it
             case SessionUnbound(jid=jid):
                 self.sessions.unbind(jid)  # R2.2: an unbound session is never a target again
                 return self._discard(jid)

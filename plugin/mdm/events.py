@@ -49,6 +49,15 @@ class PresenceSent:
     available: bool
     priority: int = 0
     idle: float | None = None  # in a resync: seconds since the session was last active (R3.1)
+    client: str | None = None  # XEP-0115 caps node: which software it is (device type, R8.3)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionHibernated:
+    """XEP-0198: the device went away and its session is kept for it (a phantom session, R7.1),
+    or it resumed."""
+    jid: str
+    hibernated: bool
 
 
 @dataclass(frozen=True, slots=True)

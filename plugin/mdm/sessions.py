@@ -23,6 +23,9 @@ class Session:
     last_activity: float | None = None  # R3.1: last available presence or IM sent
     inactive: bool = False  # XEP-0352 CSI: in the background (R3.5, R5.1)
     sid: str | None = None  # the bridge's short id (compact <fanout/> commands)
+    client: str | None = None  # XEP-0115 caps node of its presence (device type, R8.3)
+    phantom: bool = False  # XEP-0198 hibernated: kept while the device is away (R7.1)
+    bound_at: float | None = None  # when the component learnt of it (session report, R8)
 
     @property
     def is_mdm(self) -> bool:

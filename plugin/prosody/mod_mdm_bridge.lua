@@ -28,6 +28,13 @@ local xmlns_carbons = "urn:xmpp:carbons:2";
 local xmlns_forward = "urn:xmpp:forward:0";
 local xmlns_client = "jabber:client";
 local xmlns_notify = "urn:x-open-mdm:notify:0";
+local xmlns_caps = "http://jabber.org/protocol/caps";
+
+-- The XEP-0115 caps node of a presence: which client software it is (device type, R8.3).
+local function caps_node(presence)
+	local c = presence and presence:get_child("c", xmlns_caps);
+	return c and c.attr.node or nil;
+end
 
 local host = module.host;
 local component_jid = module:get_option_string("mdm_component", "mdm." .. host);
@@ -213,8 +220,11 @@ local function session_events(session, out)
 		-- so a restarted component knows the active client again (R3.1).
 		local active_at = session.mdm_active_at;
 		out:tag("presence", { jid = session.full_jid, available = "true",
-			priority = tostring(session.priority or 0),
+			priority = tostring(session.priority or 0), caps = caps_node(session.presence),
 			idle = active_at and string.format("%.3f", now() - active_at) or nil }):up();
+	end
+	if session.hibernating then
+		out:tag("hibernated", { jid = session.full_jid, state = "true" }):up();
 	end
 end
 
@@ -290,8 +300,25 @@ module:hook("pre-presence/bare", function(event)
 	if t == nil then origin.mdm_active_at = now(); end
 	if not component_connected() then return; end
 	send_events(st.stanza("presence", { jid = origin.full_jid, available = t == nil and "true" or "false",
-		priority = stanza:get_child_text("priority") or "0" }));
+		priority = stanza:get_child_text("priority") or "0", caps = caps_node(stanza) }));
 end, 1);
+
+-- XEP-0198 (mod_smacks): a device that went away without logging out keeps its session for a
+-- while, a phantom session (R7.1); it is counted apart by the component's capacity monitor.
+local function hibernation(state)
+	return function(event)
+		if component_connected() and event.origin.full_jid then
+			send_events(st.stanza("hibernated", { jid = event.origin.full_jid, state = state }));
+		end
+	end
+end
+module:hook("smacks-hibernation-start", hibernation("true"));
+module:hook("smacks-hibernation-end", function(event)
+	local session = event.resumed or event.origin;
+	if component_connected() and session.full_jid then
+		send_events(st.stanza("hibernated", { jid = session.full_jid, state = "false" }));
+	end
+end);
 
 -- Commands from the component, accepted only from the configured component JID.
 local function normalise(el, parent_ns)

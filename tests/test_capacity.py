@@ -1,0 +1,63 @@
+"""R7: session kinds, capacity model, the threshold alert, driven by a made-up clock."""
+
+import pytest
+
+from mdm.capacity import CapacityConfig, CapacityMonitor, SessionCounts, count_sessions
+from mdm.sessions import SessionTable
+
+
+def counts(total: int) -> SessionCounts:
+    return SessionCounts(active=total, phantom=0, hybrid=0, users=total)
+
+
+@pytest.mark.parametrize("sized, ha, capacity", [(5000, False, 7500), (15000, False, 22500), (25000, False, 37500),
+                                                 (25000, True, 18750), (1000, False, 1500)])
+def test_R7_3_capacity_is_1_5_times_the_sized_users_halved_in_an_ha_pair(sized, ha, capacity):
+    assert CapacityConfig(sized_users=sized, ha_pair=ha).capacity == capacity
+
+
+def test_R7_1_session_kinds_and_combined_users():
+    table = SessionTable()
+    for jid in ("alice@x/laptop", "alice@x/phone", "bob@x/desk", "gw@x/bridge"):
+        table.bind(jid)
+    table.get("alice@x/phone").phantom = True
+    c = count_sessions(table, {"gw@x"})
+    assert (c.active, c.phantom, c.hybrid, c.users, c.total) == (2, 1, 1, 3, 4)
+
+
+def test_R7_4_raised_only_after_the_whole_duration_above_then_repeats_then_clears():
+    cfg = CapacityConfig(sized_users=100, threshold=0.8, duration=600, repeat=600)  # capacity 150, limit 120
+    m = CapacityMonitor(cfg)
+    assert m.update(0, counts(121)) is None  # above, but not for long
+    assert m.update(599, counts(130)) is None
+    assert m.counters()["JSMSessionsExceedsThreshold"] == 0
+    alert = m.update(600, counts(130))
+    assert alert is not None and alert.kind == "raised" and alert.above_since == 0
+    assert m.counters()["JSMSessionsExceedsThreshold"] == 1
+    assert "JSMSessionsExceedsThreshold raised" in alert.message("node1") and "87%" in alert.message("node1")
+    assert m.update(900, counts(130)) is None  # held, but not yet time to repeat
+    again = m.update(1200, counts(130))
+    assert again is not None and again.kind == "repeated"
+    cleared = m.update(1201, counts(120))  # at the limit is not above it
+    assert cleared is not None and cleared.kind == "cleared"
+    assert m.counters()["JSMSessionsExceedsThreshold"] == 0
+
+
+def test_R7_4_a_dip_below_the_threshold_restarts_the_duration():
+    m = CapacityMonitor(CapacityConfig(sized_users=100, duration=600))
+    m.update(0, counts(130))
+    m.update(300, counts(100))  # dip
+    assert m.update(700, counts(130)) is None  # above again since 700 only
+    assert m.update(1300, counts(130)).kind == "raised"
+
+
+def test_R7_4_disabled_never_alerts_and_counters_still_move():
+    m = CapacityMonitor(CapacityConfig(sized_users=10, enabled=False, duration=0))
+    assert m.update(0, SessionCounts(50, 2, 1, 40)) is None
+    assert m.counters() == {"JsmClientSessionsActive": 50, "JsmPhantomSessionsActive": 2,
+                            "JsmHybridSessionsActive": 1, "JSMSessionsExceedsThreshold": 0}
+
+
+def test_R7_4_threshold_is_configurable():
+    m = CapacityMonitor(CapacityConfig(sized_users=100, threshold=0.5, duration=0))  # limit 75
+    assert m.update(0, counts(76)).kind == "raised"
