@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import secrets
 
 from mdm.component import Component
 from mdm.config import Config, from_dict
@@ -23,6 +24,9 @@ def component_settings(server: ServerHandle) -> dict[str, dict[str, object]]:
         # the store lives with the server's data: it outlives component restarts in a scenario
         "buffer": {"store": str(server.workdir / "mdm-buffers.sqlite")},
         "metrics": {"port": free_ports(1)[0]},
+        "report": {"directory": str(server.workdir / "mdm-sessions.sqlite"), "node": f"{server.kind}-1"},
+        # the admin page on a free loopback port, with a token only this run knows
+        "admin": {"port": free_ports(1)[0], "token": secrets.token_urlsafe(24)},
     }
 
 
@@ -37,6 +41,15 @@ class ComponentControl:
         self.config = from_dict(self.settings)
         self.component: Component | None = None
         self._task: asyncio.Task[None] | None = None
+
+    def update_settings(self, extra: dict[str, dict[str, object]]) -> None:
+        """Change config sections before start(), e.g. ``{"capacity": {"sized_users": 4}}``;
+        validated like the config file."""
+        settings = {k: dict(v) for k, v in self.settings.items()}
+        for section, values in extra.items():
+            settings.setdefault(section, {}).update(values)
+        self.config = from_dict(settings)  # raises ConfigError naming the key
+        self.settings = settings
 
     async def start(self, timeout: float = 15.0) -> None:
         """Start and wait until the bridge has reported its sessions (the <sync/> barrier)."""

@@ -17,12 +17,16 @@ from dataclasses import dataclass
 from lxml import etree
 
 from . import namespaces as ns
+from .admin import AdminPage
 from .bridge_protocol import EVENTS, decode_events, encode_commands
+from .capacity import Alert, CapacityMonitor, count_sessions
 from .config import Config
 from .core import CoreConfig, MdmCore
+from .directory import SessionDirectory, open_directory
 from .events import Action, DropHeld, Resync, Route, StoreHeld
 from .jid import bare
 from .metrics import MetricsServer
+from .report import Report, build, node_info, node_sessions
 from .store import SQLiteStore, Store
 from .stream import ComponentLink, LinkError
 
@@ -54,6 +58,10 @@ class Component:
         self.store: Store = store or SQLiteStore(config.store_path)
         self.core = self._new_core()
         self.metrics: MetricsServer | None = None
+        self.capacity = CapacityMonitor(config.capacity)  # R7
+        self.directory: SessionDirectory | None = None  # R8: where the nodes publish their sessions
+        self.admin: AdminPage | None = None
+        self._last_alert: Alert | None = None
         self._hosts = set(config.hosts)
         self._link: ComponentLink | None = None
         self._stopping = asyncio.Event()
@@ -83,19 +91,96 @@ class Component:
         return core
 
     def counters(self) -> dict[str, float]:
+        """R6 and R7 together, as /metrics exports them."""
+        return {**self.core.counters(self._clock()), **self.capacity.counters()}
+
+    def mdm_counters(self) -> dict[str, float]:
         return self.core.counters(self._clock())
+
+    # --- capacity (R7) and the session report (R8) --------------------------------------------
+
+    async def check_capacity(self) -> Alert | None:
+        """Count this node's sessions and announce an alert (log, gauge, webhook) if due."""
+        cfg = self.config
+        counts = count_sessions(self.core.sessions, set(cfg.capacity.hybrid_users))
+        alert = self.capacity.update(self._clock(), counts)
+        if alert is not None:
+            self._last_alert = alert if alert.kind != "cleared" else None
+            text = alert.message(cfg.node)
+            log.log(logging.INFO if alert.kind == "cleared" else logging.WARNING, "%s", text)
+            if cfg.capacity.webhook:
+                asyncio.get_running_loop().create_task(self._post_alert(alert, text))
+        return alert
+
+    def alert_text(self) -> str | None:
+        return self._last_alert.message(self.config.node) if self.capacity.alerting and self._last_alert else None
+
+    async def _post_alert(self, alert: Alert, text: str) -> None:
+        import aiohttp
+        body = {"alert": "JSMSessionsExceedsThreshold", "state": alert.kind, "node": self.config.node,
+                "sessions": alert.sessions, "capacity": alert.capacity, "threshold": alert.threshold,
+                "message": text, "at": self._clock()}
+        try:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http, \
+                    http.post(self.config.capacity.webhook, json=body) as resp:
+                if resp.status >= 300:
+                    log.warning("capacity webhook %s answered %s", self.config.capacity.webhook, resp.status)
+        except (aiohttp.ClientError, TimeoutError) as e:
+            log.warning("capacity webhook %s failed: %s", self.config.capacity.webhook, e)
+
+    async def publish_sessions(self) -> None:
+        """Publish this node's sessions to the shared directory (R8: one report for the cluster)."""
+        if self.directory is None:
+            return
+        cfg, now = self.config, self._clock()
+        await self.directory.publish(node_info(cfg.node, cfg.redundancy_group, cfg.sub_cluster, cfg.capacity, now),
+                                     node_sessions(self.core.sessions, cfg.node, cfg.capacity, 0.0))
+
+    async def report(self) -> Report:
+        """The cluster's session report, with this node's sessions as of now."""
+        await self.publish_sessions()
+        assert self.directory is not None
+        nodes, sessions = await self.directory.read()
+        return build(nodes, sessions, self._clock(), self.config.cluster)
+
+    async def _housekeeping(self) -> None:
+        published = 0.0
+        while not self._stopping.is_set():
+            try:
+                await self.check_capacity()
+                if time.monotonic() - published >= self.config.publish_interval:
+                    published = time.monotonic()
+                    await self.publish_sessions()
+            except Exception:  # a failing database must not stop the component
+                log.exception("capacity check or session publication failed; retrying")
+            await self._sleep(self.config.check_interval)
 
     async def run(self) -> None:
         """Connect, serve, reconnect with capped exponential backoff until stop()."""
-        if self.config.metrics_port and self.metrics is None:
-            self.metrics = MetricsServer(self.counters, self.config.metrics_bind, self.config.metrics_port)
+        cfg = self.config
+        if cfg.metrics_port and self.metrics is None:
+            self.metrics = MetricsServer(self.counters, cfg.metrics_bind, cfg.metrics_port)
             await self.metrics.start()
+        self.directory = await open_directory(cfg.directory)
+        if cfg.admin_port:
+            self.admin = AdminPage(token=cfg.admin_token, node=cfg.node, report=self.report,
+                                   counters=self.mdm_counters, capacity_counters=self.capacity.counters,
+                                   alert=self.alert_text, host=cfg.admin_bind, port=cfg.admin_port)
+            await self.admin.start()
+        housekeeping = asyncio.get_running_loop().create_task(self._housekeeping())
         try:
             await self._run()
         finally:
+            housekeeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await housekeeping
+            if self.admin is not None:
+                await self.admin.stop()
+                self.admin = None
             if self.metrics is not None:
                 await self.metrics.stop()
                 self.metrics = None
+            await self.directory.close()
             self.store.close()
 
     async def _run(self) -> None:

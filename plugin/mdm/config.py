@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .capacity import CapacityConfig
 from .core import CoreConfig
 
 
@@ -29,6 +30,17 @@ class Config:
     metrics_bind: str = "127.0.0.1"
     metrics_port: int = 9107  # 0: no HTTP /metrics
     log_level: str = "info"
+    capacity: CapacityConfig = field(default_factory=CapacityConfig)
+    check_interval: float = 5.0  # seconds between capacity checks (R7.4)
+    node: str = "node1"  # this component's node in the session report (R8.1)
+    redundancy_group: str = "group1"
+    sub_cluster: str = "default"
+    cluster: str = "cluster"
+    directory: str = ""  # a SQLite file (default: beside the buffer store), or postgresql://… shared by the nodes
+    publish_interval: float = 10.0
+    admin_bind: str = "127.0.0.1"
+    admin_port: int = 0  # 0: no admin page
+    admin_token: str = ""
 
     def __post_init__(self) -> None:
         if not self.hosts and "." in self.jid:
@@ -62,6 +74,30 @@ _SCHEMA: dict[str, dict[str, tuple[str, Any, str]]] = {
     },
     "log": {
         "level": ("log_level", str, "one of debug, info, warning, error"),
+    },
+    "capacity": {
+        "enabled": ("capacity.enabled", bool, "true or false"),
+        "sized_users": ("capacity.sized_users", int, "the node's sized user count, e.g. 5000, 15000, 25000"),
+        "ha_pair": ("capacity.ha_pair", bool, "true or false (active-active pair: half the capacity)"),
+        "threshold": ("capacity.threshold", (int, float), "a share of the capacity between 0 and 1"),
+        "duration": ("capacity.duration", (int, float), "a number of seconds (>= 0)"),
+        "repeat": ("capacity.repeat", (int, float), "a number of seconds (> 0)"),
+        "hybrid_users": ("capacity.hybrid_users", list, "a list of bare JIDs"),
+        "webhook": ("capacity.webhook", str, "an http:// or https:// URL, or empty"),
+        "check_interval": ("check_interval", (int, float), "a number of seconds (> 0)"),
+    },
+    "report": {
+        "node": ("node", str, "this node's name"),
+        "redundancy_group": ("redundancy_group", str, "a name"),
+        "sub_cluster": ("sub_cluster", str, "a name"),
+        "cluster": ("cluster", str, "a name"),
+        "directory": ("directory", str, "a SQLite file path or a postgresql:// URL"),
+        "publish_interval": ("publish_interval", (int, float), "a number of seconds (> 0)"),
+    },
+    "admin": {
+        "bind": ("admin_bind", str, "an address to listen on, e.g. 127.0.0.1"),
+        "port": ("admin_port", int, "a TCP port, or 0 for no admin page"),
+        "token": ("admin_token", str, "a secret of at least 16 characters"),
     },
 }
 
@@ -127,6 +163,31 @@ def _validate(cfg: Config) -> None:
         raise bad("component.admins", "a list of bare JIDs", cfg.admins)
     if cfg.log_level not in ("debug", "info", "warning", "error"):
         raise bad("log.level", "one of debug, info, warning, error", cfg.log_level)
+    cap = cfg.capacity
+    if cap.sized_users < 1:
+        raise bad("capacity.sized_users", "the node's sized user count, e.g. 5000, 15000, 25000", cap.sized_users)
+    if not 0 < cap.threshold <= 1:
+        raise bad("capacity.threshold", "a share of the capacity between 0 and 1", cap.threshold)
+    if cap.duration < 0:
+        raise bad("capacity.duration", "a number of seconds (>= 0)", cap.duration)
+    if not cap.repeat > 0:
+        raise bad("capacity.repeat", "a number of seconds (> 0)", cap.repeat)
+    if not all(isinstance(u, str) and "@" in u and "/" not in u for u in cap.hybrid_users):
+        raise bad("capacity.hybrid_users", "a list of bare JIDs", cap.hybrid_users)
+    if cap.webhook and not cap.webhook.startswith(("http://", "https://")):
+        raise bad("capacity.webhook", "an http:// or https:// URL, or empty", cap.webhook)
+    if not cfg.check_interval > 0:
+        raise bad("capacity.check_interval", "a number of seconds (> 0)", cfg.check_interval)
+    if not cfg.node:
+        raise bad("report.node", "this node's name", cfg.node)
+    if not cfg.directory:
+        cfg.directory = str(Path(cfg.store_path).parent / "mdm-sessions.sqlite")
+    if not cfg.publish_interval > 0:
+        raise bad("report.publish_interval", "a number of seconds (> 0)", cfg.publish_interval)
+    if not 0 <= cfg.admin_port < 65536:
+        raise bad("admin.port", "a TCP port, or 0 for no admin page", cfg.admin_port)
+    if cfg.admin_port and len(cfg.admin_token) < 16:
+        raise ConfigError("admin.token must be a secret of at least 16 characters when admin.port is set")
 
 
 def load(path: str | Path) -> Config:

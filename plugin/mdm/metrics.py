@@ -24,6 +24,10 @@ HELP = {
     "MDMBufferFlushesLimitReached": "Total flushes caused by reaching the overall buffer limit",
     "MDMBufferFlushPacketCount": "Stanzas flushed in the last period",
     "MDMBufferAvgQueuedTime": "Average seconds a flushed stanza waited in a buffer, last period",
+    "JsmClientSessionsActive": "Logged-in client sessions on this node (R7.1)",
+    "JsmPhantomSessionsActive": "Sessions kept for a device that is away (XEP-0198 hibernated, R7.1)",
+    "JsmHybridSessionsActive": "Sessions of users bridged to another system (capacity.hybrid_users, R7.1)",
+    "JSMSessionsExceedsThreshold": "1 while the sessions stay above the capacity threshold (R7.4)",
 }
 
 

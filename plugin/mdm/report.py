@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -155,7 +154,7 @@ def rebalance(nodes: list[Row]) -> list[Move]:
             if target == n.name or room[target] < per_user:
                 break
             sessions = min(excess, room[target])
-            users = max(1, math.ceil(sessions / per_user))
+            users = max(1, round(sessions / per_user))
             moves.append(Move(n.name, target, users, round(users * per_user)))
             room[target] -= users * per_user
             excess -= users * per_user
