@@ -61,3 +61,51 @@ def test_R7_4_disabled_never_alerts_and_counters_still_move():
 def test_R7_4_threshold_is_configurable():
     m = CapacityMonitor(CapacityConfig(sized_users=100, threshold=0.5, duration=0))  # limit 75
     assert m.update(0, counts(76)).kind == "raised"
+
+
+@pytest.mark.asyncio
+async def test_R7_4_the_alert_goes_to_the_log_the_gauge_and_the_webhook(tmp_path, caplog):
+    import asyncio
+
+    from aiohttp import web
+
+    from mdm.component import Component
+    from mdm.config import from_dict
+
+    received: list[dict] = []
+    got = asyncio.Event()
+
+    async def hook(request: web.Request) -> web.Response:
+        received.append(await request.json())
+        got.set()
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/alert", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    try:
+        clock = [1000.0]
+        cfg = from_dict({"component": {"jid": "mdm.x", "secret": "s"},
+                         "buffer": {"store": str(tmp_path / "b.sqlite")},
+                         "capacity": {"sized_users": 2, "duration": 60, "webhook": f"http://127.0.0.1:{port}/alert"},
+                         "report": {"node": "node-7"}})
+        component = Component(cfg, clock=lambda: clock[0])
+        for r in ("a", "b", "c"):  # 3 sessions > 80% of capacity 3
+            component.core.sessions.bind(f"alice@x/{r}")
+        assert await component.check_capacity() is None  # above, not yet for 60 s
+        clock[0] += 60
+        alert = await component.check_capacity()
+        assert alert is not None and alert.kind == "raised"
+        await asyncio.wait_for(got.wait(), 10)
+        assert received[0]["alert"] == "JSMSessionsExceedsThreshold" and received[0]["node"] == "node-7"
+        assert received[0]["state"] == "raised" and received[0]["sessions"] == 3 and received[0]["capacity"] == 3
+        assert component.counters()["JSMSessionsExceedsThreshold"] == 1
+        assert "JSMSessionsExceedsThreshold raised on node-7" in caplog.text
+        assert component.alert_text() is not None
+        component.store.close()
+    finally:
+        await runner.cleanup()

@@ -57,3 +57,22 @@ async def test_metrics_endpoint_serves_the_seven_names_on_localhost():
         writer.close()
     finally:
         await server.stop()
+
+
+@pytest.mark.asyncio
+async def test_metrics_of_a_component_carry_the_R6_and_R7_names(tmp_path):
+    from mdm.component import Component
+    from mdm.config import from_dict
+
+    cfg = from_dict({"component": {"jid": "mdm.x", "secret": "s"}, "buffer": {"store": str(tmp_path / "b.sqlite")}})
+    component = Component(cfg)
+    server = MetricsServer(component.counters, "127.0.0.1", 0)
+    await server.start()
+    try:
+        got = await fetch_metrics("127.0.0.1", server.port)
+    finally:
+        await server.stop()
+        component.store.close()
+    assert set(NAMES) <= set(got)
+    assert {"JsmClientSessionsActive", "JsmPhantomSessionsActive", "JsmHybridSessionsActive",
+            "JSMSessionsExceedsThreshold"} <= set(got)

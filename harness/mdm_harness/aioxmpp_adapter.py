@@ -102,6 +102,12 @@ def send_raw(client: aioxmpp.Client, data: bytes) -> None:
     _xmlstream(client)._transport.write(data)
 
 
+def abort(client: aioxmpp.Client) -> None:
+    """Drop the TCP connection without closing the stream, as a phone losing its network does
+    (with XEP-0198 the server then keeps the session for resumption)."""
+    _xmlstream(client)._transport.abort()
+
+
 def unread_bytes(client: aioxmpp.Client) -> int:
     """Bytes the kernel holds for this connection that aioxmpp has not read yet (FIONREAD)."""
     sock = _xmlstream(client)._transport.get_extra_info("socket")

@@ -66,6 +66,8 @@ async def _serve(args: argparse.Namespace) -> int:
         _emit(f"  component    : {server.component_jid} on {server.host}:{server.component_port}")
         _emit(f"  group chat   : {server.muc_domain}")
         _emit(f"  metrics      : http://{component.config.metrics_bind}:{component.config.metrics_port}/metrics")
+        _emit(f"  admin page   : http://{component.config.admin_bind}:{component.config.admin_port}/"
+              f"?token={component.config.admin_token}")
         _emit(f"  server log   : {server.log_file}")
         for a in accounts:
             _emit(f"  account      : {a.user}@{server.domain}  password {a.password}")

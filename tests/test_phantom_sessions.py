@@ -1,0 +1,52 @@
+"""R7.1 phantom sessions: a device that drops its connection without logging out keeps its session
+while the server waits for XEP-0198 resumption; both bridges report it and the component counts
+it apart (JsmPhantomSessionsActive)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from mdm_harness import aioxmpp_adapter as adapter
+from mdm_harness.clients import ClientPool
+from mdm_harness.component_control import ComponentControl
+from mdm_harness.environment import DEFAULT_ACCOUNTS, online
+from mdm_harness.servers import start_server
+
+STREAM_MANAGEMENT = {"prosody": ("smacks",), "ejabberd": ("mod_stream_mgmt",)}
+
+
+async def until(condition, timeout: float = 15.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        assert loop.time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)  # polling a condition, not a guessed delay
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("kind", ["prosody", "ejabberd"])
+async def test_R7_1_a_hibernated_session_is_a_phantom_session(kind, tmp_path):
+    server = await start_server(kind, DEFAULT_ACCOUNTS, tmp_path / kind, extra_modules=STREAM_MANAGEMENT[kind])
+    control = ComponentControl(server)
+    pool = ClientPool(server, control.sees_inactive)
+    try:
+        await control.start()
+        await online(pool, "alice@localhost", "alice-password", "laptop")
+        phone = await online(pool, "alice@localhost", "alice-password", "phone")
+        component = control.require()
+        await component.check_capacity()
+        assert component.capacity.counters()["JsmClientSessionsActive"] == 2
+
+        adapter.abort(phone._client)  # the phone loses its network
+        await until(lambda: (s := component.core.sessions.get(phone.full_jid)) is not None and s.phantom)
+        await component.check_capacity()
+        counters = component.counters()
+        assert counters["JsmClientSessionsActive"] == 1 and counters["JsmPhantomSessionsActive"] == 1
+        report = await component.report()
+        assert {(r.resource, r.kind) for r in report.sessions} == {("laptop", "active"), ("phone", "phantom")}
+    finally:
+        await pool.close()
+        await control.stop()
+        await server.stop()
