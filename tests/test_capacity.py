@@ -109,3 +109,23 @@ async def test_R7_4_the_alert_goes_to_the_log_the_gauge_and_the_webhook(tmp_path
         component.store.close()
     finally:
         await runner.cleanup()
+
+
+def test_R7_1_bridge_events_make_phantom_sessions():
+    from mdm.core import MdmCore
+    from mdm.events import PushRegistration, Resync, SessionBound, SessionHibernated
+
+    core = MdmCore()
+    core.handle(SessionBound("alice@x/laptop", "1"), 0)
+    core.handle(SessionBound("alice@x/phone", "2"), 0)
+    core.handle(SessionHibernated("alice@x/phone", True), 1)
+    core.handle(PushRegistration("bob@x", True), 1)  # bob has no live device: one phantom session
+    core.handle(PushRegistration("alice@x", True), 1)  # alice is online: nothing more
+    c = count_sessions(core.sessions, set())
+    assert (c.active, c.phantom, c.users) == (1, 2, 2)
+    core.handle(SessionHibernated("alice@x/phone", False), 2)
+    core.handle(PushRegistration("bob@x", False), 2)
+    assert count_sessions(core.sessions, set()).phantom == 0
+    core.handle(PushRegistration("bob@x", True), 3)
+    core.handle(Resync("x"), 4)  # the bridge reports everything again
+    assert core.sessions.push_users == set()

@@ -50,3 +50,45 @@ async def test_R7_1_a_hibernated_session_is_a_phantom_session(kind, tmp_path):
         await pool.close()
         await control.stop()
         await server.stop()
+
+
+PUSH = {"prosody": ("cloud_notify",), "ejabberd": ("mod_push",)}
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("kind", ["prosody", "ejabberd"])
+async def test_R7_1_a_push_registration_without_a_live_device_is_a_phantom_session(kind, tmp_path):
+    server = await start_server(kind, DEFAULT_ACCOUNTS, tmp_path / kind, extra_modules=PUSH[kind])
+    control = ComponentControl(server)
+    pool = ClientPool(server, control.sees_inactive)
+    try:
+        await control.start()
+        phone = await online(pool, "alice@localhost", "alice-password", "phone")
+        reply = await phone.iq("<iq type='set' id='{id}'><enable xmlns='urn:xmpp:push:0' "
+                               "jid='push.example.org' node='alice-phone'/></iq>")
+        assert reply.get("type") == "result"
+        await pool.barrier()
+        component = control.require()
+        await until(lambda: "alice@localhost" in component.core.sessions.push_users)
+        await component.check_capacity()
+        assert component.counters()["JsmPhantomSessionsActive"] == 0  # the phone is still online
+
+        await phone.disconnect()
+        await server.wait_session_closed(phone.full_jid)
+        await until(lambda: component.core.sessions.get(phone.full_jid) is None)
+        await component.check_capacity()
+        counters = component.counters()
+        assert counters["JsmPhantomSessionsActive"] == 1 and counters["JsmClientSessionsActive"] == 0
+
+        # a restarted component learns the registration from the bridge's sync
+        await control.stop()
+        await control.start()
+        component = control.require()
+        await component.check_capacity()
+        assert component.counters()["JsmPhantomSessionsActive"] == 1
+        report = await component.report()
+        assert [(r.user, r.kind) for r in report.sessions] == [("alice@localhost", "phantom")]
+    finally:
+        await pool.close()
+        await control.stop()
+        await server.stop()

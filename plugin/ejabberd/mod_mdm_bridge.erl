@@ -240,8 +240,32 @@ user_send_packet({#presence{to = #jid{luser = U, lserver = S, lresource = <<>>},
         false -> ok
     end,
     Acc;
+%% XEP-0357 enable/disable: remembered until the server answers it (c2s_filter_send below), when
+%% mod_push has stored the change.
+user_send_packet({#iq{type = set, id = Id, sub_els = [El]} = Pkt, State} = Acc) ->
+    case xmpp:get_ns(El) of
+        ?NS_PUSH_0 -> {Pkt, State#{mdm_push_iq => Id}};
+        _ -> Acc
+    end;
 user_send_packet(Acc) ->
     Acc.
+
+%% Whether the user has a push registration (mod_push's own storage): with no live device, a
+%% phantom session (R7.1).
+push_registered(Host, User) ->
+    case gen_mod:is_loaded(Host, mod_push) of
+        true ->
+            Mod = gen_mod:db_mod(Host, mod_push),
+            case Mod:lookup_sessions(User, Host) of
+                {ok, [_ | _]} -> true;
+                _ -> false
+            end;
+        false -> false
+    end.
+
+push_event(Host, User, Registered) ->
+    el(<<"push">>, [{<<"jid">>, <<User/binary, "@", Host/binary>>},
+                    {<<"registered">>, atom_to_binary(Registered, latin1)}]).
 
 %% XEP-0198 (mod_stream_mgmt): a device that went away without logging out keeps its session for
 %% a while, a phantom session (R7.1), counted apart by the component's capacity monitor.
@@ -313,6 +337,11 @@ archive(Host, To, Pkt) ->
 
 %% While a session is in the background, every stanza ejabberd sends it goes to the component as
 %% session-out, unless the component itself (or fail-open) asked for the delivery (R5).
+c2s_filter_send({#iq{type = T, id = Id} = Pkt, #{mdm_push_iq := Id, jid := JID, lserver := Host} = State})
+  when T == result; T == error ->
+    User = JID#jid.luser,
+    event(Host, push_event(Host, User, push_registered(Host, User))),
+    c2s_filter_send({Pkt, maps:remove(mdm_push_iq, State)});
 c2s_filter_send({Pkt, #{mdm_csi := inactive, jid := JID, lserver := Host} = State} = Acc)
   when ?is_stanza(Pkt) ->
     case xmpp:get_meta(Pkt, mdm_bypass, false) orelse not connected(Host) of
@@ -514,7 +543,9 @@ flush_events(State) ->
 on_connected(#state{host = Host, component = Comp} = State) ->
     ets:insert(misc_tab(Host), {connected, true}),
     Now = now_ms(),
-    Events = lists:flatmap(fun(S) -> session_events(S, Now) end, ets:tab2list(sessions_tab(Host))),
+    Events = lists:flatmap(fun(S) -> session_events(S, Now) end, ets:tab2list(sessions_tab(Host)))
+        ++ [push_event(Host, U, true) || gen_mod:is_loaded(Host, mod_push),
+                                         {U, _} <- ejabberd_auth:get_users(Host), push_registered(Host, U)],
     State1 = lists:foldl(fun queue_event1/2, State#state{connected = true, batch = [], batch_len = 0},
                          [el(<<"sync">>, []) | Events]),
     ?INFO_MSG("MDM component ~ts connected; reported the sessions of ~ts", [Comp, Host]),

@@ -26,6 +26,7 @@ from .events import (
     MessageFromUser,
     MessageToUser,
     PresenceSent,
+    PushRegistration,
     Resync,
     Route,
     SessionBound,
@@ -117,6 +118,8 @@ def decode_events(stanza: Stanza, host: str) -> Decoded:
                     raise ProtocolError(f"<presence> idle {el.get('idle')!r} is not a number") from None
                 out.events.append(PresenceSent(_jid_attr(el), el.get("available") in _TRUE, priority, idle,
                                                el.get("caps")))
+            elif name == "push":
+                out.events.append(PushRegistration(_jid_attr(el), el.get("registered") in _TRUE))
             elif name == "hibernated":
                 out.events.append(SessionHibernated(_jid_attr(el), el.get("state") in _TRUE))
             elif name == "csi":

@@ -41,7 +41,7 @@ class CapacityConfig:
 class SessionCounts:
     """R7.1 on one node."""
     active: int  # logged-in devices
-    phantom: int  # hibernated XEP-0198 sessions: kept for a device that is away
+    phantom: int  # kept for a device that is away: XEP-0198 hibernated, XEP-0357 push only
     hybrid: int  # sessions of users bridged to another system
     users: int  # combined: one per user with any session on the node
 
@@ -61,7 +61,9 @@ def count_sessions(table: SessionTable, hybrid_users: set[str] | frozenset[str])
             phantom += 1
         else:
             active += 1
-    return SessionCounts(active, phantom, hybrid, len(users))
+    push_only = table.push_only_users()  # XEP-0357: kept for a user with no live device
+    phantom += len(push_only)
+    return SessionCounts(active, phantom, hybrid, len(users) + len(push_only))
 
 
 @dataclass(frozen=True)

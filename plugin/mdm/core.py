@@ -55,6 +55,7 @@ from .events import (
     MessageFromUser,
     MessageToUser,
     PresenceSent,
+    PushRegistration,
     Resync,
     Route,
     SessionBound,
@@ -131,6 +132,11 @@ class MdmCore:
             case SessionBound(jid=jid, sid=sid):
                 s = self.sessions.bind(jid, sid)
                 s.bound_at = s.bound_at or now
+            case PushRegistration(user=user, registered=registered):
+                if registered:
+                    self.sessions.push_users.add(user)
+                else:
+                    self.sessions.push_users.discard(user)
             case SessionHibernated(jid=jid, hibernated=hibernated):
                 s = self.sessions.get(jid)
                 if s is not None:

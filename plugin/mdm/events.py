@@ -53,6 +53,14 @@ class PresenceSent:
 
 
 @dataclass(frozen=True, slots=True)
+class PushRegistration:
+    """XEP-0357: the user has (or no longer has) a push registration: with no live device, the
+    server keeps a phantom session for it (R7.1)."""
+    user: str  # bare JID
+    registered: bool
+
+
+@dataclass(frozen=True, slots=True)
 class SessionHibernated:
     """XEP-0198: the device went away and its session is kept for it (a phantom session, R7.1),
     or it resumed."""

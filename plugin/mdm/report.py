@@ -56,6 +56,8 @@ def node_sessions(table: SessionTable, node: str, capacity: CapacityConfig, cloc
         kind = "hybrid" if s.user in hybrid else "phantom" if s.phantom else "active"
         since = s.bound_at + clock_offset if s.bound_at is not None else None
         out.append(SessionRecord(node, s.jid, device_type(s.jid.partition("/")[2], s.client), kind, since))
+    for user in table.push_only_users():  # a push registration and no live device (R7.1)
+        out.append(SessionRecord(node, f"{user}/(push)", "Unknown", "phantom"))
     return out
 
 

@@ -43,6 +43,7 @@ class SessionTable:
         self._sessions: dict[str, Session] = {}
         self._users: dict[str, User] = {}
         self._seq = 0
+        self.push_users: set[str] = set()  # XEP-0357 registrations (phantom sessions, R7.1)
 
     # --- lifecycle ---
 
@@ -74,6 +75,11 @@ class SessionTable:
         """Forget every session of ``host`` (its bridge reconnected and will report them again)."""
         for jid in [j for j in self._sessions if bare(j).rsplit("@", 1)[-1] == host]:
             self.unbind(jid)
+        self.push_users = {u for u in self.push_users if u.rsplit("@", 1)[-1] != host}
+
+    def push_only_users(self) -> list[str]:
+        """Users with a push registration and no live session: one phantom session each (R7.1)."""
+        return sorted(u for u in self.push_users if u not in self._users)
 
     # --- queries ---
 

@@ -313,6 +313,26 @@ local function hibernation(state)
 	end
 end
 module:hook("smacks-hibernation-start", hibernation("true"));
+
+-- XEP-0357 (mod_cloud_notify): users with a push registration. Read from mod_cloud_notify's own
+-- store after it handled the iq, so what we report is what it keeps (R7.1 phantom sessions).
+local xmlns_push = "urn:xmpp:push:0";
+local push_store = module:open_store("cloud_notify");
+local function push_registered(username)
+	local registrations = push_store:get(username);
+	return registrations ~= nil and next(registrations) ~= nil;
+end
+local function push_changed(event)
+	local username = event.origin.username;
+	add_task(0, function() -- after mod_cloud_notify answered and stored
+		if component_connected() then
+			send_events(st.stanza("push", { jid = username .. "@" .. host,
+				registered = push_registered(username) and "true" or "false" }));
+		end
+	end);
+end
+module:hook("iq-set/self/" .. xmlns_push .. ":enable", push_changed, 1);
+module:hook("iq-set/self/" .. xmlns_push .. ":disable", push_changed, 1);
 module:hook("smacks-hibernation-end", function(event)
 	local session = event.resumed or event.origin;
 	if component_connected() and session.full_jid then
@@ -452,6 +472,13 @@ local function attach(h)
 					local out = st.stanza("x");
 					session_events(session, out);
 					for _, child in ipairs(out.tags) do queue_event(tostring(child)); end
+				end
+			end
+		end
+		if modulemanager.is_loaded(host, "cloud_notify") and push_store.users then
+			for username in push_store:users() do
+				if push_registered(username) then
+					queue_event(tostring(st.stanza("push", { jid = username .. "@" .. host, registered = "true" })));
 				end
 			end
 		end
