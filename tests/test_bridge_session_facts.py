@@ -1,6 +1,7 @@
-"""R7.1 phantom sessions: a device that drops its connection without logging out keeps its session
-while the server waits for XEP-0198 resumption; both bridges report it and the component counts
-it apart (JsmPhantomSessionsActive)."""
+"""What both bridges tell the component about sessions, on real Prosody and ejabberd: phantom
+sessions (R7.1: a device that dropped its connection while the server waits for XEP-0198
+resumption, or a XEP-0357 push registration with no live device), counted apart
+(JsmPhantomSessionsActive); and the caps node that gives the device type (R8.3)."""
 
 from __future__ import annotations
 
@@ -88,6 +89,31 @@ async def test_R7_1_a_push_registration_without_a_live_device_is_a_phantom_sessi
         assert component.counters()["JsmPhantomSessionsActive"] == 1
         report = await component.report()
         assert [(r.user, r.kind) for r in report.sessions] == [("alice@localhost", "phantom")]
+    finally:
+        await pool.close()
+        await control.stop()
+        await server.stop()
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("kind", ["prosody", "ejabberd"])
+async def test_R8_3_device_type_from_the_caps_node_the_bridge_relays(kind, tmp_path):
+    server = await start_server(kind, DEFAULT_ACCOUNTS, tmp_path / kind)
+    control = ComponentControl(server)
+    pool = ClientPool(server, control.sees_inactive)
+    try:
+        await control.start()
+        client = await pool.connect("c", "alice@localhost", "alice-password", "x1")  # says nothing by name
+        await client.send("<presence><c xmlns='http://jabber.org/protocol/caps' hash='sha-1' "
+                          "node='http://conversations.im' ver='q07IKJEyjvHSyhy//CH0CxmKi8w='/></presence>")
+        await pool.barrier()
+        report = await control.require().report()
+        assert [(r.resource, r.device) for r in report.sessions] == [("x1", "Android phone")]
+        # and a restarted component gets it again from the bridge's sync
+        await control.stop()
+        await control.start()
+        report = await control.require().report()
+        assert [(r.resource, r.device) for r in report.sessions] == [("x1", "Android phone")]
     finally:
         await pool.close()
         await control.stop()
