@@ -22,7 +22,7 @@ from rawclient import RawClient
 
 from mdm_harness.environment import DEFAULT_ACCOUNTS
 from mdm_harness.ports import free_ports
-from mdm_harness.servers.base import MODULES, SERVER_KINDS, start_server
+from mdm_harness.servers.base import MODULES, server_option, start_server
 
 
 async def one_round(kind: str, mode: str, n: int) -> float:
@@ -102,10 +102,5 @@ async def main(kind: str, n: int, rounds: int) -> None:
 
 
 if __name__ == "__main__":
-    args = sys.argv[1:]
-    kind = "prosody"
-    if args[:1] == ["--server"]:
-        kind, args = args[1], args[2:]
-    if kind not in SERVER_KINDS:
-        sys.exit(f"unknown server {kind!r} (available: {', '.join(SERVER_KINDS)})")
+    kind, args = server_option(sys.argv[1:])
     asyncio.run(main(kind, int(args[0]) if args else 5000, int(args[1]) if len(args) > 1 else 3))

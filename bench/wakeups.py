@@ -23,7 +23,7 @@ from mdm_harness import aioxmpp_adapter as adapter
 from mdm_harness.clients import ClientPool
 from mdm_harness.component_control import ComponentControl
 from mdm_harness.environment import DEFAULT_ACCOUNTS, online
-from mdm_harness.servers.base import MODULES, SERVER_KINDS, start_server
+from mdm_harness.servers.base import MODULES, server_option, start_server
 
 PACE = 0.01
 PING = "<iq type='get' id='{id}' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>"
@@ -96,10 +96,5 @@ async def main(kind: str, n: int) -> None:
 if __name__ == "__main__":
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("aioxmpp").setLevel(logging.ERROR)  # iq replies the harness consumes itself
-    args = sys.argv[1:]
-    kind = "prosody"
-    if args[:1] == ["--server"]:
-        kind, args = args[1], args[2:]
-    if kind not in SERVER_KINDS:
-        sys.exit(f"unknown server {kind!r} (available: {', '.join(SERVER_KINDS)})")
+    kind, args = server_option(sys.argv[1:])
     asyncio.run(main(kind, int(args[0]) if args else 100))

@@ -6,6 +6,8 @@ resumption, or a XEP-0357 push registration with no live device), counted apart
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -16,6 +18,21 @@ from mdm_harness.environment import DEFAULT_ACCOUNTS, online
 from mdm_harness.servers import start_server
 
 STREAM_MANAGEMENT = {"prosody": ("smacks",), "ejabberd": ("mod_stream_mgmt",)}
+
+
+@contextlib.asynccontextmanager
+async def live(kind: str, workdir, extra_modules: tuple[str, ...] = ()) -> AsyncIterator[tuple]:
+    """A real server with the component and a client pool; everything stopped afterwards."""
+    server = await start_server(kind, DEFAULT_ACCOUNTS, workdir, extra_modules=extra_modules)
+    control = ComponentControl(server)
+    pool = ClientPool(server, control.sees_inactive)
+    try:
+        await control.start()
+        yield server, control, pool
+    finally:
+        await pool.close()
+        await control.stop()
+        await server.stop()
 
 
 async def until(condition, timeout: float = 15.0) -> None:
@@ -29,11 +46,7 @@ async def until(condition, timeout: float = 15.0) -> None:
 @pytest.mark.asyncio
 @pytest.mark.parametrize("kind", ["prosody", "ejabberd"])
 async def test_R7_1_a_hibernated_session_is_a_phantom_session(kind, tmp_path):
-    server = await start_server(kind, DEFAULT_ACCOUNTS, tmp_path / kind, extra_modules=STREAM_MANAGEMENT[kind])
-    control = ComponentControl(server)
-    pool = ClientPool(server, control.sees_inactive)
-    try:
-        await control.start()
+    async with live(kind, tmp_path / kind, STREAM_MANAGEMENT[kind]) as (_server, control, pool):
         await online(pool, "alice@localhost", "alice-password", "laptop")
         phone = await online(pool, "alice@localhost", "alice-password", "phone")
         component = control.require()
@@ -47,10 +60,6 @@ async def test_R7_1_a_hibernated_session_is_a_phantom_session(kind, tmp_path):
         assert counters["JsmClientSessionsActive"] == 1 and counters["JsmPhantomSessionsActive"] == 1
         report = await component.report()
         assert {(r.resource, r.kind) for r in report.sessions} == {("laptop", "active"), ("phone", "phantom")}
-    finally:
-        await pool.close()
-        await control.stop()
-        await server.stop()
 
 
 PUSH = {"prosody": ("cloud_notify",), "ejabberd": ("mod_push",)}
@@ -59,11 +68,7 @@ PUSH = {"prosody": ("cloud_notify",), "ejabberd": ("mod_push",)}
 @pytest.mark.asyncio
 @pytest.mark.parametrize("kind", ["prosody", "ejabberd"])
 async def test_R7_1_a_push_registration_without_a_live_device_is_a_phantom_session(kind, tmp_path):
-    server = await start_server(kind, DEFAULT_ACCOUNTS, tmp_path / kind, extra_modules=PUSH[kind])
-    control = ComponentControl(server)
-    pool = ClientPool(server, control.sees_inactive)
-    try:
-        await control.start()
+    async with live(kind, tmp_path / kind, PUSH[kind]) as (server, control, pool):
         phone = await online(pool, "alice@localhost", "alice-password", "phone")
         reply = await phone.iq("<iq type='set' id='{id}'><enable xmlns='urn:xmpp:push:0' "
                                "jid='push.example.org' node='alice-phone'/></iq>")
@@ -89,20 +94,12 @@ async def test_R7_1_a_push_registration_without_a_live_device_is_a_phantom_sessi
         assert component.counters()["JsmPhantomSessionsActive"] == 1
         report = await component.report()
         assert [(r.user, r.kind) for r in report.sessions] == [("alice@localhost", "phantom")]
-    finally:
-        await pool.close()
-        await control.stop()
-        await server.stop()
 
 
 @pytest.mark.asyncio
 @pytest.mark.parametrize("kind", ["prosody", "ejabberd"])
 async def test_R8_3_device_type_from_the_caps_node_the_bridge_relays(kind, tmp_path):
-    server = await start_server(kind, DEFAULT_ACCOUNTS, tmp_path / kind)
-    control = ComponentControl(server)
-    pool = ClientPool(server, control.sees_inactive)
-    try:
-        await control.start()
+    async with live(kind, tmp_path / kind) as (_server, control, pool):
         client = await pool.connect("c", "alice@localhost", "alice-password", "x1")  # says nothing by name
         await client.send("<presence><c xmlns='http://jabber.org/protocol/caps' hash='sha-1' "
                           "node='http://conversations.im' ver='q07IKJEyjvHSyhy//CH0CxmKi8w='/></presence>")
@@ -114,7 +111,3 @@ async def test_R8_3_device_type_from_the_caps_node_the_bridge_relays(kind, tmp_p
         await control.start()
         report = await control.require().report()
         assert [(r.resource, r.device) for r in report.sessions] == [("x1", "Android phone")]
-    finally:
-        await pool.close()
-        await control.stop()
-        await server.stop()

@@ -87,6 +87,16 @@ async def wait_listening(port: int, proc: asyncio.subprocess.Process, name: str,
 SERVER_KINDS = ("prosody", "ejabberd")
 
 
+def server_option(argv: list[str], default: str = "prosody") -> tuple[str, list[str]]:
+    """``[--server KIND] REST…`` as the benchmarks take it: the server kind and the rest."""
+    kind, rest = default, list(argv)
+    if rest[:1] == ["--server"] and len(rest) > 1:
+        kind, rest = rest[1], rest[2:]
+    if kind not in SERVER_KINDS:
+        raise SystemExit(f"unknown server {kind!r} (available: {', '.join(SERVER_KINDS)})")
+    return kind, rest
+
+
 # Modules by role, for code that runs against either server (benchmarks, baselines).
 MODULES = {
     "prosody": {"archive": "mam", "csi_queue": ("csi", "csi_simple")},
