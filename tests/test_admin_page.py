@@ -38,6 +38,7 @@ def browse(url: str, *extra: str) -> str:
     with tempfile.TemporaryDirectory(prefix="mdm-chromium-") as profile:
         args = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--disable-dev-shm-usage",
                 f"--user-data-dir={profile}", *extra, url]
         result = subprocess.run(args, capture_output=True, text=True, timeout=120)
         assert result.returncode == 0, result.stderr[-2000:]
