@@ -4,7 +4,6 @@ user (PostgreSQL refuses to run as root)."""
 
 from __future__ import annotations
 
-import asyncio
 import glob
 import os
 import pwd
@@ -14,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 from mdm_harness.ports import free_ports
+from mdm_harness.waiting import poll_until
 
 
 def _bin(name: str) -> str:
@@ -55,16 +55,18 @@ class Postgres:
                  "-c", f"unix_socket_directories={self.workdir}", "-c", "fsync=off"],
                 stdout=subprocess.DEVNULL, stderr=log, start_new_session=True, **owner)
         import asyncpg
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 30
-        while True:  # until it accepts connections (polling a condition)
+        conns = []
+
+        async def accepts() -> bool:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"PostgreSQL exited; see {self.workdir / 'postgres.log'}")
             try:
-                conn = await asyncpg.connect(f"postgresql://mdm@127.0.0.1:{self.port}/postgres")
-                break
+                conns.append(await asyncpg.connect(f"postgresql://mdm@127.0.0.1:{self.port}/postgres"))
             except (OSError, asyncpg.CannotConnectNowError):
-                if self.proc.poll() is not None or loop.time() > deadline:
-                    raise RuntimeError(f"PostgreSQL did not start; see {self.workdir / 'postgres.log'}") from None
-                await asyncio.sleep(0.05)
+                return False
+            return True
+        await poll_until(accepts, 30, f"PostgreSQL did not start; see {self.workdir / 'postgres.log'}", 0.05)
+        conn = conns[0]
         await conn.execute("CREATE DATABASE mdm")
         await conn.close()
 

@@ -5,7 +5,6 @@ resumption, or a XEP-0357 push registration with no live device), counted apart
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
@@ -16,6 +15,7 @@ from mdm_harness.clients import ClientPool
 from mdm_harness.component_control import ComponentControl
 from mdm_harness.environment import DEFAULT_ACCOUNTS, online
 from mdm_harness.servers import start_server
+from mdm_harness.waiting import poll_until
 
 STREAM_MANAGEMENT = {"prosody": ("smacks",), "ejabberd": ("mod_stream_mgmt",)}
 
@@ -36,11 +36,7 @@ async def live(kind: str, workdir, extra_modules: tuple[str, ...] = ()) -> Async
 
 
 async def until(condition, timeout: float = 15.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        assert loop.time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)  # polling a condition, not a guessed delay
+    await poll_until(condition, timeout, "condition not met in time")
 
 
 @pytest.mark.asyncio
@@ -68,7 +64,7 @@ PUSH = {"prosody": ("cloud_notify",), "ejabberd": ("mod_push",)}
 @pytest.mark.asyncio
 @pytest.mark.parametrize("kind", ["prosody", "ejabberd"])
 async def test_R7_1_a_push_registration_without_a_live_device_is_a_phantom_session(kind, tmp_path):
-    async with live(kind, tmp_path / kind, PUSH[kind]) as (server, control, pool):
+    async with live(kind, tmp_path / kind, PUSH[kind]) as (_server, control, pool):
         phone = await online(pool, "alice@localhost", "alice-password", "phone")
         reply = await phone.iq("<iq type='set' id='{id}'><enable xmlns='urn:xmpp:push:0' "
                                "jid='push.example.org' node='alice-phone'/></iq>")
@@ -79,8 +75,7 @@ async def test_R7_1_a_push_registration_without_a_live_device_is_a_phantom_sessi
         await component.check_capacity()
         assert component.counters()["JsmPhantomSessionsActive"] == 0  # the phone is still online
 
-        await phone.disconnect()
-        await server.wait_session_closed(phone.full_jid)
+        await pool.disconnect(phone.name)
         await until(lambda: component.core.sessions.get(phone.full_jid) is None)
         await component.check_capacity()
         counters = component.counters()

@@ -8,7 +8,7 @@ from mdm_harness.servers import ejabberd, prosody
 
 
 def test_ejabberd_config_with_the_bridge_replaces_carbons_and_csi_queueing(tmp_path):
-    cfg = yaml.safe_load(ejabberd.render_config(tmp_path, 5222, 5347, 5280, ack_timeout=2.0))
+    cfg = yaml.safe_load(ejabberd.render_config(5222, 5347, 5280, ack_timeout=2.0))
     mods = cfg["modules"]
     assert mods["mod_mdm_bridge"] == {"component": "mdm.localhost", "ack_timeout": 2}
     assert "mod_carboncopy" not in mods and "mod_client_state" not in mods
@@ -21,7 +21,7 @@ def test_ejabberd_config_with_the_bridge_replaces_carbons_and_csi_queueing(tmp_p
 
 
 def test_ejabberd_baseline_uses_its_own_carbons(tmp_path):
-    cfg = yaml.safe_load(ejabberd.render_config(tmp_path, 1, 2, 3, bridge=False,
+    cfg = yaml.safe_load(ejabberd.render_config(1, 2, 3, bridge=False,
                                                 extra_modules=("mod_client_state",), without_modules=("mod_mam",)))
     mods = cfg["modules"]
     assert "mod_mdm_bridge" not in mods and "mod_carboncopy" in mods and "mod_client_state" in mods

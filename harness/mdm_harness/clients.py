@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from lxml import etree
 
 from . import aioxmpp_adapter as adapter
+from .waiting import poll_until
 
 if TYPE_CHECKING:
     from .servers import ServerHandle
@@ -118,12 +119,8 @@ class Client:
 
     async def drain(self, timeout: float = DEFAULT_TIMEOUT) -> None:
         """Wait until everything the server already wrote to this connection has been parsed."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while self._client is not None and self._cm is not None and adapter.unread_bytes(self._client):
-            if loop.time() > deadline:
-                raise TimeoutError(f"{self.name}: unread data did not drain")
-            await asyncio.sleep(0)
+        await poll_until(lambda: self._client is None or self._cm is None or not adapter.unread_bytes(self._client),
+                         timeout, f"{self.name}: unread data did not drain", interval=0)
         await asyncio.sleep(0)
 
     async def iq(self, xml: str, timeout: float = DEFAULT_TIMEOUT) -> etree._Element:
@@ -156,10 +153,22 @@ class ClientPool:
         self.component_sees_inactive = component_sees_inactive
 
     async def connect(self, name: str, jid: str, password: str, resource: str | None = None) -> Client:
+        """A client that connects sees everything sent before it: hence a barrier first (ejabberd
+        stores an offline message in the sender's session process, which may still be at it when
+        the recipient logs in; the message would then wait for the next login)."""
+        if any(c.connected for c in self.clients.values()):
+            await self.barrier()
         client = self.clients.get(name) or Client(name, jid, password, resource)
         self.clients[name] = client
         await client.connect(self.server.host, self.server.c2s_port)
         return client
+
+    async def disconnect(self, name: str) -> None:
+        """Log the client out, and return once the server has ended its session."""
+        client = self.clients[name]
+        full_jid = client.full_jid
+        await client.disconnect()
+        await self.server.wait_session_closed(full_jid)
 
     def __getitem__(self, name: str) -> Client:
         return self.clients[name]
@@ -179,12 +188,9 @@ class ClientPool:
                                     "<query xmlns='http://jabber.org/protocol/disco#info'/></iq>")
                                for c in foreground))
         if background and self.component_sees_inactive is not None:
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + timeout
-            while not all(self.component_sees_inactive(c.full_jid) for c in background):
-                if loop.time() > deadline:
-                    raise TimeoutError("the component did not see a client's <inactive/>")
-                await asyncio.sleep(0.005)  # polling a condition, not a guessed delay
+            sees = self.component_sees_inactive
+            await poll_until(lambda: all(sees(c.full_jid) for c in background), timeout,
+                             "the component did not see a client's <inactive/>", interval=0.005)
         await asyncio.gather(*(c.iq(f"<iq type='get' id='{{id}}' to='{self.server.domain}'>"
                                     "<ping xmlns='urn:xmpp:ping'/></iq>") for c in foreground))
         await asyncio.gather(*(c.drain() for c in background))

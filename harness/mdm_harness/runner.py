@@ -86,17 +86,9 @@ class ScenarioRun:
         v = step.verb
         if v == "connects":
             spec = self.scenario.clients[step.actor]
-            # A client that connects sees everything sent before it: ejabberd stores an offline
-            # message in the sender's session process, which may still be at it when the
-            # recipient logs in (the message would then wait for the next login).
-            if any(c.connected for c in self.pool.clients.values()):
-                await self.pool.barrier()
             await self.pool.connect(spec.name, spec.jid, spec.password, spec.resource)
         elif v == "disconnects":
-            client = self.pool[step.actor]
-            full_jid = client.full_jid
-            await client.disconnect()
-            await self.server.wait_session_closed(full_jid)
+            await self.pool.disconnect(step.actor)
         elif v == "sends":
             client = self.pool[step.actor]
             xml = self._vars(step.xml)

@@ -10,6 +10,8 @@ import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..waiting import poll_until
+
 log = logging.getLogger(__name__)
 
 
@@ -69,19 +71,22 @@ class ServerHandle:
 async def wait_listening(port: int, proc: asyncio.subprocess.Process, name: str, log_file: Path,
                          timeout: float = 20.0) -> None:
     """Until the server accepts connections on ``port``; a clear error if it exits first."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
+    async def accepts() -> bool:
         if proc.returncode is not None:
             raise RuntimeError(f"{name} exited with {proc.returncode}; see {log_file}")
         try:
             _r, w = await asyncio.open_connection("127.0.0.1", port)
-            w.close()
-            return
         except OSError:
-            if loop.time() > deadline:
-                raise RuntimeError(f"{name} did not listen on {port} within {timeout}s; see {log_file}") from None
-            await asyncio.sleep(0.05)
+            return False
+        w.close()
+        return True
+    await poll_until(accepts, timeout, f"{name} did not listen on {port} within {timeout}s; see {log_file}", 0.05)
+
+
+def plugin_dir() -> Path:
+    """plugin/ of the checkout (the mdm package is installed editable from it): the bridges."""
+    import mdm
+    return Path(mdm.__file__).resolve().parents[1]
 
 
 SERVER_KINDS = ("prosody", "ejabberd")

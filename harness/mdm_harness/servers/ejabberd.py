@@ -21,17 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..ports import free_ports
-from .base import Account, ServerHandle, wait_listening
+from ..waiting import poll_until
+from .base import Account, ServerHandle, plugin_dir, wait_listening
 
 log = logging.getLogger(__name__)
 
 DOMAIN = "localhost"
 SECRET = "mdm-test-secret"
-
-
-def repo_root() -> Path:
-    import mdm
-    return Path(mdm.__file__).resolve().parents[2]
 
 
 def ejabberd_lib() -> Path:
@@ -48,7 +44,7 @@ def bridge_ebin() -> Path:
     env = os.environ.get("MDM_EJABBERD_EBIN")
     if env:
         return Path(env)
-    root = repo_root()
+    root = plugin_dir().parent
     build = root / "scripts" / "build-ejabberd-bridge"
     result = subprocess.run([str(build)], capture_output=True, text=True)
     if result.returncode != 0:
@@ -77,19 +73,17 @@ class EjabberdHandle(ServerHandle):
         session manager no longer lists it."""
         bare, _, resource = full_jid.partition("/")
         user, _, host = bare.partition("@")
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while resource in await self.api("user_resources", {"user": user, "host": host}):  # type: ignore[operator]
-            if loop.time() > deadline:
-                raise RuntimeError(f"ejabberd still lists {full_jid} {timeout}s after it disconnected")
-            await asyncio.sleep(0.02)
+
+        async def gone() -> bool:
+            return resource not in await self.api("user_resources", {"user": user, "host": host})  # type: ignore[operator]
+        await poll_until(gone, timeout, f"ejabberd still lists {full_jid} {timeout}s after it disconnected")
 
 
 def _q(s: str) -> str:
     return json.dumps(s)  # a JSON string is a valid YAML scalar
 
 
-def render_config(workdir: Path, c2s_port: int, component_port: int, http_port: int, *, bridge: bool = True,
+def render_config(c2s_port: int, component_port: int, http_port: int, *, bridge: bool = True,
                   extra_modules: tuple[str, ...] = (), without_modules: tuple[str, ...] = (),
                   log_level: str = "info", ack_timeout: float = 2.0) -> str:
     modules: dict[str, str] = {
@@ -188,16 +182,11 @@ async def launch(cfg: Path, workdir: Path, ebin: Path | None) -> asyncio.subproc
 
 async def wait_started(proc: asyncio.subprocess.Process, log_file: Path, timeout: float = 60.0) -> None:
     """Until ejabberd logs that it is started: its listeners open before its modules load."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
+    def started() -> bool:
         if proc.returncode is not None:
             raise RuntimeError(f"ejabberd exited with {proc.returncode}; see {log_file}")
-        if log_file.exists() and " is started in the node " in log_file.read_text(errors="replace"):
-            return
-        if loop.time() > deadline:
-            raise RuntimeError(f"ejabberd did not start within {timeout}s; see {log_file}")
-        await asyncio.sleep(0.05)  # polling a condition, not a guessed delay
+        return log_file.exists() and " is started in the node " in log_file.read_text(errors="replace")
+    await poll_until(started, timeout, f"ejabberd did not start within {timeout}s; see {log_file}", 0.05)
 
 
 async def start_ejabberd(accounts: list[Account], workdir: Path, *, bridge: bool = True,
@@ -208,7 +197,7 @@ async def start_ejabberd(accounts: list[Account], workdir: Path, *, bridge: bool
     c2s_port, component_port, http_port = free_ports(3)
     cfg = workdir / "ejabberd.yml"
     level = "debug" if os.environ.get("MDM_HARNESS_DEBUG") else "info"
-    cfg.write_text(render_config(workdir, c2s_port, component_port, http_port, bridge=bridge,
+    cfg.write_text(render_config(c2s_port, component_port, http_port, bridge=bridge,
                                  extra_modules=extra_modules, without_modules=without_modules,
                                  log_level=level, ack_timeout=ack_timeout))
     proc = await launch(cfg, workdir, ebin)

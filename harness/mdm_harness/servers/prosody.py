@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 
 from ..ports import free_ports
-from .base import Account, ServerHandle, wait_listening
+from .base import Account, ServerHandle, plugin_dir, wait_listening
 
 log = logging.getLogger(__name__)
 
@@ -23,8 +23,7 @@ def bridge_dir() -> Path:
     env = os.environ.get("MDM_PROSODY_PLUGINS")
     if env:
         return Path(env)
-    import mdm
-    return Path(mdm.__file__).resolve().parents[1] / "prosody"
+    return plugin_dir() / "prosody"
 
 
 def _lua(s: str) -> str:
