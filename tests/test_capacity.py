@@ -84,9 +84,8 @@ async def test_R7_4_the_alert_goes_to_the_log_the_gauge_and_the_webhook(tmp_path
     app.router.add_post("/alert", hook)
     runner = web.AppRunner(app)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    port = runner.addresses[0][1]
     try:
         clock = [1000.0]
         cfg = from_dict({"component": {"jid": "mdm.x", "secret": "s"},

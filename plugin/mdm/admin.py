@@ -82,9 +82,8 @@ class AdminPage:
     async def start(self) -> None:
         self._runner = web.AppRunner(self.app(), access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # the port chosen when 0 was asked
+        await web.TCPSite(self._runner, self.host, self.port).start()
+        self.port = self._runner.addresses[0][1]  # the port chosen when 0 was asked
         log.info("admin page on http://%s:%s/ (token required)", self.host, self.port)
 
     async def stop(self) -> None:

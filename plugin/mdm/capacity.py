@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from .sessions import SessionTable
+from .sessions import Session, SessionTable
 
 
 @dataclass
@@ -50,17 +50,18 @@ class SessionCounts:
         return self.active + self.phantom + self.hybrid
 
 
+def session_kind(s: Session, hybrid_users: set[str] | frozenset[str]) -> str:
+    """R7.1: ``hybrid`` (a listed user), ``phantom`` (XEP-0198 hibernated) or ``active``."""
+    return "hybrid" if s.user in hybrid_users else "phantom" if s.phantom else "active"
+
+
 def count_sessions(table: SessionTable, hybrid_users: set[str] | frozenset[str]) -> SessionCounts:
-    active = phantom = hybrid = 0
+    kinds = {"active": 0, "phantom": 0, "hybrid": 0}
     users: set[str] = set()
     for s in table.all():
         users.add(s.user)
-        if s.user in hybrid_users:
-            hybrid += 1
-        elif s.phantom:
-            phantom += 1
-        else:
-            active += 1
+        kinds[session_kind(s, hybrid_users)] += 1
+    active, phantom, hybrid = kinds["active"], kinds["phantom"], kinds["hybrid"]
     push_only = table.push_only_users()  # XEP-0357: kept for a user with no live device
     phantom += len(push_only)
     return SessionCounts(active, phantom, hybrid, len(users) + len(push_only))

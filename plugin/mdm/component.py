@@ -92,7 +92,7 @@ class Component:
 
     def counters(self) -> dict[str, float]:
         """R6 and R7 together, as /metrics exports them."""
-        return {**self.core.counters(self._clock()), **self.capacity.counters()}
+        return {**self.mdm_counters(), **self.capacity.counters()}
 
     def mdm_counters(self) -> dict[str, float]:
         return self.core.counters(self._clock())
@@ -134,7 +134,7 @@ class Component:
             return
         cfg, now = self.config, self._clock()
         await self.directory.publish(node_info(cfg.node, cfg.redundancy_group, cfg.sub_cluster, cfg.capacity, now),
-                                     node_sessions(self.core.sessions, cfg.node, cfg.capacity, 0.0))
+                                     node_sessions(self.core.sessions, cfg.node, cfg.capacity))
 
     async def report(self) -> Report:
         """The cluster's session report, with this node's sessions as of now."""

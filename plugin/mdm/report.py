@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from .capacity import CapacityConfig
+from .capacity import CapacityConfig, session_kind
 from .devices import device_type
 from .jid import bare
 from .sessions import SessionTable
@@ -47,15 +47,13 @@ class SessionRecord:
         return self.jid.partition("/")[2]
 
 
-def node_sessions(table: SessionTable, node: str, capacity: CapacityConfig, clock_offset: float) -> list[SessionRecord]:
-    """This node's sessions as report records. ``clock_offset`` turns the core's monotonic times
-    into epoch seconds."""
+def node_sessions(table: SessionTable, node: str, capacity: CapacityConfig) -> list[SessionRecord]:
+    """This node's sessions as report records (the core's times are epoch seconds already)."""
     hybrid = set(capacity.hybrid_users)
     out = []
     for s in table.all():
-        kind = "hybrid" if s.user in hybrid else "phantom" if s.phantom else "active"
-        since = s.bound_at + clock_offset if s.bound_at is not None else None
-        out.append(SessionRecord(node, s.jid, device_type(s.jid.partition("/")[2], s.client), kind, since))
+        out.append(SessionRecord(node, s.jid, device_type(s.jid.partition("/")[2], s.client),
+                                 session_kind(s, hybrid), s.bound_at))
     for user in table.push_only_users():  # a push registration and no live device (R7.1)
         out.append(SessionRecord(node, f"{user}/(push)", "Unknown", "phantom"))
     return out
