@@ -466,9 +466,9 @@ handle_cast({event, _}, State) ->
     {noreply, State};
 handle_cast({hold, Ref, P, El}, #state{connected = true, pending = Pending} = State) ->
     {noreply, queue_event(El, State#state{pending = Pending#{Ref => P}})};
-handle_cast({hold, Ref, P, _El}, State) ->
+handle_cast({hold, _Ref, P, _El}, State) ->
     %% The component dropped between the hook's check and now: native delivery at once.
-    deliver_natively(Ref, P, State),
+    deliver_natively(P, State),
     {noreply, State};
 handle_cast({commands, From, El}, #state{component = Comp} = State) ->
     case jid:encode(From) of
@@ -498,7 +498,7 @@ handle_info(tick, #state{pending = Pending, ack_timeout = Timeout, component = C
       fun(Ref) ->
               ?WARNING_MSG("MDM component ~ts did not answer for message ~p within ~ps; delivering natively",
                            [Comp, Ref, Timeout]),
-              deliver_natively(Ref, maps:get(Ref, Pending), State)
+              deliver_natively(maps:get(Ref, Pending), State)
       end, Late),
     {noreply, State#state{pending = maps:without(Late, Pending)}};
 handle_info(_Info, State) ->
@@ -566,14 +566,14 @@ session_events(#s{jid = J, sid = Sid, carbons = C, csi = Csi, prio = Prio, activ
 
 %% Held refs are delivered natively in the order they were handed over (refs increase).
 fail_open_all(#state{pending = Pending} = State) ->
-    lists:foreach(fun({Ref, P}) -> deliver_natively(Ref, P, State) end, lists:sort(maps:to_list(Pending))),
+    lists:foreach(fun({_Ref, P}) -> deliver_natively(P, State) end, lists:sort(maps:to_list(Pending))),
     State#state{pending = #{}}.
 
 %% What would have happened without the bridge: ejabberd_sm routes the message (it is marked, so
 %% this module lets it pass), or the stanza for a background session is sent to it.
-deliver_natively(_Ref, {in, Pkt, _}, _State) ->
+deliver_natively({in, Pkt, _}, _State) ->
     ejabberd_sm:route(xmpp:put_meta(Pkt, mdm_native, true));
-deliver_natively(_Ref, {out, Pid, Key, Pkt, _}, #state{host = Host}) ->
+deliver_natively({out, Pid, Key, Pkt, _}, #state{host = Host}) ->
     case ets:lookup(sessions_tab(Host), Key) of
         [#s{pid = Pid}] -> Pid ! {mdm_deliver, Pkt};
         _ -> ok
@@ -608,7 +608,7 @@ run_commands([#xmlel{name = Name, attrs = Attrs} = Cmd | Rest], Reached, #state{
                     end, false, [{<<"notify">>, <<"true">>}, {<<"silent">>, <<"false">>}, {<<"plain">>, <<>>}]),
             run_commands(Rest, Reached, finish(Ref, P, Any, false, State));
         <<"route">> when P /= undefined ->
-            deliver_natively(Ref, P, State),
+            deliver_natively(P, State),
             run_commands(Rest, Reached, State#state{pending = maps:remove(Ref, Pending)});
         <<"ack">> when P /= undefined ->
             Held = fxml:get_attr_s(<<"held">>, Attrs) == <<"true">>,
@@ -625,7 +625,7 @@ run_commands([_ | Rest], Reached, State) ->
 %% An ack whose deliveries all missed (the sessions left meanwhile) is a route: offline storage
 %% keeps the message (R2.2). Held: the component keeps it in a buffer.
 finish(Ref, {in, _, _} = P, false, false, State) ->
-    deliver_natively(Ref, P, State),
+    deliver_natively(P, State),
     State#state{pending = maps:remove(Ref, State#state.pending)};
 finish(Ref, _P, _Reached, _Held, State) ->
     State#state{pending = maps:remove(Ref, State#state.pending)}.
