@@ -9,13 +9,27 @@
 -- govern every message as without MDM (R2.6); "route" resumes the same handler chain right after
 -- this module (mod_message: RFC 6121 delivery or offline storage).
 --
--- Fail open (nothing is lost): while the component is not connected every message takes the
--- native path; messages handed over but not acknowledged are delivered natively when the
--- component drops or does not answer within mdm_ack_timeout seconds.
+-- Fail open is stock (R9.6, R9.10): while the component is not serving (not connected, or the
+-- link just dropped) every message takes the native path, and this host behaves exactly as
+-- Prosody without the bridge: the bridge loads Prosody's own mod_carbons and mod_csi_simple and
+-- lets them work. Copies are made by mod_carbons for the sessions whose `want_carbons` is set;
+-- the bridge answers the XEP-0280 iq itself, keeps the client's choice in `mdm_carbons` and sets
+-- `want_carbons` only while the component is not serving (flipped for every session when the
+-- component connects or drops). Likewise mod_csi_simple holds stanzas for background sessions
+-- only while the component is not serving; while it serves, the bridge's own hold filter does.
+-- Messages handed over but not acknowledged are delivered natively (mod_carbons copying them)
+-- when the component drops or does not answer within mdm_ack_timeout seconds.
+--
+-- Limits (R9.6: no client can knock the component link over; docs/operations.md): a stanza is
+-- handed over only if it is at most mdm_max_depth elements deep and its event fits the server's
+-- own limit for stanzas from the component (component_stanza_size_limit, as the component sends
+-- copies back); anything bigger or deeper takes the native path (stock carbons for that message).
+-- Each <events/> stanza holds at most mdm_batch_size events and mdm_batch_bytes bytes (a single
+-- larger event goes alone). Stanzas routed to the component's JID are held to the same depth.
 --
 -- Options: mdm_component (default "mdm." .. host), mdm_ack_timeout (default 10),
--- mdm_batch_size (events per stanza to the component, default 100).
--- This module replaces mod_carbons (XEP-0280): only the component copies messages.
+-- mdm_batch_size (events per stanza to the component, default 100), mdm_batch_bytes (default
+-- 262144), mdm_max_depth (default 1000).
 
 local st = require "util.stanza";
 local filters = require "util.filters";
@@ -41,6 +55,15 @@ local component_jid = module:get_option_string("mdm_component", "mdm." .. host);
 local ack_timeout = module:get_option_number("mdm_ack_timeout", 10);
 local full_sessions = prosody.full_sessions;
 
+-- R9.6 limits. The component echoes a handed-over stanza back in its copies, and Prosody closes a
+-- component link that sends it a stanza over component_stanza_size_limit: an event must leave
+-- room for the command envelope and the XEP-0280 wrapping (4 KiB is plenty).
+local component_limit = module:get_option_number("component_stanza_size_limit",
+	module:get_option_number("s2s_stanza_size_limit", 1024 * 512));
+local max_event_bytes = component_limit - 4096;
+local max_depth = module:get_option_number("mdm_max_depth", 1000);
+local batch_bytes_max = module:get_option_number("mdm_batch_bytes", 256 * 1024);
+
 -- ref -> { event, name, handler, at } for a held message (message-in), or
 --        { session, stanza, at } for a stanza held on its way to a background session (session-out)
 local pending = {};
@@ -48,8 +71,14 @@ local last_ref = 0;
 -- Stanzas the component (or the fail-open path) delivers: they pass our CSI filter untouched.
 local bypass = setmetatable({}, { __mode = "k" });
 
+-- True from the component's handshake (when the bridge sends its <sync/>) until its link drops:
+-- only then does the component serve this host's users. Kept here because mod_component still
+-- reports the link as connected while it runs "component-disconnected".
+local serving = false;
+
 -- The component host starts after this VirtualHost: look its connection up when needed.
 local function component_session()
+	if not serving then return nil; end
 	local mod = modulemanager.get_module(component_jid, "component");
 	return mod and mod.connected and mod.session or nil;
 end
@@ -58,17 +87,40 @@ local function component_connected()
 	return component_session() ~= nil;
 end
 
+-- How deep an element nests (1 for a childless one); stops counting past `limit`.
+local function depth_of(el, limit)
+	local deepest = 0;
+	for _, child in ipairs(el.tags) do
+		local d = depth_of(child, limit - 1);
+		if d > deepest then deepest = d; end
+		if deepest >= limit then break; end
+	end
+	return deepest + 1;
+end
+
+-- Over-limit input is logged at most once a minute per kind, with a count (no log flood).
+local over_limit_seen, over_limit_logged = {}, {};
+local function note_over_limit(kind, detail)
+	over_limit_seen[kind] = (over_limit_seen[kind] or 0) + 1;
+	local t = now();
+	if (over_limit_logged[kind] or 0) + 60 <= t then
+		module:log("warn", "MDM: %d stanza(s) %s in the last minute took the native path (latest: %s)",
+			over_limit_seen[kind], kind, detail);
+		over_limit_seen[kind], over_limit_logged[kind] = 0, t;
+	end
+end
+
 -- Events are batched: every event of one pass of Prosody's loop (a burst read from a client,
 -- say) goes to the component in one <events/> stanza, written straight to the component's
 -- session as text, so each message costs one serialisation here and no extra routing.
 local t_concat, t_remove = table.concat, table.remove;
 local add_task = require "util.timer".add_task;
 local batch_size = module:get_option_number("mdm_batch_size", 100);
-local batch, batch_len = nil, 0;
+local batch, batch_len, batch_bytes = nil, 0, 0;
 
 local function flush_events()
 	local b = batch;
-	batch, batch_len = nil, 0;
+	batch, batch_len, batch_bytes = nil, 0, 0;
 	if not b then return; end
 	local session = component_session();
 	-- Not connected: nothing to tell; held messages are delivered natively on disconnect.
@@ -77,29 +129,47 @@ local function flush_events()
 	session.send(t_concat(b));
 end
 
+-- A batch is capped by count (mdm_batch_size) and by bytes (mdm_batch_bytes): an event that
+-- would take it over the byte cap starts a new stanza, so one stanza is at most the larger of the
+-- cap and one event (itself at most max_event_bytes), well under the component's 1 MiB.
 local function queue_event(xml)
+	if batch and batch_bytes + #xml > batch_bytes_max then flush_events(); end
 	if not batch then
 		batch = { "<message from='", host, "' to='", component_jid, "'><events xmlns='", xmlns_bridge, "'>" };
 		add_task(0, flush_events);
 	end
 	batch_len = batch_len + 1;
+	batch_bytes = batch_bytes + #xml;
 	batch[#batch + 1] = xml;
-	if batch_len >= batch_size then flush_events(); end
+	if batch_len >= batch_size or batch_bytes >= batch_bytes_max then flush_events(); end
 end
 
 -- Queue one event element. A stanza forwarded inside it must say that it is jabber:client
 -- (inside <forwarded/> it would otherwise inherit that namespace); it is serialised right here,
--- so the attribute is restored right after.
+-- so the attribute is restored right after. Returns false, queueing nothing, when the forwarded
+-- stanza is over the limits (R9.6): the caller sends it the native way.
 local function send_events(child, forwarded)
-	if forwarded then
-		local old_xmlns = forwarded.attr.xmlns;
-		forwarded.attr.xmlns = xmlns_client;
-		child:tag("forwarded", { xmlns = xmlns_forward }):add_child(forwarded):up();
+	if not forwarded then
 		queue_event(tostring(child));
-		forwarded.attr.xmlns = old_xmlns;
-	else
-		queue_event(tostring(child));
+		return true;
 	end
+	if depth_of(forwarded, max_depth + 1) > max_depth then
+		note_over_limit("nested deeper than mdm_max_depth (" .. max_depth .. ")",
+			tostring(forwarded.attr.from) .. " -> " .. tostring(forwarded.attr.to));
+		return false;
+	end
+	local old_xmlns = forwarded.attr.xmlns;
+	forwarded.attr.xmlns = xmlns_client;
+	local inner = tostring(forwarded);
+	forwarded.attr.xmlns = old_xmlns;
+	if #inner > max_event_bytes then
+		note_over_limit("larger than " .. max_event_bytes .. " bytes",
+			tostring(forwarded.attr.from) .. " -> " .. tostring(forwarded.attr.to) .. ", " .. #inner .. " bytes");
+		return false;
+	end
+	queue_event(child:top_tag() .. "<forwarded xmlns='" .. xmlns_forward .. "'>" .. inner .. "</forwarded></"
+		.. child.name .. ">");
+	return true;
 end
 
 -- Continue the event's handler chain right after our handler: what would have run without us.
@@ -152,9 +222,33 @@ local function component_can_matter(bare)
 	local user = bare_sessions[bare];
 	if not user then return false; end
 	for _, session in pairs(user.sessions) do
-		if session.want_carbons or session.mdm_csi_state == "inactive" then return true; end
+		if session.mdm_carbons or session.mdm_csi_state == "inactive" then return true; end
 	end
 	return false;
+end
+
+-- R9.10: a message over the limits takes the native path while the component serves: it gets
+-- the copies stock mod_carbons makes, as if MDM were not installed. mod_carbons (priority -0.5)
+-- copies to the sessions with want_carbons, which are set for this one message and cleared again
+-- right after mod_carbons ran (priority -0.55; a timer as well, should a handler in between stop
+-- the event).
+local function carbons_as_stock(bare, on)
+	local user = bare_sessions[bare];
+	if not user then return; end
+	for _, session in pairs(user.sessions) do
+		session.want_carbons = (on or not serving) and session.mdm_carbons or nil;
+	end
+end
+local function native_with_stock_carbons(event, bare)
+	carbons_as_stock(bare, true);
+	event.mdm_stock_carbons = bare;
+	add_task(0, function() carbons_as_stock(bare, false); end);
+end
+local function end_stock_carbons(event)
+	if event.mdm_stock_carbons then carbons_as_stock(event.mdm_stock_carbons, false); end
+end
+for _, name in ipairs({ "message/bare", "message/full", "pre-message/bare", "pre-message/full", "pre-message/host" }) do
+	module:hook(name, end_stock_carbons, -0.55);
 end
 
 -- Groupchat, headline and error messages are never copied (docs/bridge-protocol.md): they take
@@ -170,11 +264,15 @@ local function incoming_handler(name)
 		if stanza.attr.to == nil then -- a message to one's own bare JID (RFC 6120 §10.3.3)
 			stanza.attr.to = origin.username .. "@" .. origin.host;
 		end
-		if not component_can_matter(jid_bare(stanza.attr.to)) then return; end
+		local bare = jid_bare(stanza.attr.to);
+		if not component_can_matter(bare) then return; end
+		local ref = tostring(last_ref + 1);
+		if not send_events(st.stanza("message-in", { ref = ref }), stanza) then
+			native_with_stock_carbons(event, bare); -- over the limits (R9.6)
+			return;
+		end
 		last_ref = last_ref + 1;
-		local ref = tostring(last_ref);
 		pending[ref] = { event = event, name = name, handler = handler, at = now() };
-		send_events(st.stanza("message-in", { ref = ref }), stanza);
 		return true;
 	end
 	return handler;
@@ -182,15 +280,20 @@ end
 module:hook("message/bare", incoming_handler("message/bare"), -0.4);
 module:hook("message/full", incoming_handler("message/full"), -0.4);
 
--- Outgoing: a copy of what a local session sends; the message itself goes on natively.
+-- Outgoing: a copy of what a local session sends; the message itself goes on natively. Taken
+-- just before mod_carbons (-0.5), which copies nothing while the component serves, unless the
+-- message is over the limits (then stock carbons copy it, R9.6 / R9.10).
 local function outgoing_handler(event)
-	if event.stanza:get_child("body") then event.origin.mdm_active_at = now(); end
-	if not component_connected() then return; end
-	send_events(st.stanza("message-out", { jid = event.origin.full_jid }), event.stanza);
+	local origin = event.origin;
+	if event.stanza:get_child("body") then origin.mdm_active_at = now(); end
+	if not component_connected() or not origin.full_jid then return; end
+	if not send_events(st.stanza("message-out", { jid = origin.full_jid }), event.stanza) then
+		native_with_stock_carbons(event, jid_bare(origin.full_jid));
+	end
 end
-module:hook("pre-message/bare", outgoing_handler, -0.6);
-module:hook("pre-message/full", outgoing_handler, -0.6);
-module:hook("pre-message/host", outgoing_handler, -0.6);
+module:hook("pre-message/bare", outgoing_handler, -0.45);
+module:hook("pre-message/full", outgoing_handler, -0.45);
+module:hook("pre-message/host", outgoing_handler, -0.45);
 
 -- Sessions, carbons, presence.
 -- Short ids for sessions, so the component's <fanout/> names targets compactly.
@@ -209,7 +312,7 @@ end
 
 local function session_events(session, out)
 	out:tag("bind", { jid = session.full_jid, sid = sid_of(session) }):up();
-	if session.want_carbons then
+	if session.mdm_carbons then
 		out:tag("carbons", { jid = session.full_jid, enabled = "true" }):up();
 	end
 	if session.mdm_csi_state then
@@ -241,19 +344,23 @@ module:hook("resource-unbind", function(event)
 	send_events(st.stanza("unbind", { jid = session.full_jid }));
 end);
 
+-- XEP-0280 enable/disable, answered here before mod_carbons (which advertises the feature): the
+-- client's choice is kept in mdm_carbons; mod_carbons' want_carbons follows it only while the
+-- component is not serving (R9.10).
 local function toggle_carbons(event)
 	local origin, stanza = event.origin, event.stanza;
 	local enable = stanza.tags[1].name == "enable";
-	origin.want_carbons = enable and xmlns_carbons or nil;
+	origin.mdm_carbons = enable and xmlns_carbons or nil;
+	origin.want_carbons = not serving and origin.mdm_carbons or nil;
 	origin.send(st.reply(stanza));
 	if component_connected() then
 		send_events(st.stanza("carbons", { jid = origin.full_jid, enabled = enable and "true" or "false" }));
 	end
 	return true;
 end
-module:hook("iq-set/self/" .. xmlns_carbons .. ":enable", toggle_carbons);
-module:hook("iq-set/self/" .. xmlns_carbons .. ":disable", toggle_carbons);
-module:add_feature(xmlns_carbons);
+module:hook("iq-set/self/" .. xmlns_carbons .. ":enable", toggle_carbons, 1);
+module:hook("iq-set/self/" .. xmlns_carbons .. ":disable", toggle_carbons, 1);
+module:depends("carbons");
 
 -- XEP-0352 CSI, as mod_csi re-fires the client's nonzas. The session's state is kept so a
 -- reconnecting component learns it with the other session facts. While a session is in the
@@ -266,19 +373,45 @@ local function hold_filter(stanza, session)
 	end
 	local name = stanza.name;
 	if name ~= "message" and name ~= "presence" and name ~= "iq" then return stanza; end
+	local ref = tostring(last_ref + 1);
+	if not send_events(st.stanza("session-out", { ref = ref, jid = session.full_jid }), stanza) then
+		return stanza; -- over the limits (R9.6): sent to the session now
+	end
 	last_ref = last_ref + 1;
-	local ref = tostring(last_ref);
 	pending[ref] = { session = session, stanza = st.clone(stanza), at = now() };
-	send_events(st.stanza("session-out", { ref = ref, jid = session.full_jid }), stanza);
 	return nil;
 end
 
+-- Who holds a background session's stanzas: the bridge's hold filter while the component serves,
+-- Prosody's own mod_csi_simple otherwise (R9.10). mod_csi_simple's functions are globals of its
+-- module environment.
+local csi_simple_timer = require "util.timer";
+local function csi_simple() return modulemanager.get_module(host, "csi_simple"); end
+
+local function bridge_holds(session)
+	local mod = csi_simple();
+	if mod and mod.disable_optimizations then mod.disable_optimizations(session); end
+	if session.csi_resume then -- its "back to inactive after a flush" timer would pause writes
+		csi_simple_timer.stop(session.csi_resume);
+		session.csi_resume = nil;
+	end
+	filters.add_filter(session, "stanzas/out", hold_filter, 500);
+end
+
+local function stock_holds(session)
+	filters.remove_filter(session, "stanzas/out", hold_filter);
+	local mod = csi_simple();
+	if mod and mod.enable_optimizations then mod.enable_optimizations(session); end
+end
+
+-- Runs after mod_csi_simple's own handlers (priority 0), so while the component serves it undoes
+-- what they just did.
 local function csi_handler(state)
 	return function(event)
 		local session = event.origin;
 		session.mdm_csi_state = state;
 		if state == "inactive" then
-			filters.add_filter(session, "stanzas/out", hold_filter, 500);
+			if serving then bridge_holds(session); end
 		else
 			filters.remove_filter(session, "stanzas/out", hold_filter);
 		end
@@ -288,8 +421,15 @@ local function csi_handler(state)
 	end
 end
 module:depends("csi");
-module:hook("csi-client-active", csi_handler("active"));
-module:hook("csi-client-inactive", csi_handler("inactive"));
+module:depends("csi_simple");
+module:hook("csi-client-active", csi_handler("active"), -1);
+module:hook("csi-client-inactive", csi_handler("inactive"), -1);
+-- mod_csi_simple pauses a background session's writes again once its connection drained; not
+-- while the bridge holds that session's stanzas.
+module:hook("c2s-ondrain", function(event)
+	local session = event.session;
+	if serving and session.mdm_csi_state == "inactive" then return true; end
+end, 1);
 
 -- Broadcast presence (no 'to'), before mod_presence (priority 0) handles and swallows it.
 module:hook("pre-presence/bare", function(event)
@@ -335,6 +475,11 @@ module:hook("iq-set/self/" .. xmlns_push .. ":enable", push_changed, 1);
 module:hook("iq-set/self/" .. xmlns_push .. ":disable", push_changed, 1);
 module:hook("smacks-hibernation-end", function(event)
 	local session = event.resumed or event.origin;
+	-- mod_smacks gives the resumed session the new connection's filter list: ours is gone, and a
+	-- session still in the background would get native stanzas ahead of what the component holds.
+	if serving and session.mdm_csi_state == "inactive" then
+		filters.add_filter(session, "stanzas/out", hold_filter, 500);
+	end
 	if component_connected() and session.full_jid then
 		send_events(st.stanza("hibernated", { jid = session.full_jid, state = "false" }));
 	end
@@ -384,7 +529,6 @@ module:hook("message/host", function(event)
 			tostring(stanza.attr.from), component_jid);
 		return true;
 	end
-	local reached = {}; -- refs with at least one delivery that reached a session
 	for cmd in commands:childtags(nil, xmlns_bridge) do
 		local name, ref = cmd.name, cmd.attr.ref;
 		if name == "deliver" then
@@ -398,10 +542,12 @@ module:hook("message/host", function(event)
 					normalise(payload, xmlns_client);
 					bypass[payload] = true;
 					session.send(payload);
-					if ref then reached[ref] = true; end
+					-- kept on the held record: the component may split a message's deliveries
+					-- and its ack over several command stanzas
+					if p then p.reached = true; end
 				elseif p then
 					send_held(p, session, cmd.attr.notify);
-					reached[ref] = true;
+					p.reached = true;
 				else
 					module:log("warn", "MDM deliver command without a stanza to deliver");
 				end
@@ -423,7 +569,7 @@ module:hook("message/host", function(event)
 						end
 					end
 				end
-				finish(ref, p, any, false);
+				finish(ref, p, any or p.reached, false);
 			end
 		elseif name == "route" then
 			local p = ref and pending[ref];
@@ -433,7 +579,7 @@ module:hook("message/host", function(event)
 			end
 		elseif name == "ack" then
 			local p = ref and pending[ref];
-			if p then finish(ref, p, reached[ref], cmd.attr.held == "true"); end
+			if p then finish(ref, p, p.reached, cmd.attr.held == "true"); end
 		else
 			module:log("warn", "Unknown MDM bridge command <%s/>", name);
 		end
@@ -458,13 +604,48 @@ module:add_timer(1, function()
 	return 1;
 end);
 
+-- R9.10: switch every session between the component's service and Prosody's stock carbons and
+-- CSI, as the component comes and goes.
+local function set_serving(on)
+	serving = on;
+	for _, user in pairs(prosody.hosts[host].sessions or {}) do
+		for _, session in pairs(user.sessions) do
+			session.want_carbons = not on and session.mdm_carbons or nil;
+			if session.mdm_csi_state == "inactive" then
+				if on then bridge_holds(session); else stock_holds(session); end
+			end
+		end
+	end
+end
+
+-- R9.6: stanzas routed to the component's own JID (disco, ad-hoc commands, or anything a client
+-- cares to send it) are held to the bridge's depth limit too: one deeply nested stanza must not
+-- make the component's parser drop the link for everyone.
+local function guard_component(event)
+	local stanza = event.stanza;
+	if depth_of(stanza, max_depth + 1) > max_depth then
+		note_over_limit("for the component nested deeper than mdm_max_depth (" .. max_depth .. ")",
+			tostring(stanza.attr.from));
+		if stanza.attr.type ~= "error" and stanza.attr.type ~= "result" then
+			event.origin.send(st.error_reply(stanza, "modify", "policy-violation", "Nested too deeply"));
+		end
+		return true;
+	end
+end
+
 -- The component host starts after this VirtualHost: attach to its events when it appears.
 local function attach(h)
 	if h ~= component_jid then return; end
 	local comp = module:context(component_jid);
+	for _, kind in ipairs({ "message", "presence", "iq" }) do
+		for _, to in ipairs({ "bare", "full", "host" }) do
+			comp:hook(kind .. "/" .. to, guard_component, 10);
+		end
+	end
 	comp:hook("component-authenticated", function()
 		-- Tell the (re)connected component everything it needs: it starts from a clean slate.
-		batch, batch_len = nil, 0; -- nothing queued before this connection belongs to it
+		batch, batch_len, batch_bytes = nil, 0, 0; -- nothing queued before this connection belongs to it
+		set_serving(true); -- from here on the component copies and holds; stock modules stand by
 		queue_event("<sync/>");
 		for _, user in pairs(prosody.hosts[host].sessions) do
 			for _, session in pairs(user.sessions) do
@@ -486,7 +667,10 @@ local function attach(h)
 		module:log("info", "MDM component %s connected; reported the sessions of %s", component_jid, host);
 	end);
 	comp:hook("component-disconnected", function()
-		module:log("warn", "MDM component %s disconnected; delivering natively until it is back", component_jid);
+		module:log("warn", "MDM component %s disconnected; serving with Prosody's own carbons and CSI until it is back",
+			component_jid);
+		-- Stock behaviour first, so what was held is delivered as stock Prosody would (R9.10).
+		set_serving(false);
 		fail_open_all("component disconnected");
 	end);
 end
@@ -494,19 +678,16 @@ if prosody.hosts[component_jid] then attach(component_jid); end
 module:hook_global("host-activated", attach);
 
 function module.load()
-	if modulemanager.is_loaded(host, "carbons") then
-		module:log("error", "mod_carbons is loaded beside mod_mdm_bridge: disable it, the MDM component copies messages");
+	if modulemanager.is_loaded(host, "csi_battery_saver") then
+		module:log("error", "mod_csi_battery_saver is loaded beside mod_mdm_bridge: disable it; the bridge uses"
+			.. " mod_csi_simple while the MDM component is down and holds stanzas itself while it serves");
 	end
-	if modulemanager.is_loaded(host, "csi_simple") or modulemanager.is_loaded(host, "csi_battery_saver") then
-		module:log("error", "A CSI queueing module is loaded beside mod_mdm_bridge: disable it, the MDM component holds stanzas");
-	end
+	-- Loaded while the component is connected (a module reload): it serves again from its next
+	-- handshake; until then, stock behaviour.
+	set_serving(false);
 end
 
 function module.unload()
+	set_serving(false);
 	fail_open_all("module unloaded");
-	for _, user in pairs(prosody.hosts[host].sessions or {}) do
-		for _, session in pairs(user.sessions) do
-			filters.remove_filter(session, "stanzas/out", hold_filter);
-		end
-	end
 end
