@@ -105,7 +105,7 @@ async def test_R7_4_the_alert_goes_to_the_log_the_gauge_and_the_webhook(tmp_path
         assert component.counters()["JSMSessionsExceedsThreshold"] == 1
         assert "JSMSessionsExceedsThreshold raised on node-7" in caplog.text
         assert component.alert_text() is not None
-        component.store.close()
+        await component.store.close()
     finally:
         await runner.cleanup()
 

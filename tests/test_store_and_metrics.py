@@ -17,16 +17,23 @@ from .helpers import message
 MOBILE = "alice@localhost/mobile"
 
 
-def test_store_round_trip_keeps_order_stamp_and_key(tmp_path):
+@pytest.mark.asyncio
+async def test_R5_4_store_round_trip_keeps_order_stamp_and_key(tmp_path):
     path = tmp_path / "s.sqlite"
-    store = SQLiteStore(path)
+    await round_trip(SQLiteStore(path), lambda: SQLiteStore(path))
+
+
+async def round_trip(store, reopen):
+    """The same checks for every Store: order, XEP-0203 stamp, coalescing key, drops."""
     d1 = Deliver(MOBILE, message("alice@localhost", body="one"), False, delay=100.0)
     d2 = Deliver(MOBILE, message("alice@localhost", body="two"), None, delay=101.0)
-    store.apply([StoreHeld(MOBILE, 1, d1, 100.0), StoreHeld(MOBILE, 2, d2, 101.0, ("presence", "b@x/y")),
-                 StoreHeld(MOBILE, 3, d2, 102.0)])
-    store.apply([DropHeld(MOBILE, (3,))])
-    store.close()
-    loaded = SQLiteStore(path).load()[MOBILE]
+    await store.apply([StoreHeld(MOBILE, 1, d1, 100.0), StoreHeld(MOBILE, 2, d2, 101.0, ("presence", "b@x/y")),
+                       StoreHeld(MOBILE, 3, d2, 102.0)])
+    await store.apply([DropHeld(MOBILE, (3,))])
+    await store.close()
+    again = reopen()
+    loaded = (await again.load())[MOBILE]
+    await again.close()
     assert [h.id for h in loaded] == [1, 2] and loaded[1].key == ("presence", "b@x/y")
     first = loaded[0].delivery.stanza
     assert first.findtext("{jabber:client}body") == "one"
@@ -34,13 +41,15 @@ def test_store_round_trip_keeps_order_stamp_and_key(tmp_path):
     assert first.find("{urn:x-open-mdm:notify:0}notify").get("value") == "false"
 
 
-def test_component_restores_held_stanzas_from_its_store(tmp_path):
+@pytest.mark.asyncio
+async def test_R5_4_component_restores_held_stanzas_from_its_store(tmp_path):
     path = tmp_path / "s.sqlite"
-    SQLiteStore(path).apply([StoreHeld(MOBILE, 7, Deliver(MOBILE, message("alice@localhost")), 1.0)])
+    await SQLiteStore(path).apply([StoreHeld(MOBILE, 7, Deliver(MOBILE, message("alice@localhost")), 1.0)])
     cfg = from_dict({"component": {"jid": "mdm.localhost", "secret": "s"}, "buffer": {"store": str(path)}})
     component = Component(cfg)
+    await component.load_core()  # at each (re)connect
     assert component.core.held_total == 1 and component.core._next_id == 8
-    component.store.close()
+    await component.store.close()
 
 
 @pytest.mark.asyncio
@@ -72,7 +81,7 @@ async def test_metrics_of_a_component_carry_the_R6_and_R7_names(tmp_path):
         got = await fetch_metrics("127.0.0.1", server.port)
     finally:
         await server.stop()
-        component.store.close()
+        await component.store.close()
     assert set(NAMES) <= set(got)
     assert {"JsmClientSessionsActive", "JsmPhantomSessionsActive", "JsmHybridSessionsActive",
             "JSMSessionsExceedsThreshold"} <= set(got)

@@ -24,10 +24,11 @@ from .config import Config
 from .core import CoreConfig, MdmCore
 from .directory import SessionDirectory, open_directory
 from .events import Action, DropHeld, Resync, Route, StoreHeld
+from .ha import ActiveLock
 from .jid import bare
 from .metrics import MetricsServer
 from .report import Report, build, node_info, node_sessions
-from .store import SQLiteStore, Store
+from .store import Store, StoreError, open_store
 from .stream import ComponentLink, LinkError
 
 log = logging.getLogger(__name__)
@@ -55,8 +56,18 @@ class Component:
                  store: Store | None = None) -> None:
         self.config = config
         self._clock = clock  # wall clock: held stanzas carry XEP-0203 stamps
-        self.store: Store = store or SQLiteStore(config.store_path)
-        self.core = self._new_core()
+        self.store: Store = store or open_store(config.store_path, config.jid)
+        # Empty until we connect: held stanzas are loaded from the store at each (re)connect
+        # (load_core), since a standby's store may have changed meanwhile (R5.4, R9.9).
+        self.core = MdmCore(config.core)
+        # R9.9: with [ha] lock, only the instance holding the lock connects (one active, standbys).
+        self.lock: ActiveLock | None = ActiveLock(config.ha_lock, config.jid, heartbeat=config.ha_heartbeat) \
+            if config.ha_lock else None
+        self.active = False  # connected and serving (the lock held, if there is one)
+        self._lock_unreachable = False
+        # Store writes and the stanzas that must wait for them, in order ("persist before you
+        # acknowledge"); empty on the hot path, so a batch without held stanzas pays no round trip.
+        self._outbox: list[tuple[str, object]] = []
         self.metrics: MetricsServer | None = None
         self.capacity = CapacityMonitor(config.capacity)  # R7
         self.directory: SessionDirectory | None = None  # R8: where the nodes publish their sessions
@@ -81,14 +92,20 @@ class Component:
         self.config.core = core
         self.core.reconfigure(core)
 
-    def _new_core(self) -> MdmCore:
-        """A fresh core holding what the store kept (R5.4: buffers survive restarts)."""
+    async def load_core(self) -> MdmCore:
+        """A fresh core holding what the store kept (R5.4: buffers survive restarts; R9.9: the
+        instance that takes over restores what the one it replaces held)."""
         core = MdmCore(self.config.core)
-        for jid, held in self.store.load().items():
+        for jid, held in (await self.store.load()).items():
             core.restore(jid, held)
         if core.held_total:
             log.info("restored %d held stanza(s) for %d session(s)", core.held_total, len(core.buffers))
+        self.core = core
         return core
+
+    def role_metrics(self) -> dict[str, float]:
+        """R9.9: 1 while this instance is the active one (connected and serving), 0 on standby."""
+        return {"mdm_component_active": 1.0 if self.active else 0.0}
 
     def counters(self) -> dict[str, float]:
         """R6 and R7 together, as /metrics exports them."""
@@ -159,7 +176,8 @@ class Component:
         """Connect, serve, reconnect with capped exponential backoff until stop()."""
         cfg = self.config
         if cfg.metrics_port and self.metrics is None:
-            self.metrics = MetricsServer(self.counters, cfg.metrics_bind, cfg.metrics_port)
+            self.metrics = MetricsServer(lambda: {**self.counters(), **self.role_metrics()},
+                                         cfg.metrics_bind, cfg.metrics_port)
             await self.metrics.start()
         self.directory = await open_directory(cfg.directory)
         if cfg.admin_port:
@@ -181,53 +199,153 @@ class Component:
                 await self.metrics.stop()
                 self.metrics = None
             await self.directory.close()
-            self.store.close()
+            if self.lock is not None:
+                await self.lock.release()
+            await self.store.close()
 
     async def _run(self) -> None:
-        backoff = 0.2
+        """R9.9 / issue 10: wait to be the active instance, connect to the next server address,
+        serve; on a lost link or a failed attempt, try the next address. Consecutive failures
+        back off (0.2 s doubling to 30 s) whatever stage they reached: a link that ends before
+        the server sent us anything counts as a failure too. Logged once per state change."""
+        addresses = self.config.server_addresses()
+        turn = 0
+        failures = 0
+        failure_reason = ""
+        delay = 0.0
         while not self._stopping.is_set():
+            if delay:
+                await self._sleep(delay)
+                if self._stopping.is_set():
+                    break
+            if self.lock is not None and not self.lock.held and not await self._become_active():
+                continue
+            host, port = addresses[turn % len(addresses)]
+            turn += 1
             link = ComponentLink(self.config.jid, self.config.secret,
                                  max_stanza_size=self.config.max_stanza_size)
             try:
-                await link.connect(self.config.server_host, self.config.server_port)
-            except (TimeoutError, OSError, LinkError, EOFError) as e:
-                level = logging.ERROR if isinstance(e, LinkError) and e.fatal else logging.WARNING
-                log.log(level, "cannot connect to %s:%s as %s: %s; retrying in %.1fs",
-                        self.config.server_host, self.config.server_port, self.config.jid,
-                        e or type(e).__name__, backoff)
+                await link.connect(host, port)
+                await self.load_core()  # after the handshake: what the store holds now
+            except (TimeoutError, OSError, LinkError, EOFError, StoreError) as e:
                 await link.close()
-                await self._sleep(backoff)
-                backoff = min(backoff * 2, 30.0)
+                failures += 1
+                reason = _describe(e)
+                fatal = isinstance(e, LinkError) and e.fatal
+                delay = min(0.2 * 2 ** (failures - 1), 30.0)
+                if failures == 1 or reason != failure_reason:
+                    log.log(logging.ERROR if fatal else logging.WARNING,
+                            "cannot connect to %s:%s as %s: %s; retrying%s", host, port, self.config.jid,
+                            reason, " with backoff (further failures logged at debug level)"
+                            if failures == 1 else "")
+                else:
+                    log.debug("cannot connect to %s:%s (attempt %d): %s; retrying in %.1fs",
+                              host, port, failures, reason, delay)
+                failure_reason = reason
                 continue
-            backoff = 0.2
             self._link = link
+            self.active = True
             self.stats.connected = True
             self.stats.connects += 1
             self.connected.set()
-            log.info("connected to %s:%s as %s", self.config.server_host, self.config.server_port,
-                     self.config.jid)
+            log.info("connected to %s:%s as %s%s", host, port, self.config.jid,
+                     f" after {failures} failed attempt(s)" if failures else "")
+            since = time.monotonic()
+            served = False  # the server sent us something: the link really worked
+            fence = None
+            if self.lock is not None:
+                fence = asyncio.get_running_loop().create_task(self._fence(link))
             try:
                 async for stanza in link.stanzas():
                     await self._running.wait()
-                    if self._stopping.is_set():
-                        break  # crash(): what is unread stays unanswered
+                    if self._stopping.is_set() or (self.lock is not None and self.lock.lost.is_set()):
+                        break  # crash() or fenced: what is unread stays unanswered
+                    served = True
                     self._on_stanza(stanza)
+                    if self._outbox:
+                        await self._commit()
                     await link.drain()
                 if not self._stopping.is_set():
                     log.warning("the server closed the component stream; reconnecting")
-            except (LinkError, OSError) as e:
+            except (LinkError, OSError, StoreError) as e:
                 if not self._stopping.is_set():
-                    log.warning("component link lost: %s; reconnecting", e)
+                    log.warning("component link lost: %s; reconnecting", _describe(e))
             finally:
+                if fence is not None:
+                    fence.cancel()
+                self._outbox.clear()
+                self.active = False
                 self.connected.clear()
                 self.synced.clear()
                 self.stats.connected = False
                 self._link = None
                 # The bridges deliver what we had not acknowledged natively (fail-open) and report
                 # every session again when we are back, so our session table starts afresh; held
-                # stanzas come back from the store.
-                self.core = self._new_core()
-                await link.close()
+                # stanzas come back from the store when we connect again.
+                self.core = MdmCore(self.config.core)
+                if self.lock is not None and self.lock.lost.is_set():
+                    link.abort()  # fenced: not even a stream close
+                else:
+                    await link.close()
+            lived = time.monotonic() - since
+            if served:
+                failures, failure_reason = 0, ""
+                delay = 0.0 if lived >= 1.0 else 0.2  # a link that keeps ending at once is paced
+            else:  # handshake done, then closed before a word: a failure like any other
+                failures += 1
+                delay = min(0.2 * 2 ** (failures - 1), 30.0)
+
+    async def _become_active(self) -> bool:
+        """Wait for the HA lock (R9.9). False if we are stopping or PostgreSQL is unreachable
+        (then after a pause, so the caller just loops)."""
+        assert self.lock is not None
+        acquire = asyncio.ensure_future(self.lock.acquire())
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({acquire, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+        if not acquire.done():
+            acquire.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await acquire
+            return False
+        try:
+            waited = acquire.result()
+        except Exception as e:  # noqa: BLE001 - asyncpg raises many kinds; all mean "not now"
+            if not self._lock_unreachable:
+                log.warning("ha.lock: PostgreSQL unreachable (%s); retrying", _describe(e))
+            self._lock_unreachable = True
+            await self._sleep(1.0)
+            return False
+        self._lock_unreachable = False
+        log.info("active: %s the HA lock; connecting", "took over" if waited else "took")
+        return True
+
+    async def _fence(self, link: ComponentLink) -> None:
+        """R9.9 fencing: the lock is gone, so another instance may become active: drop the
+        XMPP link at once, answering nothing more (the bridges fail open meanwhile)."""
+        assert self.lock is not None
+        await self.lock.lost.wait()
+        link.abort()
+
+    def _persist(self, actions) -> None:
+        """Queue a store write (StoreHeld / DropHeld); stanzas sent after it wait for it."""
+        batch = list(actions)
+        if batch:
+            self._outbox.append(("store", batch))
+
+    async def _commit(self) -> None:
+        """Carry out the queued store writes and sends, in order: held stanzas are persisted
+        before the ack that follows them leaves, and forgotten only after the deliveries left
+        (R5.4: a crash repeats, never loses). A store failure raises StoreError: the link is
+        dropped before anything is acknowledged on its behalf."""
+        outbox, self._outbox = self._outbox, []
+        for kind, item in outbox:
+            if kind == "store":
+                await self.store.apply(item)  # type: ignore[arg-type]
+            elif self._link is not None:
+                self._link.send(item)  # type: ignore[arg-type]
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(asyncio.TimeoutError):
@@ -287,9 +405,9 @@ class Component:
         if actions:
             # Persist what is held before the ack that follows it leaves (R5.4); forget what
             # was delivered only after the deliveries left: a crash repeats, never loses.
-            self.store.apply(a for a in actions if isinstance(a, StoreHeld))
-            self._send(encode_commands(actions, self.config.jid))
-            self.store.apply(a for a in actions if isinstance(a, DropHeld))
+            self._persist(a for a in actions if isinstance(a, StoreHeld))
+            self._send(encode_commands(actions, self.config.jid, decoded.node))
+            self._persist(a for a in actions if isinstance(a, DropHeld))
 
     def _answer_iq(self, iq: etree._Element) -> etree._Element:
         query = iq[0] if len(iq) else None
@@ -339,7 +457,19 @@ class Component:
     def _send(self, stanzas: list[etree._Element]) -> None:
         if self._link is None:
             return
+        if self._outbox:  # behind a store write: leaves when it is done (_commit)
+            self._outbox.append(("send", stanzas))
+            return
         self._link.send(stanzas)
+
+
+def _describe(e: BaseException) -> str:
+    """A reason for the log line, never empty (issue 10: TimeoutError and EOFError have none)."""
+    if isinstance(e, TimeoutError) and not str(e):
+        return "no answer from the server in time (connect or handshake timeout)"
+    if isinstance(e, EOFError):
+        return "the server closed the connection before the handshake completed"
+    return str(e) or type(e).__name__
 
 
 def _reply(stanza: etree._Element, type_: str) -> etree._Element:

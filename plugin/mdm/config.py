@@ -41,6 +41,16 @@ class Config:
     admin_bind: str = "127.0.0.1"
     admin_port: int = 0  # 0: no admin page
     admin_token: str = ""
+    # R9.9: more server addresses ("host:port"), tried in turn; empty: server_host:server_port
+    servers: list[str] = field(default_factory=list)
+    ha_lock: str = ""  # postgresql:// URL of the active/standby lock; default: buffer.store if PostgreSQL
+    ha_heartbeat: float = 1.0  # seconds between checks of the lock's connection (fencing)
+
+    def server_addresses(self) -> list[tuple[str, int]]:
+        """Where to connect, in order of preference (R9.9: any node of a cluster will do)."""
+        if not self.servers:
+            return [(self.server_host, self.server_port)]
+        return [parse_address(a) for a in self.servers]
 
     def __post_init__(self) -> None:
         if not self.hosts and "." in self.jid:
@@ -57,6 +67,7 @@ _SCHEMA: dict[str, dict[str, tuple[str, Any, str]]] = {
         "hosts": ("hosts", list, "a list of XMPP domains"),
         "max_stanza_size": ("max_stanza_size", int, "a size in bytes (>= 4096)"),
         "admins": ("admins", list, "a list of bare JIDs"),
+        "servers": ("servers", list, 'a list of "host:port" addresses, e.g. ["127.0.0.1:5347"]'),
     },
     "mdm": {
         "enabled": ("core.enabled", bool, "true or false"),
@@ -65,7 +76,7 @@ _SCHEMA: dict[str, dict[str, tuple[str, Any, str]]] = {
     "buffer": {
         "per_client_limit": ("core.buffer_limit", int, "a number of stanzas (>= 1)"),
         "total_limit": ("core.total_buffer_limit", int, "a number of stanzas (>= 1)"),
-        "store": ("store_path", str, "a file path for the SQLite store"),
+        "store": ("store_path", str, "a file path for the SQLite store, or a postgresql:// URL (HA pair)"),
     },
     "metrics": {
         "bind": ("metrics_bind", str, "an address to listen on, e.g. 127.0.0.1"),
@@ -93,6 +104,10 @@ _SCHEMA: dict[str, dict[str, tuple[str, Any, str]]] = {
         "cluster": ("cluster", str, "a name"),
         "directory": ("directory", str, "a SQLite file path or a postgresql:// URL"),
         "publish_interval": ("publish_interval", (int, float), "a number of seconds (> 0)"),
+    },
+    "ha": {  # R9.9: one active instance, standbys that take over
+        "lock": ("ha_lock", str, "a postgresql:// URL (default: buffer.store when it is PostgreSQL)"),
+        "heartbeat": ("ha_heartbeat", (int, float), "a number of seconds (> 0)"),
     },
     "admin": {
         "bind": ("admin_bind", str, "an address to listen on, e.g. 127.0.0.1"),
@@ -180,14 +195,49 @@ def _validate(cfg: Config) -> None:
         raise bad("capacity.check_interval", "a number of seconds (> 0)", cfg.check_interval)
     if not cfg.node:
         raise bad("report.node", "this node's name", cfg.node)
+    _validate_ha(cfg, bad)
     if not cfg.directory:
-        cfg.directory = str(Path(cfg.store_path).parent / "mdm-sessions.sqlite")
+        cfg.directory = cfg.store_path if _is_postgres(cfg.store_path) else \
+            str(Path(cfg.store_path).parent / "mdm-sessions.sqlite")
     if not cfg.publish_interval > 0:
         raise bad("report.publish_interval", "a number of seconds (> 0)", cfg.publish_interval)
     if not 0 <= cfg.admin_port < 65536:
         raise bad("admin.port", "a TCP port, or 0 for no admin page", cfg.admin_port)
     if cfg.admin_port and len(cfg.admin_token) < 16:
         raise ConfigError("admin.token must be a secret of at least 16 characters when admin.port is set")
+
+
+def _is_postgres(location: str) -> bool:
+    return location.startswith(("postgresql://", "postgres://"))
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    """``host:port`` or ``[v6]:port`` -> (host, port); ValueError if it is not one."""
+    host, sep, port = address.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(address)
+    return host, int(port)
+
+
+def _validate_ha(cfg: Config, bad: Any) -> None:
+    """R9.9: server addresses, and the lock that keeps one instance active."""
+    what = 'a list of "host:port" addresses, e.g. ["127.0.0.1:5347"]'
+    if not all(isinstance(a, str) for a in cfg.servers):
+        raise bad("component.servers", what, cfg.servers)
+    try:
+        cfg.server_addresses()
+    except ValueError:
+        raise bad("component.servers", what, cfg.servers) from None
+    if not cfg.ha_heartbeat > 0:
+        raise bad("ha.heartbeat", "a number of seconds (> 0)", cfg.ha_heartbeat)
+    if not cfg.ha_lock and _is_postgres(cfg.store_path):
+        cfg.ha_lock = cfg.store_path  # a shared store needs one writer: the lock is always on
+    if cfg.ha_lock and not _is_postgres(cfg.ha_lock):
+        raise bad("ha.lock", "a postgresql:// URL (default: buffer.store when it is PostgreSQL)", cfg.ha_lock)
+    if cfg.ha_lock and not _is_postgres(cfg.store_path):
+        raise ConfigError("ha.lock needs a shared buffer.store (a postgresql:// URL): the standby must "
+                          "restore the held stanzas of the instance it replaces (R9.9)")
 
 
 def load(path: str | Path) -> Config:

@@ -28,6 +28,7 @@ HELP = {
     "JsmPhantomSessionsActive": "Sessions kept for a device that is away (XEP-0198 hibernated, R7.1)",
     "JsmHybridSessionsActive": "Sessions of users bridged to another system (capacity.hybrid_users, R7.1)",
     "JSMSessionsExceedsThreshold": "1 while the sessions stay above the capacity threshold (R7.4)",
+    "mdm_component_active": "1 while this instance is the active one, 0 on standby (R9.9)",
 }
 
 
