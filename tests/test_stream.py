@@ -100,3 +100,72 @@ async def test_bad_input_from_the_server_is_an_error(payload, expect):
             pass
     await link.close()
     server.close()
+
+
+async def served(payload: bytes, *, hold: asyncio.Event, **link_options):
+    """A peer that completes the handshake, sends ``payload`` and keeps the stream open (sending
+    nothing more) until ``hold`` is set; returns the server and the connected link."""
+    async def script(r, w):
+        await read_until(r, b"<stream:stream")
+        w.write(HEADER)
+        await read_until(r, b"</handshake>")
+        w.write(b"<handshake/>" + payload)
+        await w.drain()
+        await hold.wait()
+
+    server, port = await peer(script)
+    link = ComponentLink("mdm.localhost", "s", **link_options)
+    await link.connect("127.0.0.1", port)
+    return server, link
+
+
+def nested(depth: int, body: str = "x") -> bytes:
+    return (b"<message from='localhost'>" + b"<a>" * depth + body.encode() + b"</a>" * depth + b"</message>")
+
+
+@pytest.mark.asyncio
+async def test_R9_6_deeply_nested_stanzas_do_not_end_the_link():
+    """libxml2 alone stops at 256 levels and the link would drop: a bridge's 300-deep message is
+    read, one deeper than our limit is dropped, and the stanzas after it still arrive."""
+    hold = asyncio.Event()
+    payload = nested(300, "deep") + nested(5000, "too deep") + b"<iq id='after'/>"
+    server, link = await served(payload, hold=hold, max_depth=2048)
+    got = []
+    async for s in link.stanzas():
+        got.append(s)
+        if len(got) == 2:
+            break
+    hold.set()
+    assert got[0].tag == "{jabber:component:accept}message" and "".join(got[0].itertext()) == "deep"
+    assert got[1].get("id") == "after"  # the 5000-deep one was dropped, the link is up
+    await link.close()
+    server.close()
+
+
+@pytest.mark.asyncio
+async def test_an_undeclared_entity_is_an_error_at_once():
+    """The parser used to stop producing stanzas silently until more data came; now the link
+    ends with a clear error while the server sends nothing more."""
+    hold = asyncio.Event()
+    server, link = await served(b"<message><body>a &nbsp; b</body></message>", hold=hold)
+    with pytest.raises(LinkError, match="Entity 'nbsp' not defined"):
+        await asyncio.wait_for(link.stanzas().__anext__(), 5)
+    hold.set()
+    await link.close()
+    server.close()
+
+
+@pytest.mark.asyncio
+async def test_a_stream_with_a_dtd_is_refused():
+    async def script(r, w):
+        await read_until(r, b"<stream:stream")
+        w.write(b"<?xml version='1.0'?><!DOCTYPE stream:stream []>" + HEADER[len(b"<?xml version='1.0'?>"):])
+        await w.drain()
+        await read_until(r, b"</handshake>")
+
+    server, port = await peer(script)
+    link = ComponentLink("mdm.localhost", "s")
+    with pytest.raises(LinkError, match="DTD"):
+        await link.connect("127.0.0.1", port)
+    await link.close()
+    server.close()
