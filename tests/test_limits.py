@@ -73,3 +73,27 @@ def test_R9_6_rate_limited_log_one_line_per_kind_per_period_with_a_count(caplog)
     lines = [r.getMessage() for r in caplog.records]
     assert lines == ["bridge localhost: unknown event", "another kind",
                      "bridge localhost: unknown event (and 99999 more like it in the last 61s)"]
+
+
+def test_R9_6_an_oversized_attribute_is_rejected_with_an_error_naming_it():
+    from mdm.bridge_protocol import decode_events
+    from mdm.events import SessionBound
+
+    stanza = etree.fromstring(f"<message xmlns='jabber:component:accept' from='localhost'><events xmlns='{B}'>"
+                              f"<bind jid='{'a' * 100_000}@localhost/x' sid='1'/>"
+                              f"<bind jid='alice@localhost/x' sid='2'/></events></message>")
+    decoded = decode_events(stanza, "localhost")
+    assert [e.jid for e in decoded.events if isinstance(e, SessionBound)] == ["alice@localhost/x"]
+    assert decoded.errors == ["<bind> attribute 'jid' is 100012 bytes long (at most 3071)"]
+
+
+def test_R9_6_bad_bridge_events_are_logged_once_per_kind_with_a_count(caplog):
+    from mdm.limits import log_bridge_error
+
+    logger = logging.getLogger("test.bridge-errors")
+    with caplog.at_level(logging.WARNING, logger=logger.name):
+        for i in range(1000):
+            log_bridge_error(logger, "localhost", f"unknown bridge event '{{urn:x}}e{i}'")
+            log_bridge_error(logger, "localhost", "<bind> without 'jid'")
+    assert [r.getMessage() for r in caplog.records] == [
+        "bridge localhost: unknown bridge event '{urn:x}e0'", "bridge localhost: <bind> without 'jid'"]

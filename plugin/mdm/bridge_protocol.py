@@ -37,6 +37,7 @@ from .events import (
     SyncDone,
 )
 from .jid import bare, domain
+from .limits import MAX_ATTRIBUTE
 
 _DELAY = ns.q(ns.DELAY, "delay")
 
@@ -70,6 +71,15 @@ def _forwarded(el: Stanza, only: str | None = None) -> Stanza:
     return fwd[0]
 
 
+def _check_attributes(el: Stanza) -> None:
+    """R9.6: attribute values are bounded (a JID is at most 3 × 1023 bytes); a longer one is an
+    error that names the element, not a value the core keeps."""
+    for key, value in el.attrib.items():
+        if len(value) > MAX_ATTRIBUTE:
+            raise ProtocolError(f"<{etree.QName(el).localname}> attribute '{key}' is {len(value)} bytes "
+                                f"long (at most {MAX_ATTRIBUTE})")
+
+
 def _jid_attr(el: Stanza, name: str = "jid") -> str:
     value = el.get(name)
     if not value:
@@ -90,6 +100,7 @@ def decode_events(stanza: Stanza, host: str) -> Decoded:
             continue  # comments, processing instructions
         name = etree.QName(el).localname if etree.QName(el).namespace == B else None
         try:
+            _check_attributes(el)
             if name in ("message-in", "session-out"):
                 ref = _jid_attr(el, "ref")
                 try:

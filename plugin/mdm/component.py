@@ -26,6 +26,7 @@ from .directory import SessionDirectory, open_directory
 from .events import Action, DropHeld, Resync, Route, StoreHeld
 from .ha import ActiveLock
 from .jid import bare
+from .limits import log_bridge_error
 from .metrics import MetricsServer
 from .report import Report, build, node_info, node_sessions
 from .store import Store, StoreError, open_store
@@ -393,7 +394,7 @@ class Component:
     def _on_events(self, stanza: etree._Element, host: str) -> None:
         decoded = decode_events(stanza, host)
         for err in decoded.errors:
-            log.warning("bridge %s: %s", host, err)
+            log_bridge_error(log, host, err)  # rate-limited (R9.6)
         now = self._clock()
         # A held message we could not read goes back to the server to deliver natively.
         actions: list[Action] = [Route(ref, h) for ref, h in decoded.unroutable]

@@ -133,3 +133,16 @@ def split_commands(stanza: etree._Element, max_bytes: int,
     for c in children:  # leave the caller's stanza as it was
         container.append(c)
     return out
+
+
+_bridge_errors: dict[str, RateLimitedLog] = {}
+
+
+def log_bridge_error(logger: logging.Logger, host: str, error: str) -> None:
+    """R9.6: a bad bridge event is logged at most once a minute per host and kind, with a count
+    (100,000 unknown events are not 100,000 lines). The kind is the error's first word: the
+    element (``<presence>``) or ``unknown``."""
+    rl = _bridge_errors.get(logger.name)
+    if rl is None:
+        rl = _bridge_errors[logger.name] = RateLimitedLog(logger)
+    rl.log(f"{host} {error.split(' ', 1)[0]}", "bridge %s: %s", host, error)
