@@ -35,11 +35,28 @@ def test_failing_scenario_exits_1_and_shows_both_sides(tmp_path):
     assert etree.parse(str(out)).find(".//failure") is not None
 
 
-def test_bad_scenario_is_a_clear_error(tmp_path):
+def test_unparsable_file_fails_alone_and_the_run_goes_on(tmp_path):
     bad = tmp_path / "R0-bad.scs"
     bad.write_text("[Client] A\n\tjid: a@localhost\n\tpassword: p\n-----\nA dances\n")
-    r = harness("run", str(bad))
-    assert r.returncode == 2 and "unknown step" in r.stderr and "Traceback" not in r.stderr
+    good = tmp_path / "R0-good.scs"
+    good.write_text("# fine\n[Client] A\n\tjid: alice@localhost\n\tpassword: alice-password\n-----\nA connects\n")
+    out = tmp_path / "out.xml"
+    r = harness("run", "--junit", str(out), str(tmp_path))
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "Traceback" not in r.stdout + r.stderr
+    assert "unknown step 'A dances'" in r.stdout and "FAIL R0-bad" in r.stdout and "PASS R0-good" in r.stdout
+    assert r.stdout.strip().splitlines()[-1] == "1 passed, 1 failed"
+    cases = {c.get("name"): c for c in etree.parse(str(out)).iter("testcase")}
+    assert set(cases) == {"R0-bad", "R0-good"}
+    assert "unknown step" in cases["R0-bad"].find("failure").get("message")
+    assert cases["R0-good"].find("failure") is None
+
+
+def test_missing_path_or_profile_is_a_usage_error(tmp_path):
+    r = harness("run", str(tmp_path / "nowhere.scs"))
+    assert r.returncode == 2 and "no such file" in r.stderr and "Traceback" not in r.stderr
+    r = harness("run", "--server-profile", str(tmp_path / "nowhere.toml"), "conformance")
+    assert r.returncode == 2 and "nowhere.toml" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_serve_prints_accounts_and_ctrl_c_leaves_nothing_behind():

@@ -3,7 +3,7 @@
 import pytest
 from lxml import etree
 
-from mdm_harness.matcher import mismatch, parse_expected
+from mdm_harness.matcher import Matcher, mismatch, parse_expected
 
 RECEIVED = etree.fromstring(
     '<message xmlns="jabber:client" from="bob@localhost/d" to="alice@localhost" type="chat" id="1">'
@@ -51,3 +51,67 @@ def test_mismatches_say_why(xml, why):
 
 def test_several_expected_elements_parse():
     assert len(parse_expected("<presence/>\n<message/>")) == 2
+
+
+def scansion(expected: str, received: str, matcher: Matcher | None = None) -> str | None:
+    (exp,) = parse_expected(expected)
+    (got,) = parse_expected(received)
+    return (matcher or Matcher("scansion")).mismatch(exp, got)
+
+
+VERSION = ("<iq type='result' id='v' from='localhost' to='a@localhost/x'><query xmlns='jabber:iq:version'>"
+           "<name>Prosody</name><version>0.12.3</version></query></iq>")
+
+
+@pytest.mark.parametrize("expected", [
+    # the top-level stanza is partial: the server adds to/from
+    "<iq type='result' id='v'/>",
+    # Prosody's version.scs: strict query, its <version/> relaxed explicitly
+    "<iq id='v'><query xmlns='jabber:iq:version' scansion:strict='true'><name>Prosody</name>"
+    "<version scansion:strict='false'/></query></iq>",
+    # strict='false' on a payload lets extra children through
+    "<iq id='v'><query xmlns='jabber:iq:version' scansion:strict='false'><name>Prosody</name></query></iq>",
+    # the default strictness of a payload is not passed on to its children (an upload slot's
+    # <header name='Authorization'></header> matches a header holding a token)
+    "<iq id='v'><query xmlns='jabber:iq:version'><name/><version/></query></iq>",
+])
+def test_scansion_rules_match(expected):
+    assert scansion(expected, VERSION) is None
+
+
+@pytest.mark.parametrize("expected, why", [
+    # a payload in its own namespace is strict by default: no child may be missing from the list
+    ("<iq id='v'><query xmlns='jabber:iq:version'><name>Prosody</name></query></iq>", "exactly 1 (strict)"),
+    # an explicit strict='true' is inherited: <version/> then has to be empty
+    ("<iq id='v'><query xmlns='jabber:iq:version' scansion:strict='true'><name>Prosody</name><version/></query></iq>",
+     "text is '0.12.3'"),
+    ("<iq id='v' scansion:strict='true'/>", "unexpected attributes"),
+])
+def test_scansion_rules_mismatch(expected, why):
+    reason = scansion(expected, VERSION)
+    assert reason is not None and why in reason
+
+
+def test_our_strict_rules_stay_as_they_were():
+    """The conformance scenarios' rules (## matching: strict): payloads partial unless marked."""
+    exp = "<iq id='v'><query xmlns='jabber:iq:version'><name>Prosody</name></query></iq>"
+    assert scansion(exp, VERSION, Matcher("strict")) is None
+    assert scansion(exp, VERSION) is not None
+
+
+def test_captures_bind_once_then_must_match():
+    m = Matcher("scansion")
+    got = "<message id='a1'><stanza-id xmlns='urn:xmpp:sid:0' id='S1'/></message>"
+    assert scansion("<message id='{scansion:capture:first}'/>", got, m) is None
+    assert m.captures == {"first": "a1"}
+    # a failed match binds nothing
+    assert scansion("<message id='{scansion:capture:x}' type='chat'/>", got, m) is not None
+    assert "x" not in m.captures
+    assert scansion("<message id='{scansion:capture:first}'/>", got, m) is None
+    other = "<message id='b2'/>"
+    reason = scansion("<message id='{scansion:capture:first}'/>", other, m)
+    assert reason is not None and "'b2'" in reason
+    # text captures too, and a capture inside a child that had to be searched for
+    assert scansion("<message><stanza-id xmlns='urn:xmpp:sid:0' id='{scansion:capture:sid}'/></message>",
+                    got, m) is None
+    assert m.captures["sid"] == "S1"

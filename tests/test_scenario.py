@@ -75,3 +75,70 @@ def test_every_conformance_scenario_parses_and_names_its_requirements():
         assert sc.rids, f"{sc.name} cites no requirement"
         assert sc.name.startswith(sc.rids[0])
         assert sc.steps
+
+
+OTHER_PROJECTS_SYNTAX = """# Written the way other projects write them
+// a C++ comment in the header
+-- and a Lua one
+[Client] Romeo
+	jid: romeo@localhost
+	password: password
+
+-- between blocks
+---------
+
+// after the line
+-- also after the line
+Romeo connects
+
+Romeo sends
+	<presence/>
+
+Romeo receives
+	<presence/>
+
+Romeo receives: nothing
+"""
+
+
+def test_other_projects_comments_and_verbs_without_colon():
+    sc = parse_scenario(OTHER_PROJECTS_SYNTAX, "x")
+    assert sc.title == "Written the way other projects write them"
+    assert [s.verb for s in sc.steps] == ["note", "note", "connects", "sends", "receives", "receives-nothing"]
+    assert [s.text for s in sc.steps[:2]] == ["after the line", "also after the line"]
+    assert sc.steps[3].xml == "<presence/>" and sc.matching == "scansion"
+
+
+def test_matching_profile_and_modules_headers(tmp_path):
+    text = ("# t\n## matching: strict\n## server-profile: profiles/p.toml\n## server-modules: pep, vcard4\n"
+            "[Client] A\n\tjid: a@localhost\n\tpassword: p\n-----\nA connects\n")
+    sc = parse_scenario(text, "t", tmp_path / "t.scs")
+    assert sc.matching == "strict"
+    assert sc.profile_path == (tmp_path / "profiles" / "p.toml").resolve()
+    assert sc.server_modules == ("pep", "vcard4")
+    with pytest.raises(ScenarioError, match="matching"):
+        parse_scenario(text.replace("strict", "fuzzy"), "t")
+
+
+def test_one_broken_file_does_not_stop_loading_the_others(tmp_path):
+    (tmp_path / "a-good.scs").write_text("[Client] A\n\tjid: a@localhost\n\tpassword: p\n-----\nA connects\n")
+    (tmp_path / "b-bad.scs").write_text("[Client] A\n\tjid: a@localhost\n\tpassword: p\n-----\nA dances\n")
+    good, bad = load_scenarios([tmp_path])
+    assert not good.error and good.steps
+    assert "unknown step 'A dances'" in bad.error and bad.name == "b-bad"
+    assert bad.for_server("prosody") is bad
+
+
+def test_conformance_scenarios_keep_strict_matching():
+    """No conformance scenario gets weaker (R2.4): all of them opt into the strict rules."""
+    assert {sc.matching for sc in load_scenarios([CONFORMANCE])} == {"strict"}
+
+
+def test_directory_defaults_apply_unless_the_scenario_says_otherwise(tmp_path):
+    (tmp_path / "_defaults.txt").write_text("# defaults\n## matching: strict\n## requirements: R2.4\n")
+    (tmp_path / "a.scs").write_text("[Client] A\n\tjid: a@localhost\n\tpassword: p\n-----\nA connects\n")
+    (tmp_path / "b.scs").write_text("## matching: scansion\n[Client] A\n\tjid: a@localhost\n\tpassword: p\n"
+                                    "-----\nA connects\n")
+    a, b = load_scenarios([tmp_path])
+    assert (a.matching, b.matching) == ("strict", "scansion")
+    assert a.rids == b.rids == ["R2.4"]

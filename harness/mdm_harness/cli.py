@@ -1,7 +1,12 @@
 """``mdm-harness``: run conformance scenarios, or serve a server with the component for people.
 
-  mdm-harness run [--server prosody|ejabberd] [--select PATTERN] [--junit FILE] [--transcript] [PATHS...]
-  mdm-harness serve [--server prosody|ejabberd] [PATHS...]
+  mdm-harness run [--server prosody|ejabberd] [--server-profile FILE] [--select PATTERN] [--junit FILE]
+                  [--transcript] [PATHS...]
+  mdm-harness serve [--server prosody|ejabberd] [--server-profile FILE] [PATHS...]
+
+A scenario file that does not parse is reported as a failed scenario (in the output and in the
+JUnit file); the others still run. Exit codes: 0 all passed, 1 some failed, 2 usage errors (no
+such path, no scenario selected, an unreadable server profile).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from pathlib import Path
 from .component_control import ComponentControl
 from .environment import DEFAULT_ACCOUNTS
 from .junit import write_junit
+from .profiles import ProfileError, ServerProfile, load_profile
 from .runner import accounts_of, run_scenario
 from .scenario import ScenarioError, load_scenarios
 from .servers import start_server
@@ -29,7 +35,16 @@ def _emit(line: str) -> None:
     print(line, flush=True)
 
 
+def _profile(args: argparse.Namespace) -> ServerProfile | None:
+    profile = None
+    for path in args.server_profile or []:
+        loaded = load_profile(Path(path))
+        profile = loaded if profile is None else profile.merged(loaded)
+    return profile
+
+
 async def _run(args: argparse.Namespace) -> int:
+    profile = _profile(args)
     scenarios = load_scenarios([Path(p) for p in args.paths], args.select)
     if not scenarios:
         print("mdm-harness: no scenario selected", file=sys.stderr)
@@ -38,7 +53,7 @@ async def _run(args: argparse.Namespace) -> int:
     for server in args.server:
         for sc in scenarios:
             results.append(await run_scenario(sc, server, _emit, transcript=args.transcript,
-                                              keep=args.keep))
+                                              keep=args.keep, profile=profile))
     if args.junit:
         write_junit(results, Path(args.junit))
     passed = sum(r.passed for r in results)
@@ -52,7 +67,7 @@ async def _run(args: argparse.Namespace) -> int:
 async def _serve(args: argparse.Namespace) -> int:
     accounts = accounts_of(load_scenarios([Path(p) for p in args.paths])) if args.paths else DEFAULT_ACCOUNTS
     workdir = Path(tempfile.mkdtemp(prefix="mdm-serve-"))
-    server = await start_server(args.server[0], accounts, workdir)
+    server = await start_server(args.server[0], accounts, workdir, profile=_profile(args))
     component = ComponentControl(server)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -85,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     run = sub.add_parser("run", help="run scenarios (.scs files or directories)")
     run.add_argument("--server", action="append", choices=SERVERS,
                      help="server to run against (repeatable; default prosody)")
+    run.add_argument("--server-profile", action="append", metavar="FILE",
+                     help="extra server modules, options and components (TOML; repeatable; docs/scenarios.md)")
     run.add_argument("--select", help="regular expression on scenario names")
     run.add_argument("--junit", help="write JUnit XML here")
     run.add_argument("--transcript", action="store_true", help="print every stanza sent and received")
@@ -92,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("paths", nargs="*", default=["conformance"])
     serve = sub.add_parser("serve", help="start a server with the component until Ctrl-C")
     serve.add_argument("--server", action="append", choices=SERVERS)
+    serve.add_argument("--server-profile", action="append", metavar="FILE")
     serve.add_argument("paths", nargs="*", help="scenarios whose accounts to create")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     args = parser.parse_args(argv)
@@ -104,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.suppress(KeyboardInterrupt):
         try:
             return asyncio.run(_run(args) if args.command == "run" else _serve(args))
-        except ScenarioError as e:
+        except (ScenarioError, ProfileError) as e:
             print(f"mdm-harness: {e}", file=sys.stderr)
             return 2
     return 130

@@ -3,10 +3,21 @@
 A file holds a title (``# …``), optional ``## key: value`` metadata, ``[Client] Name`` blocks
 (jid, password, resource), a ``-----`` line, then steps, one per unindented line, with the XML
 of ``sends:`` / ``receives:`` indented below. Steps scansion has: ``Name connects``,
-``Name sends:``, ``Name receives:``, ``Name disconnects``. Ours (docs/scenarios.md):
+``Name sends:``, ``Name receives:`` (the colon may be left out), ``Name disconnects``. Ours (docs/scenarios.md):
 ``Name receives nothing``, ``Wait 1.5s``, ``Component sets mdm.KEY = VALUE``,
 ``Component stops`` / ``starts`` / ``pauses`` / ``resumes`` / ``crashes``, ``Component counters:`` with
-``NAME: VALUE`` lines (read from its HTTP /metrics). ``#`` lines are comments.
+``NAME: VALUE`` lines (read from its HTTP /metrics). ``#``, ``//`` and ``--`` lines are comments,
+before and after the ``-----`` line.
+
+Header lines (``## key: value``) we read: ``matching`` (``scansion``, the default, or ``strict``:
+matcher.py), ``server-profile`` (a profile file, relative to the scenario: profiles.py),
+``server-modules`` (extra server modules, comma-separated), ``requirements``, ``bridge-ack-timeout``.
+
+Directory defaults: ``## key: value`` lines in a ``_defaults.txt`` beside the scenarios apply to
+every scenario there that does not set the key itself (conformance/ sets ``## matching: strict``).
+
+``load_scenarios`` never lets one broken file stop the others: a file that does not parse becomes
+a scenario with ``error`` set, which the runner reports as failed.
 
 The template sees ``server`` (``prosody``, ``ejabberd``; empty when parsed without one), so a
 scenario can say where a server really differs: ``{% if server == "ejabberd" %}`` plus a ``#`` line
@@ -20,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import jinja2
+
+from .matcher import MATCHING_RULES, SCANSION_RULES
 
 
 class ScenarioError(ValueError):
@@ -59,10 +72,31 @@ class Scenario:
     source: str = ""
     search_path: list[Path] = field(default_factory=list)
     server: str = ""
+    error: str = ""  # set when the file does not parse: the run reports it as a failure
+
+    @property
+    def matching(self) -> str:
+        """``scansion`` (default) or ``strict`` (``## matching: strict``), see matcher.py."""
+        return self.meta.get("matching", SCANSION_RULES)
+
+    @property
+    def profile_path(self) -> Path | None:
+        """``## server-profile: FILE``, relative to the scenario's directory."""
+        name = self.meta.get("server-profile")
+        if not name:
+            return None
+        base = self.path.parent if self.path else Path.cwd()
+        return (base / name).resolve()
+
+    @property
+    def server_modules(self) -> tuple[str, ...]:
+        """``## server-modules: pep, vcard4``: extra modules for this scenario's server."""
+        raw = self.meta.get("server-modules", "")
+        return tuple(m.strip() for m in raw.replace(";", ",").split(",") if m.strip())
 
     def for_server(self, server: str) -> Scenario:
         """The scenario rendered for one server (its ``{% if server == ... %}`` parts)."""
-        if server == self.server or not self.source:
+        if server == self.server or not self.source or self.error:
             return self
         return parse_scenario(self.source, self.name, self.path, self.search_path, server=server)
 
@@ -76,9 +110,9 @@ class Scenario:
 _STEP_PATTERNS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"^(?P<actor>.+?) connects$"), "connects"),
     (re.compile(r"^(?P<actor>.+?) disconnects$"), "disconnects"),
-    (re.compile(r"^(?P<actor>.+?) sends:$"), "sends"),
-    (re.compile(r"^(?P<actor>.+?) receives:$"), "receives"),
-    (re.compile(r"^(?P<actor>.+?) receives nothing$"), "receives-nothing"),
+    (re.compile(r"^(?P<actor>.+?) receives:? *nothing$"), "receives-nothing"),
+    (re.compile(r"^(?P<actor>.+?) sends:?$"), "sends"),
+    (re.compile(r"^(?P<actor>.+?) receives:?$"), "receives"),
     (re.compile(r"^[Ww]ait (?P<arg>\d+(?:\.\d+)?) ?s$"), "wait"),
     (re.compile(r"^(?P<actor>Component) sets (?P<arg>(?:mdm|buffer)\.\w+ *= *\S+)$"), "set"),
     (re.compile(r"^(?P<actor>Component) stops$"), "stop"),
@@ -88,6 +122,13 @@ _STEP_PATTERNS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"^(?P<actor>Component) counters:$"), "counters"),
     (re.compile(r"^(?P<actor>Component) resumes$"), "resume"),
 ]
+
+
+def _is_comment(stripped: str) -> bool:
+    """``#`` lines, and scansion's other comment forms ``//`` and ``--`` (not a ----- line)."""
+    if stripped.startswith(("#", "//")):
+        return True
+    return stripped.startswith("--") and not re.fullmatch(r"-{3,}", stripped)
 
 
 def _render(text: str, search_path: list[Path], server: str = "") -> str:
@@ -101,6 +142,18 @@ def _render(text: str, search_path: list[Path], server: str = "") -> str:
         raise ScenarioError(f"template error: {type(e).__name__}: {e}") from None
 
 
+DEFAULTS_FILE = "_defaults.txt"
+_META_LINE = re.compile(r"^##\s*([\w-]+)\s*:\s*(.*?)\s*$")
+
+
+def directory_defaults(directory: Path) -> dict[str, str]:
+    """The ``## key: value`` lines of ``directory/_defaults.txt`` (empty when there is none)."""
+    f = directory / DEFAULTS_FILE
+    if not f.is_file():
+        return {}
+    return {m.group(1): m.group(2) for line in f.read_text().splitlines() if (m := _META_LINE.match(line.strip()))}
+
+
 def parse_scenario(text: str, name: str = "scenario", path: Path | None = None,
                    search_path: list[Path] | None = None, server: str = "") -> Scenario:
     where = str(path) if path else name
@@ -110,7 +163,8 @@ def parse_scenario(text: str, name: str = "scenario", path: Path | None = None,
     except ScenarioError as e:
         raise ScenarioError(f"{where}: {e}") from None
     lines = rendered.splitlines()
-    title, meta, clients = name, {}, {}
+    title, clients = name, {}
+    meta: dict[str, str] = directory_defaults(path.parent) if path else {}
     i = 0
 
     def err(n: int, msg: str) -> ScenarioError:
@@ -130,13 +184,15 @@ def parse_scenario(text: str, name: str = "scenario", path: Path | None = None,
             meta[k.strip()] = v.strip()
         elif s.startswith("#") and title == name and not s.startswith("##"):
             title = s.lstrip("#").strip() or name
+        elif _is_comment(s):
+            pass
         elif s.startswith("[Client]"):
             current_name = s[len("[Client]"):].strip()
             if not current_name:
                 raise err(i, "[Client] without a name")
             current = {}
             clients[current_name] = current
-        elif s and not s.startswith("#"):
+        elif s:
             if current is None or ":" not in s:
                 raise err(i, f"unexpected line before the ----- line: {s!r}")
             k, v = s.split(":", 1)
@@ -144,6 +200,8 @@ def parse_scenario(text: str, name: str = "scenario", path: Path | None = None,
         i += 1
     else:
         raise ScenarioError(f"{where}: no ----- line between the clients and the steps")
+    if meta.get("matching", SCANSION_RULES) not in MATCHING_RULES:
+        raise ScenarioError(f"{where}: ## matching: {meta['matching']!r} is not one of {', '.join(MATCHING_RULES)}")
 
     specs: dict[str, ClientSpec] = {}
     for cname, fields in clients.items():
@@ -163,9 +221,9 @@ def parse_scenario(text: str, name: str = "scenario", path: Path | None = None,
         if not s:
             i += 1
             continue
-        if s.startswith("#") and not raw[:1].isspace():
+        if _is_comment(s) and not raw[:1].isspace():
             # Comments tell the story (the walkthroughs' step numbers): kept for the transcript.
-            steps.append(Step(i + 1, s.lstrip("#").strip(), None, "note"))
+            steps.append(Step(i + 1, s.lstrip("#/-").strip(), None, "note"))
             i += 1
             continue
         if raw[:1].isspace():
@@ -198,7 +256,9 @@ def parse_scenario(text: str, name: str = "scenario", path: Path | None = None,
 
 def load_scenarios(paths: list[Path], select: str | None = None) -> list[Scenario]:
     """Every .scs under ``paths`` (files or directories), sorted by name; ``select`` is a regular
-    expression searched in the scenario name."""
+    expression searched in the scenario name. A file that does not parse is returned as a
+    scenario with ``error`` set (one broken file fails alone, the others still run); a path that
+    does not exist raises ScenarioError."""
     files: list[Path] = []
     for p in paths:
         if p.is_dir():
@@ -212,5 +272,9 @@ def load_scenarios(paths: list[Path], select: str | None = None) -> list[Scenari
     for f in files:
         if pattern and not pattern.search(f.stem):
             continue
-        out.append(parse_scenario(f.read_text(), f.stem, f, [f.parent]))
+        try:
+            out.append(parse_scenario(f.read_text(), f.stem, f, [f.parent]))
+        except (ScenarioError, OSError, UnicodeDecodeError) as e:
+            out.append(Scenario(f.stem, f, f.stem, {}, [], error=str(e) if isinstance(e, ScenarioError)
+                                else f"{f}: {type(e).__name__}: {e}"))
     return out

@@ -10,6 +10,7 @@ import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..profiles import ServerProfile
 from ..waiting import poll_until
 
 log = logging.getLogger(__name__)
@@ -111,12 +112,18 @@ MODULES = {
 
 async def start_server(kind: str, accounts: list[Account], workdir: Path, *,
                        bridge_ack_timeout: float = 2.0, bridge: bool = True,
-                       extra_modules: tuple[str, ...] = (), without_modules: tuple[str, ...] = ()) -> ServerHandle:
+                       extra_modules: tuple[str, ...] = (), without_modules: tuple[str, ...] = (),
+                       profile: ServerProfile | None = None) -> ServerHandle:
     """``bridge_ack_timeout``: seconds before the bridge delivers an unanswered message natively
     (short by default, so fail-open scenarios stay quick). ``bridge=False`` is the baseline: the
-    server's own carbons instead of the bridge. Module names are the server's own (MODULES)."""
+    server's own carbons instead of the bridge. Module names are the server's own (MODULES).
+    ``profile``: extra modules, options and components (profiles.py; Prosody only for now)."""
     options = dict(ack_timeout=bridge_ack_timeout, bridge=bridge, extra_modules=extra_modules,
                    without_modules=without_modules)
+    if profile is not None and not profile.empty:
+        if kind != "prosody":
+            raise ValueError(f"server profile {profile.name!r}: profiles are rendered for Prosody only, not {kind}")
+        options["profile"] = profile
     if kind == "prosody":
         from .prosody import start_prosody
         return await start_prosody(accounts, workdir, **options)
