@@ -1,0 +1,181 @@
+"""R9.9 / R9.6 / R5.4 fault tests on a real Prosody with real ``mdm-component`` processes and a
+real PostgreSQL: an active instance and a standby sharing the store and the HA lock.
+
+Steady numbered traffic (200 IM/s) from bob to alice's three devices; every device's arrivals are
+counted (received / lost / duplicated / out of order) and the time from the fault to "MDM again"
+(the first IM sent after the fault that reaches every device with the notification hint) is
+measured and printed, never asserted (a noisy shared machine): the assertions are on counts.
+"""
+
+from __future__ import annotations
+
+import pytest
+import pytest_asyncio
+
+from mdm_harness.environment import DEFAULT_ACCOUNTS
+from mdm_harness.faults import ComponentProcess, Device, Endpoint, FaultBench, LinkProxy
+from mdm_harness.servers import start_server
+
+from .postgres import Postgres
+
+RATE = 200.0  # IMs per second
+AFTER = 300  # IMs sent after MDM is back, before the tally
+
+
+@pytest_asyncio.fixture
+async def prosody(tmp_path):
+    server = await start_server("prosody", DEFAULT_ACCOUNTS, tmp_path / "prosody")
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+@pytest_asyncio.fixture
+async def postgres():
+    pg = Postgres()
+    await pg.start()
+    try:
+        yield pg
+    finally:
+        pg.stop()
+
+
+def endpoints(server, user: str, resources: tuple[str, ...]) -> list[Endpoint]:
+    return [Endpoint(user, f"{user}-password", r, server.host, server.c2s_port) for r in resources]
+
+
+def instance(server, workdir, name: str, store: str, servers=None) -> ComponentProcess:
+    return ComponentProcess(workdir, name, jid=server.component_jid, secret=server.component_secret,
+                            servers=servers or [(server.host, server.component_port)], store=store,
+                            hosts=[server.domain], node=name)
+
+
+def bench_for(server) -> FaultBench:
+    return FaultBench(server.domain, endpoints(server, "bob", ("desktop",))[0],
+                      endpoints(server, "alice", ("laptop", "mobile", "tablet")))
+
+
+async def keep_sending(bench: FaultBench, more: int) -> None:
+    """Until ``more`` further IMs went out (the traffic keeps its own pace)."""
+    target = len(bench.sent_at) + more
+    await bench.until(lambda: len(bench.sent_at) >= target, 60, f"{more} more IMs sent")
+
+
+def assert_clean(report) -> None:
+    for t in report.tallies:
+        assert (t.device, t.lost, t.duplicated) == (t.device, 0, 0), report.format()
+        assert t.received == report.sent
+
+
+async def pair(prosody, postgres, tmp_path):
+    active = instance(prosody, tmp_path, "instance-a", postgres.dsn)
+    standby = instance(prosody, tmp_path, "instance-b", postgres.dsn)
+    await active.start()
+    await active.wait_metric("mdm_component_active", lambda v: v == 1)
+    await standby.start()
+    await standby.wait_metric("mdm_component_active", lambda v: v == 0)
+    return active, standby
+
+
+@pytest.mark.asyncio
+async def test_R9_9_R5_4_sigkill_active_standby_takes_over_with_held_buffers(prosody, postgres, tmp_path):
+    active, standby = await pair(prosody, postgres, tmp_path)
+    bench = bench_for(prosody)
+    colin = [Device(e, prosody.domain) for e in endpoints(prosody, "colin", ("laptop", "phone"))]
+    try:
+        await bench.connect()
+        await colin[0].connect()
+        await colin[1].connect(inactive=True)  # R5.1: in the background while the laptop is in use
+        await bench.wait_mdm()
+        # Five IMs for colin: the laptop shows them, the phone's copies are held (stored first).
+        for n in range(5):
+            bench.sender.send(f"<message to='colin@{prosody.domain}' type='chat'><body>IM number {n}</body>"
+                              "</message>")
+        await bench.until(lambda: colin[0].seen == set(range(5)), 20, "colin's laptop got its 5 IMs")
+        assert colin[1].arrivals == []
+
+        bench.start_traffic(RATE)
+        await bench.wait_mdm()
+        await keep_sending(bench, AFTER)  # under steady traffic
+        fault = bench.mark("SIGKILL of the active instance")
+        await active.kill()
+        took = await bench.wait_mdm_again(fault)
+        await standby.wait_metric("mdm_component_active", lambda v: v == 1, timeout=5)
+        await keep_sending(bench, AFTER)
+        report = await bench.finish()
+        print(f"\nR9.9 SIGKILL active, standby takes over ({RATE:.0f} IM/s, Prosody):\n{report.format()}")
+        assert_clean(report)
+        assert took > 0
+
+        # R5.4 / R9.9: the standby restored the phone's held IMs; <active/> flushes them, once each.
+        colin[1].send("<active xmlns='urn:xmpp:csi:0'/>")
+        await bench.until(lambda: colin[1].seen == set(range(5)), 20, "colin's phone got its held IMs")
+        await colin[1].ping()
+        assert sorted(colin[1].seqs()) == list(range(5))
+        assert all(a.delayed for a in colin[1].arrivals)
+        assert "restored 5 held stanza(s)" in standby.log_text()
+        log = standby.log_text()
+        assert log.count("standby: another instance is active") == 1 and log.count("active: took over") == 1
+    finally:
+        await bench.close()
+        for d in colin:
+            await d.close()
+        await active.stop()
+        await standby.stop()
+
+
+@pytest.mark.asyncio
+async def test_R9_9_sigkill_standby_changes_nothing(prosody, postgres, tmp_path):
+    active, standby = await pair(prosody, postgres, tmp_path)
+    bench = bench_for(prosody)
+    try:
+        await bench.connect()
+        bench.start_traffic(RATE)
+        await bench.wait_mdm()
+        first = len(bench.sent_at)
+        await keep_sending(bench, AFTER)
+        await standby.kill()
+        await keep_sending(bench, AFTER)
+        report = await bench.finish()
+        print(f"\nR9.9 SIGKILL standby ({RATE:.0f} IM/s, Prosody):\n{report.format()}")
+        assert_clean(report)
+        # every IM from the moment MDM served was delivered by MDM: no fail-open moment at all
+        for d in bench.devices:
+            assert all(a.notify is not None for a in d.arrivals if a.seq >= first), d.name
+        assert (await active.metrics())["mdm_component_active"] == 1
+        assert "lost the HA lock" not in active.log_text()
+    finally:
+        await bench.close()
+        await active.stop()
+        await standby.stop()
+
+
+@pytest.mark.asyncio
+async def test_R9_6_component_link_flaps_30_times_nothing_lost_or_duplicated(prosody, tmp_path):
+    proxy = LinkProxy(prosody.host, prosody.component_port)
+    await proxy.start()
+    component = instance(prosody, tmp_path, "instance-a", str(tmp_path / "buffers.sqlite"),
+                         servers=[("127.0.0.1", proxy.port)])
+    bench = bench_for(prosody)
+    try:
+        await component.start()
+        await component.wait_metric("mdm_component_active", lambda v: v == 1)
+        await bench.connect()
+        bench.start_traffic(RATE)
+        await bench.wait_mdm()
+        for n in range(30):
+            fault = bench.mark(f"cut {n + 1}")
+            assert proxy.cut() == 1
+            await bench.wait_mdm_again(fault)
+        report = await bench.finish()
+        times = sorted(s for _, s in report.mdm_again)
+        print(f"\nR9.6 30 link cuts ({RATE:.0f} IM/s, Prosody):\n" + "\n".join(report.format().splitlines()[:4])
+              + f"\n  MDM again after a cut: median {times[len(times) // 2] * 1000:.0f} ms, "
+                f"max {times[-1] * 1000:.0f} ms")
+        assert_clean(report)
+        assert proxy.accepted == 31
+    finally:
+        await bench.close()
+        await component.stop()
+        await proxy.close()
