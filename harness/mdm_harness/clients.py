@@ -150,17 +150,25 @@ class ClientPool:
                  component_sees_inactive: Callable[[str], bool] | None = None) -> None:
         self.server = server
         self.clients: dict[str, Client] = {}
+        self._places: dict[str, int] = {}  # client name -> node index on a cluster
         self.component_sees_inactive = component_sees_inactive
 
-    async def connect(self, name: str, jid: str, password: str, resource: str | None = None) -> Client:
+    async def connect(self, name: str, jid: str, password: str, resource: str | None = None,
+                      place: int | None = None) -> Client:
         """A client that connects sees everything sent before it: hence a barrier first (ejabberd
         stores an offline message in the sender's session process, which may still be at it when
-        the recipient logs in; the message would then wait for the next login)."""
+        the recipient logs in; the message would then wait for the next login).
+
+        ``place``: on a cluster, which node (0-based, round-robin past the last); by default the
+        order in which the pool first saw the client, so a user's devices land on different nodes
+        (R9.8). A client keeps its node when it reconnects."""
         if any(c.connected for c in self.clients.values()):
             await self.barrier()
         client = self.clients.get(name) or Client(name, jid, password, resource)
         self.clients[name] = client
-        await client.connect(self.server.host, self.server.c2s_port)
+        if name not in self._places:
+            self._places[name] = place if place is not None else len(self._places)
+        await client.connect(self.server.host, self.server.c2s_port_for(self._places[name]))
         return client
 
     async def disconnect(self, name: str) -> None:

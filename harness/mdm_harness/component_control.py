@@ -12,6 +12,7 @@ from mdm.component import Component
 from mdm.config import Config, from_dict
 
 from .ports import free_ports
+from .waiting import poll_until
 from .servers import ServerHandle
 
 
@@ -59,6 +60,11 @@ class ComponentControl:
         self._task = asyncio.create_task(self.component.run())
         try:
             await asyncio.wait_for(self.component.synced.wait(), timeout)
+            # R9.8: on a cluster, every node's bridge reports its own sessions
+            nodes = set(getattr(self.server, "node_names", ()))
+            component = self.component
+            await poll_until(lambda: nodes <= component.core.synced.get(self.server.domain, set()), timeout,
+                             f"not every cluster node reported its sessions within {timeout}s", interval=0.01)
         except TimeoutError:
             await self.stop()
             raise RuntimeError(f"the component did not connect and sync within {timeout}s; "

@@ -126,7 +126,9 @@ class ScenarioRun:
         v = step.verb
         if v == "connects":
             spec = self.scenario.clients[step.actor]
-            await self.pool.connect(spec.name, spec.jid, spec.password, spec.resource)
+            # R9.8: on a cluster, clients sit on the nodes in [Client] order unless pinned
+            place = spec.node - 1 if spec.node else list(self.scenario.clients).index(spec.name)
+            await self.pool.connect(spec.name, spec.jid, spec.password, spec.resource, place)
         elif v == "disconnects":
             await self.pool.disconnect(step.actor)
         elif v == "sends":

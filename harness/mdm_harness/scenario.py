@@ -45,6 +45,7 @@ class ClientSpec:
     jid: str
     password: str
     resource: str | None = None
+    node: int | None = None  # on a cluster backend: pinned to this node (1-based), else round-robin
 
     @property
     def user(self) -> str:
@@ -137,7 +138,9 @@ def _render(text: str, search_path: list[Path], server: str = "") -> str:
                              # scansion's ${Name's JID} must pass through untouched
                              variable_start_string="{{", variable_end_string="}}")
     try:
-        return env.from_string(text).render(server=server)
+        # an ejabberd cluster renders as ejabberd; ``cluster`` tells the two apart (R9.8)
+        return env.from_string(text).render(server=server.removesuffix("-cluster"),
+                                            cluster=server.endswith("-cluster"))
     except Exception as e:  # any template failure is the scenario's fault: say so, don't crash
         raise ScenarioError(f"template error: {type(e).__name__}: {e}") from None
 
@@ -211,7 +214,10 @@ def parse_scenario(text: str, name: str = "scenario", path: Path | None = None,
         resource = fields.get("resource")
         if "/" in jid:
             jid, resource = jid.split("/", 1)
-        specs[cname] = ClientSpec(cname, jid, fields["password"], resource)
+        node = fields.get("node")
+        if node is not None and not node.isdigit():
+            raise ScenarioError(f"{where}: [Client] {cname}: node must be a node number (1, 2, …)")
+        specs[cname] = ClientSpec(cname, jid, fields["password"], resource, int(node) if node else None)
 
     # --- steps ---
     steps: list[Step] = []

@@ -22,6 +22,23 @@
 %%% native path; messages handed over but not answered are delivered natively when the component
 %%% drops or does not answer within ack_timeout seconds.
 %%%
+%%% Clusters (R9.8), the way mod_carboncopy is cluster-correct: what other nodes must know about a
+%%% session lives in ejabberd_sm's session info (written by the session's own process, read on
+%%% every node), and deliveries go to session pids, which are reachable from any node.
+%%%  * session ids (sid) encode the session's pid; refs carry this node's id (ejabberd_cluster:
+%%%    node_id/0): both are unique in the cluster.
+%%%  * each node reports its own sessions; its events carry node='<node>' and its <sync/> covers
+%%%    that node only. The component answers with commands carrying the same node attribute; the
+%%%    node the component is connected to forwards them to that node's bridge process, which holds
+%%%    the refs and carries the commands out in order.
+%%%  * the component's connection is the process behind its route (cluster-wide table); every
+%%%    node's bridge monitors that pid: it is connected exactly while that process lives, which
+%%%    cannot race with a quick reconnect (a new connection is a new pid), and a bridge on a node
+%%%    started later learns of it on its own. With several connections for one component JID,
+%%%    every node pairs with the same one (the lowest pid) and sends its events to it directly.
+%%%  * a node that dies takes its sessions with it without any unbind hook: the survivors see
+%%%    nodedown and tell the component (<node-down node='…'/>).
+%%%
 %%% Options: component (default "mdm." ++ host), ack_timeout (seconds, default 10),
 %%% batch_size (events per stanza to the component, default 100).
 -module(mod_mdm_bridge).
@@ -38,6 +55,7 @@
 
 -include("logger.hrl").
 -include("xmpp.hrl").
+-include("ejabberd_router.hrl").
 
 -define(NS_BRIDGE, <<"urn:x-open-mdm:bridge:0">>).
 -define(NS_NOTIFY, <<"urn:x-open-mdm:notify:0">>).
@@ -48,7 +66,7 @@
 -record(s, {key :: {binary(), binary()},
             jid :: binary(),
             pid :: pid(),
-            sid :: binary(),
+            sid :: binary(),                              % the session's pid, encoded
             carbons = false :: boolean(),
             csi = undefined :: undefined | active | inactive,
             prio = undefined :: undefined | integer(),   % undefined: no available presence
@@ -60,7 +78,10 @@
                 component :: binary(),
                 ack_timeout :: pos_integer(),
                 batch_size :: pos_integer(),
-                connected = false :: boolean(),
+                node :: binary(),                           % this node, on every <events/>
+                tag :: binary(),                            % this node's id, the prefix of its refs
+                comp_pid = undefined :: undefined | pid(),  % the component connection we pair with
+                comp_mon = undefined :: undefined | reference(),
                 %% ref -> {in, Packet, At} | {out, Pid, Key, Packet, At}
                 pending = #{} :: #{integer() => tuple()},
                 batch = [] :: [fxml:xmlel()],
@@ -122,7 +143,27 @@ connected(Host) ->
 
 now_ms() -> erlang:monotonic_time(millisecond).
 
-next_ref(Host) -> ets:update_counter(misc_tab(Host), last_ref, 1).
+%% A ref is this node's id, a dot and a counter: unique in the cluster (R9.8). The bridge process
+%% keys its held stanzas by the counter alone.
+next_ref(Host) ->
+    N = ets:update_counter(misc_tab(Host), last_ref, 1),
+    {N, <<(ets:lookup_element(misc_tab(Host), tag, 2))/binary, $., (integer_to_binary(N))/binary>>}.
+
+local_ref(Tag, Wire) ->
+    case binary:split(Wire, <<".">>) of
+        [Tag, N] -> try binary_to_integer(N) catch error:badarg -> undefined end;
+        _ -> undefined  % not ours: treated like a ref already delivered natively
+    end.
+
+%% A session id is its c2s pid, so any node can deliver to it (fanout).
+sid(Pid) -> base64:encode(term_to_binary(Pid)).
+
+sid_pid(Sid) ->
+    try binary_to_term(base64:decode(Sid), [safe]) of
+        Pid when is_pid(Pid) -> Pid;
+        _ -> undefined
+    catch _:_ -> undefined
+    end.
 
 key({U, S, R}) -> {<<U/binary, "@", S/binary>>, R}.
 
@@ -131,13 +172,18 @@ update(Host, Key, Changes) ->
 
 %% Only users with an MDM client (carbons on) or a session in the background can be served
 %% differently by the component; everyone else's messages take the native path at once, exactly
-%% as without the bridge (R1.3, R9.7).
-component_can_matter(Host, Bare) ->
-    MS = [{#s{key = {Bare, '_'}, carbons = '$1', csi = '$2', _ = '_'},
-           [{'orelse', '$1', {'==', '$2', inactive}}], [true]}],
-    case ets:select(sessions_tab(Host), MS, 1) of
-        {[true], _} -> true;
-        _ -> false
+%% as without the bridge (R1.3, R9.7). The flag is in ejabberd_sm's session info, so a message
+%% routed on one node sees the user's sessions on every node (R9.8).
+component_can_matter(U, S) ->
+    lists:any(fun({_R, Info}) -> proplists:get_value(mdm, Info, false) == true end,
+              ejabberd_sm:get_user_info(U, S)).
+
+%% Written by the session's own process (ejabberd_sm accepts nothing else) after carbons or CSI
+%% changed.
+set_matters(#jid{luser = U, lserver = S, lresource = R} = JID) ->
+    case ets:lookup(sessions_tab(S), key(jid:tolower(JID))) of
+        [#s{carbons = C, csi = Csi}] -> ejabberd_sm:set_user_info(U, S, R, mdm, C orelse Csi == inactive);
+        [] -> ok
     end.
 
 %% Hand an event to the bridge process, which batches it for the component.
@@ -154,20 +200,18 @@ el(Name, Attrs) -> #xmlel{name = Name, attrs = Attrs}.
 %%% Hooks: sessions, carbons, CSI, presence (each runs in the session's own c2s process)
 %%%===================================================================
 sm_register_connection_hook({_, Pid}, #jid{lserver = Host} = JID, _Info) ->
-    Sid = integer_to_binary(erlang:unique_integer([positive])),
+    Sid = sid(Pid),
     Key = key(jid:tolower(JID)),
     Full = jid:encode(JID),
     ets:insert(sessions_tab(Host), #s{key = Key, jid = Full, pid = Pid, sid = Sid}),
-    ets:insert(misc_tab(Host), {{sid, Sid}, Key, Pid}),
     event(Host, el(<<"bind">>, [{<<"jid">>, Full}, {<<"sid">>, Sid}])).
 
 sm_remove_connection_hook({_, Pid}, #jid{lserver = Host} = JID, _Info) ->
     Key = key(jid:tolower(JID)),
     Tab = sessions_tab(Host),
     case ets:lookup(Tab, Key) of
-        [#s{pid = Pid, sid = Sid}] ->
+        [#s{pid = Pid}] ->
             ets:delete(Tab, Key),
-            ets:delete(misc_tab(Host), {sid, Sid}),
             event(Host, el(<<"unbind">>, [{<<"jid">>, jid:encode(JID)}]));
         _ -> ok  % replaced by a newer session of the same resource: its own bind came first
     end.
@@ -177,6 +221,7 @@ iq_carbons(#iq{type = set, from = From, sub_els = [El]} = IQ)
     Enable = is_record(El, carbons_enable),
     Host = From#jid.lserver,
     update(Host, key(jid:tolower(From)), {#s.carbons, Enable}),
+    set_matters(From),
     event(Host, el(<<"carbons">>, [{<<"jid">>, jid:encode(From)},
                                    {<<"enabled">>, atom_to_binary(Enable, latin1)}])),
     xmpp:make_iq_result(IQ);
@@ -199,6 +244,7 @@ c2s_post_auth_features(Acc, _Host) ->
 %% a reconnecting component).
 c2s_authenticated_packet(#{jid := JID, lserver := Host} = State, #csi{type = T}) ->
     update(Host, key(jid:tolower(JID)), {#s.csi, T}),
+    set_matters(JID),
     event(Host, el(<<"csi">>, [{<<"jid">>, jid:encode(JID)}, {<<"state">>, atom_to_binary(T, latin1)}])),
     {stop, State#{mdm_csi => T}};
 c2s_authenticated_packet(State, _) ->
@@ -304,16 +350,16 @@ sm_receive_packet(#message{to = #jid{luser = U, lserver = Host} = To, from = Fro
         %% a round trip would reorder them against the iq result they belong to
         orelse (From#jid.luser == U andalso From#jid.lserver == Host andalso From#jid.lresource == <<>>)
         orelse not connected(Host)
-        orelse not component_can_matter(Host, <<U/binary, "@", Host/binary>>)
+        orelse not component_can_matter(U, Host)
         orelse not privacy_allows(Host, To, Pkt),
     case Skip of
         true -> Pkt;
         false ->
             Pkt1 = archive(Host, To, Pkt),
-            Ref = next_ref(Host),
+            {Ref, Wire} = next_ref(Host),
             gen_server:cast(proc(Host), {hold, Ref, {in, Pkt1, now_ms()},
                                          #xmlel{name = <<"message-in">>,
-                                                attrs = [{<<"ref">>, integer_to_binary(Ref)}],
+                                                attrs = [{<<"ref">>, Wire}],
                                                 children = [forwarded(Pkt1)]}}),
             {stop, drop}
     end;
@@ -347,11 +393,11 @@ c2s_filter_send({Pkt, #{mdm_csi := inactive, jid := JID, lserver := Host} = Stat
     case xmpp:get_meta(Pkt, mdm_bypass, false) orelse not connected(Host) of
         true -> Acc;
         false ->
-            Ref = next_ref(Host),
+            {Ref, Wire} = next_ref(Host),
             Full = jid:encode(JID),
             gen_server:cast(proc(Host), {hold, Ref, {out, self(), key(jid:tolower(JID)), Pkt, now_ms()},
                                          #xmlel{name = <<"session-out">>,
-                                                attrs = [{<<"ref">>, integer_to_binary(Ref)},
+                                                attrs = [{<<"ref">>, Wire},
                                                          {<<"jid">>, Full}],
                                                 children = [forwarded(Pkt)]}}),
             {stop, {drop, State}}
@@ -377,20 +423,18 @@ local_send_to_resource(#message{from = From, to = #jid{lserver = Host, luser = <
 local_send_to_resource(_) ->
     ok.
 
-component_connected(Domain) ->
-    notify_bridges(Domain, component_connected).
+%% These hooks run only on the node the component connects to: they wake every node's bridge,
+%% which then looks at the route table itself (and each also looks on its tick).
+component_connected(_Domain) ->
+    notify_bridges().
 
-component_disconnected(Domain, _Reason) ->
-    notify_bridges(Domain, component_disconnected).
+component_disconnected(_Domain, _Reason) ->
+    notify_bridges().
 
-notify_bridges(Domain, What) ->
+notify_bridges() ->
     lists:foreach(
-      fun(Host) ->
-              case gen_mod:is_loaded(Host, ?MODULE) of
-                  true -> gen_server:cast(proc(Host), {What, Domain});
-                  false -> ok
-              end
-      end, ejabberd_option:hosts()).
+      fun(Host) -> [gen_server:cast({proc(Host), N}, check_route) || N <- [node() | nodes()]] end,
+      ejabberd_option:hosts()).
 
 %%%===================================================================
 %%% The bridge process: held refs, the event batch, the component's commands
@@ -400,17 +444,16 @@ init([Host, Opts]) ->
     ets:new(sessions_tab(Host), [ordered_set, named_table, public, {keypos, #s.key},
                                  {read_concurrency, true}, {write_concurrency, true}]),
     ets:new(misc_tab(Host), [set, named_table, public, {read_concurrency, true}]),
-    ets:insert(misc_tab(Host), [{connected, false}, {last_ref, 0}]),
+    Tag = ejabberd_cluster:node_id(),
+    ets:insert(misc_tab(Host), [{connected, false}, {last_ref, 0}, {tag, Tag}]),
     add_hooks(Host),
-    State = configure(#state{host = Host}, Opts),
-    ?INFO_MSG("MDM bridge started on ~ts for component ~ts (ack timeout ~ps)",
-              [Host, State#state.component, State#state.ack_timeout]),
+    ok = net_kernel:monitor_nodes(true),  % a dead node's sessions vanish without unbind (R9.8)
+    State = configure(#state{host = Host, node = atom_to_binary(node(), utf8), tag = Tag}, Opts),
+    ?INFO_MSG("MDM bridge started on ~ts (node ~ts) for component ~ts (ack timeout ~ps)",
+              [Host, node(), State#state.component, State#state.ack_timeout]),
     erlang:send_after(?TICK, self(), tick),
     %% A module (re)started while the component is connected: start from a clean slate with it.
-    case ejabberd_router:is_my_route(State#state.component) of
-        true -> {ok, on_connected(State)};
-        false -> {ok, State}
-    end.
+    {ok, check_route(State)}.
 
 configure(State, Opts) ->
     State#state{component = component_of(State#state.host, Opts),
@@ -460,11 +503,11 @@ del_hooks(Host) ->
 handle_call(_Request, _From, State) ->
     {reply, {error, badarg}, State}.
 
-handle_cast({event, El}, #state{connected = true} = State) ->
+handle_cast({event, El}, #state{comp_pid = Pid} = State) when Pid /= undefined ->
     {noreply, queue_event(El, State)};
 handle_cast({event, _}, State) ->
     {noreply, State};
-handle_cast({hold, Ref, P, El}, #state{connected = true, pending = Pending} = State) ->
+handle_cast({hold, Ref, P, El}, #state{comp_pid = Pid, pending = Pending} = State) when Pid /= undefined ->
     {noreply, queue_event(El, State#state{pending = Pending#{Ref => P}})};
 handle_cast({hold, _Ref, P, _El}, State) ->
     %% The component dropped between the hook's check and now: native delivery at once.
@@ -472,17 +515,16 @@ handle_cast({hold, _Ref, P, _El}, State) ->
     {noreply, State};
 handle_cast({commands, From, El}, #state{component = Comp} = State) ->
     case jid:encode(From) of
-        Comp -> {noreply, run_commands(El#xmlel.children, #{}, State)};
+        Comp -> {noreply, commands(El, State)};
         Other ->
             ?WARNING_MSG("Ignored MDM bridge commands from ~ts: only ~ts may send them", [Other, Comp]),
             {noreply, State}
     end;
-handle_cast({component_connected, Comp}, #state{component = Comp, connected = false} = State) ->
-    {noreply, on_connected(State)};
-handle_cast({component_disconnected, Comp}, #state{component = Comp, connected = true, host = Host} = State) ->
-    ets:insert(misc_tab(Host), {connected, false}),
-    ?WARNING_MSG("MDM component ~ts disconnected; delivering natively until it is back", [Comp]),
-    {noreply, fail_open_all(State#state{connected = false, batch = [], batch_len = 0})};
+handle_cast({node_commands, El}, State) ->
+    %% Forwarded by the bridge of the node the component is connected to (checked there).
+    {noreply, run_commands(El#xmlel.children, #{}, State)};
+handle_cast(check_route, State) ->
+    {noreply, check_route(State)};
 handle_cast({reload, Opts}, State) ->
     {noreply, configure(State, Opts)};
 handle_cast(_Msg, State) ->
@@ -490,8 +532,22 @@ handle_cast(_Msg, State) ->
 
 handle_info(flush, State) ->
     {noreply, flush_events(State)};
-handle_info(tick, #state{pending = Pending, ack_timeout = Timeout, component = Comp} = State) ->
+handle_info({'DOWN', Mon, process, _Pid, Reason}, #state{comp_mon = Mon, host = Host, component = Comp} = State) ->
+    ets:insert(misc_tab(Host), {connected, false}),
+    ?WARNING_MSG("MDM component ~ts disconnected (~p); delivering natively until it is back", [Comp, Reason]),
+    State1 = fail_open_all(State#state{comp_pid = undefined, comp_mon = undefined, batch = [], batch_len = 0}),
+    {noreply, check_route(State1)};
+handle_info({nodedown, Node}, #state{comp_pid = Pid} = State) when Pid /= undefined ->
+    ?WARNING_MSG("Cluster node ~ts is down: its sessions are gone; telling the MDM component", [Node]),
+    {noreply, queue_event(el(<<"node-down">>, [{<<"node">>, atom_to_binary(Node, utf8)}]), State)};
+handle_info({nodedown, Node}, State) ->
+    ?WARNING_MSG("Cluster node ~ts is down: its sessions are gone", [Node]),
+    {noreply, State};
+handle_info({nodeup, _Node}, State) ->
+    {noreply, State};  % its own bridge reports its sessions when it sees the component
+handle_info(tick, #state{pending = Pending, ack_timeout = Timeout, component = Comp} = State0) ->
     erlang:send_after(?TICK, self(), tick),
+    State = check_route(State0),
     Limit = now_ms() - Timeout * 1000,
     Late = [Ref || {Ref, P} <- lists:sort(maps:to_list(Pending)), held_at(P) < Limit],
     lists:foreach(
@@ -506,6 +562,7 @@ handle_info(_Info, State) ->
 
 terminate(_Reason, #state{host = Host} = State) ->
     del_hooks(Host),
+    ets:insert(misc_tab(Host), {connected, false}),
     fail_open_all(State),
     ok.
 
@@ -532,23 +589,52 @@ queue_event1(El, #state{batch = B, batch_len = N, batch_size = Max} = State) ->
 
 flush_events(#state{batch = []} = State) ->
     State;
-flush_events(#state{batch = B, host = Host, component = Comp, connected = true} = State) ->
-    Events = #xmlel{name = <<"events">>, attrs = [{<<"xmlns">>, ?NS_BRIDGE}], children = lists:reverse(B)},
-    ejabberd_router:route(#message{from = jid:make(Host), to = jid:make(Comp), sub_els = [Events]}),
+flush_events(#state{batch = B, host = Host, component = Comp, comp_pid = Pid, node = Node} = State)
+  when Pid /= undefined ->
+    Events = #xmlel{name = <<"events">>, attrs = [{<<"xmlns">>, ?NS_BRIDGE}, {<<"node">>, Node}],
+                    children = lists:reverse(B)},
+    %% Straight to the connection we pair with (the route table may hold another one).
+    Pid ! {route, #message{from = jid:make(Host), to = jid:make(Comp), sub_els = [Events]}},
     State#state{batch = [], batch_len = 0};
 flush_events(State) ->
     State#state{batch = [], batch_len = 0}.
 
-%% Tell the (re)connected component everything it needs: it starts from a clean slate.
-on_connected(#state{host = Host, component = Comp} = State) ->
+%% The component's connection: the process behind its route, on any node. While we have none,
+%% pair with the lowest live pid there is (every node picks the same one) and monitor it.
+check_route(#state{comp_pid = undefined, component = Comp} = State) ->
+    Backend = ejabberd_router:get_backend(),
+    Routes = case Backend:find_routes(Comp) of
+                 {ok, Rs} -> Rs;
+                 _ -> []
+             end,
+    Live = [P || #route{pid = P} <- Routes, is_pid(P), alive(P)],
+    case Live of
+        [] -> State;
+        _ -> on_connected(State, lists:min(Live))
+    end;
+check_route(State) ->
+    State.
+
+alive(P) when node(P) == node() -> is_process_alive(P);
+alive(P) -> lists:member(node(P), nodes()).
+
+%% Tell the (re)connected component everything it needs about this node's sessions: it starts
+%% from a clean slate for this node.
+on_connected(#state{host = Host, component = Comp} = State, Pid) ->
+    Mon = erlang:monitor(process, Pid),
     ets:insert(misc_tab(Host), {connected, true}),
     Now = now_ms(),
     Events = lists:flatmap(fun(S) -> session_events(S, Now) end, ets:tab2list(sessions_tab(Host)))
         ++ [push_event(Host, U, true) || gen_mod:is_loaded(Host, mod_push),
                                          {U, _} <- ejabberd_auth:get_users(Host), push_registered(Host, U)],
-    State1 = lists:foldl(fun queue_event1/2, State#state{connected = true, batch = [], batch_len = 0},
-                         [el(<<"sync">>, []) | Events]),
-    ?INFO_MSG("MDM component ~ts connected; reported the sessions of ~ts", [Comp, Host]),
+    State1 = lists:foldl(fun queue_event1/2,
+                         State#state{comp_pid = Pid, comp_mon = Mon, batch = [], batch_len = 0},
+                         %% every node of the cluster reports its own sessions (R9.8)
+                         [el(<<"sync">>, [{<<"nodes">>, str:join([atom_to_binary(N, utf8)
+                                                                   || N <- ejabberd_cluster:get_nodes()],
+                                                                  <<" ">>)}])
+                          | Events]),
+    ?INFO_MSG("MDM component ~ts connected (~p); reported the sessions of ~ts on ~ts", [Comp, Pid, Host, node()]),
     flush_events(State1).
 
 session_events(#s{jid = J, sid = Sid, carbons = C, csi = Csi, prio = Prio, active_at = At, caps = Caps,
@@ -579,12 +665,26 @@ deliver_natively({out, Pid, Key, Pkt, _}, #state{host = Host}) ->
         _ -> ok
     end.
 
+%% Commands answer one node's events (node='…'): they are carried out there, where the refs are
+%% held, so that node's deliveries keep their order (R9.8).
+commands(El, #state{node = Node, host = Host} = State) ->
+    case fxml:get_tag_attr_s(<<"node">>, El) of
+        N when N == <<>>; N == Node -> run_commands(El#xmlel.children, #{}, State);
+        N ->
+            try binary_to_existing_atom(N, utf8) of
+                Other -> gen_server:cast({proc(Host), Other}, {node_commands, El})
+            catch error:badarg ->
+                    ?WARNING_MSG("MDM commands for unknown cluster node ~ts dropped", [N])
+            end,
+            State
+    end.
+
 %% Commands in one stanza are carried out in order and together (docs/bridge-protocol.md).
 run_commands([], _Reached, State) ->
     State;
-run_commands([#xmlel{name = Name, attrs = Attrs} = Cmd | Rest], Reached, #state{pending = Pending} = State) ->
+run_commands([#xmlel{name = Name, attrs = Attrs} = Cmd | Rest], Reached, #state{pending = Pending, tag = Tag} = State) ->
     Ref = case fxml:get_attr(<<"ref">>, Attrs) of
-              {value, R} -> binary_to_integer(R);
+              {value, R} -> local_ref(Tag, R);
               false -> undefined
           end,
     P = maps:get(Ref, Pending, undefined),
@@ -658,20 +758,25 @@ deliver(State, To, {held, Pkt}, Notify) ->
 deliver(State, To, Pkt, _Notify) ->
     deliver_to(State, To, Pkt).
 
+%% Deliveries go to the session's process, on whichever node it lives (R9.8).
 deliver_to(#state{host = Host}, To, Pkt) ->
     case catch jid:decode(To) of
-        #jid{lserver = Host} = J ->
-            case ets:lookup(sessions_tab(Host), key(jid:tolower(J))) of
-                [#s{pid = Pid}] -> Pid ! {mdm_deliver, Pkt}, true;
-                [] -> false
+        #jid{lserver = Host, luser = U, lresource = R} when R /= <<>> ->
+            case ejabberd_sm:get_session_pid(U, Host, R) of
+                Pid when is_pid(Pid) -> Pid ! {mdm_deliver, Pkt}, true;
+                _ -> false
             end;
         _ -> false
     end.
 
-deliver_sid(#state{host = Host}, Sid, Pkt, Hint) ->
-    case ets:lookup(misc_tab(Host), {sid, Sid}) of
-        [{_, _Key, Pid}] -> Pid ! {mdm_deliver, with_hint(Pkt, Hint)}, true;
-        [] -> false
+deliver_sid(_State, Sid, Pkt, Hint) ->
+    case sid_pid(Sid) of
+        Pid when is_pid(Pid) ->
+            case alive(Pid) of
+                true -> Pid ! {mdm_deliver, with_hint(Pkt, Hint)}, true;
+                false -> false
+            end;
+        undefined -> false
     end.
 
 %% The notification hint (R3.4) goes on the delivered message itself.

@@ -25,6 +25,7 @@ from .events import (
     Event,
     MessageFromUser,
     MessageToUser,
+    NodeDown,
     PresenceSent,
     PushRegistration,
     Resync,
@@ -60,6 +61,7 @@ class Decoded:
     # Refs whose payload was unusable: answered with Route so the server delivers them natively.
     unroutable: list[tuple[str, str]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    node: str = ""  # the cluster node that sent them (R9.8): commands go back to it
 
 
 def _forwarded(el: Stanza, only: str | None = None) -> Stanza:
@@ -90,11 +92,12 @@ def _jid_attr(el: Stanza, name: str = "jid") -> str:
 def decode_events(stanza: Stanza, host: str) -> Decoded:
     """Decode ``<message from=host><events xmlns=BRIDGE>…</events></message>``."""
     out = Decoded()
-    synced = False
+    synced: Resync | None = None
     events = stanza.find(EVENTS)
     if events is None:
         out.errors.append("no <events/> payload")
         return out
+    node = out.node = events.get("node", "")
     for el in events:
         if not isinstance(el.tag, str):
             continue  # comments, processing instructions
@@ -112,7 +115,7 @@ def decode_events(stanza: Stanza, host: str) -> Decoded:
             elif name == "message-out":
                 out.events.append(MessageFromUser(_jid_attr(el), _forwarded(el, "message")))
             elif name == "bind":
-                out.events.append(SessionBound(_jid_attr(el), el.get("sid")))
+                out.events.append(SessionBound(_jid_attr(el), el.get("sid"), node))
             elif name == "unbind":
                 out.events.append(SessionUnbound(_jid_attr(el)))
             elif name == "carbons":
@@ -139,14 +142,16 @@ def decode_events(stanza: Stanza, host: str) -> Decoded:
                     raise ProtocolError(f"<csi> state must be active or inactive, got {state!r}")
                 out.events.append(ClientStateChanged(_jid_attr(el), state == "active"))
             elif name == "sync":
-                out.events.append(Resync(host))
-                synced = True
+                synced = Resync(host, node, tuple(el.get("nodes", "").split()))
+                out.events.append(synced)
+            elif name == "node-down":
+                out.events.append(NodeDown(host, _jid_attr(el, "node")))
             else:
                 raise ProtocolError(f"unknown bridge event {el.tag!r}")
         except ProtocolError as e:
             out.errors.append(str(e))
-    if synced:
-        out.events.append(SyncDone(host))
+    if synced is not None:
+        out.events.append(SyncDone(host, node, synced.nodes))
     return out
 
 
@@ -200,8 +205,9 @@ def _fanouts(actions: list[Action]) -> dict[str, list[Deliver]]:
     return {ref: ds for ref, ds in per_ref.items() if ref not in unfit}
 
 
-def encode_commands(actions: Iterable[Action], component_jid: str) -> list[Stanza]:
-    """One ``<message><commands/></message>`` per server host, actions in their order."""
+def encode_commands(actions: Iterable[Action], component_jid: str, node: str = "") -> list[Stanza]:
+    """One ``<message><commands/></message>`` per server host, actions in their order. ``node``:
+    the cluster node whose events these answer; its bridge carries them out (R9.8)."""
     actions = list(actions)
     fanouts = _fanouts(actions)
     per_host: dict[str, Stanza] = {}
@@ -213,6 +219,8 @@ def encode_commands(actions: Iterable[Action], component_jid: str) -> list[Stanz
             msg.set("from", component_jid)
             msg.set("to", host)
             cmds = per_host[host] = etree.SubElement(msg, COMMANDS, nsmap={None: B})
+            if node:
+                cmds.set("node", node)
         return cmds
 
     for a in actions:

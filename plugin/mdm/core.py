@@ -54,6 +54,7 @@ from .events import (
     Event,
     MessageFromUser,
     MessageToUser,
+    NodeDown,
     PresenceSent,
     PushRegistration,
     Resync,
@@ -89,6 +90,8 @@ class MdmCore:
         self.held_total = 0
         self._next_id = 1
         self.flushes = FlushCounters(self.config.counter_period)
+        # R9.8: the cluster nodes that reported their sessions since we connected, per host
+        self.synced: dict[str, set[str]] = {}
 
     # R1.2: a live reload swaps the config; sessions and their state stay.
     def reconfigure(self, config: CoreConfig) -> None:
@@ -129,8 +132,8 @@ class MdmCore:
                     s.inactive = not active  # R3.5, R5.1
                     if active:
                         return self._flush(s.jid, buffers.ACTIVE, now)  # R5.3d
-            case SessionBound(jid=jid, sid=sid):
-                s = self.sessions.bind(jid, sid)
+            case SessionBound(jid=jid, sid=sid, node=node):
+                s = self.sessions.bind(jid, sid, node)
                 s.bound_at = s.bound_at or now
             case PushRegistration(user=user, registered=registered):
                 if registered:
@@ -144,13 +147,26 @@ class MdmCore:
             case SessionUnbound(jid=jid):
                 self.sessions.unbind(jid)  # R2.2: an unbound session is never a target again
                 return self._discard(jid)
-            case Resync(host=host):
-                self.sessions.drop_host(host)
-            case SyncDone(host=host):
+            case Resync(host=host, node=node):
+                self.sessions.drop_host(host, node)
+            case SyncDone(host=host, node=node, nodes=nodes):
+                synced = self.synced.setdefault(host, set())
+                synced.add(node)
+                if not set(nodes) <= synced:
+                    return []  # R9.8: other nodes' sessions are still to come
                 # Buffers restored from the store whose session did not survive the restart.
                 actions: list[Action] = []
                 for jid in [j for j in self.buffers if domain(j) == host and self.sessions.get(j) is None]:
                     actions.extend(self._discard(jid))
+                return actions
+            case NodeDown(host=host, node=node):
+                # R9.8/R9.9: the node's sessions died with it, no unbind will come: as a logout (R5.4)
+                gone = self.sessions.on_node(host, node)
+                actions = []
+                for jid in gone:
+                    self.sessions.unbind(jid)
+                    actions.extend(self._discard(jid))
+                log.info("cluster node %s of %s is down: %d session(s) gone", node, host, len(gone))
                 return actions
             case _:
                 raise TypeError(f"unknown event {event!r}")

@@ -20,14 +20,20 @@ Stanza = etree._Element
 
 @dataclass(frozen=True, slots=True)
 class Resync:
-    """The bridge (re)connected for ``host`` and is about to report every live session again."""
+    """The bridge (re)connected for ``host`` and is about to report every live session again.
+
+    On a cluster (R9.8) each node's bridge reports its own sessions: ``node`` names it, and
+    ``nodes`` lists every node of the cluster, so the core knows when all have reported."""
     host: str
+    node: str = ""
+    nodes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class SessionBound:
     jid: str  # full JID of the new session
     sid: str | None = None  # the bridge's short id for it, used in compact commands
+    node: str = ""  # the cluster node it lives on (R9.8); "" on a single server
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,8 +99,17 @@ class StanzaToSession:
 
 @dataclass(frozen=True, slots=True)
 class SyncDone:
-    """The end of the session list that followed a Resync for ``host``."""
+    """The end of the session list that followed a Resync for ``host`` (and ``node``)."""
     host: str
+    node: str = ""
+    nodes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class NodeDown:
+    """A cluster node died (R9.8, R9.9): its sessions are gone, without any unbind."""
+    host: str
+    node: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +119,7 @@ class MessageFromUser:
     stanza: Stanza
 
 
-Event = Resync | SyncDone | SessionBound | SessionUnbound | CarbonsToggled | PresenceSent \
+Event = Resync | SyncDone | NodeDown | SessionBound | SessionUnbound | CarbonsToggled | PresenceSent \
     | ClientStateChanged | MessageToUser | StanzaToSession | MessageFromUser
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from .jid import bare
+from .jid import bare, domain
 
 
 @dataclass(slots=True)
@@ -26,6 +26,7 @@ class Session:
     client: str | None = None  # XEP-0115 caps node of its presence (device type, R8.3)
     phantom: bool = False  # XEP-0198 hibernated: kept while the device is away (R7.1)
     bound_at: float | None = None  # when the component learnt of it (session report, R8)
+    node: str = ""  # the cluster node it lives on (R9.8)
 
     @property
     def is_mdm(self) -> bool:
@@ -47,16 +48,17 @@ class SessionTable:
 
     # --- lifecycle ---
 
-    def bind(self, jid: str, sid: str | None = None) -> Session:
+    def bind(self, jid: str, sid: str | None = None, node: str = "") -> Session:
         existing = self._sessions.get(jid)
-        if existing is not None:  # a re-bind (resync) keeps what we knew
+        if existing is not None:  # a re-bind (resync, or a resumption on another node) keeps what we knew
             existing.sid = sid or existing.sid
+            existing.node = node
             return existing
         self._seq += 1
         user = self._users.get(bare(jid))
         if user is None:
             user = self._users[bare(jid)] = User(bare(jid))
-        session = Session(jid=jid, user=user.jid, seq=self._seq, sid=sid)
+        session = Session(jid=jid, user=user.jid, seq=self._seq, sid=sid, node=node)
         user.sessions[jid] = session
         self._sessions[jid] = session
         return session
@@ -71,11 +73,16 @@ class SessionTable:
             del self._users[user.jid]
         return session
 
-    def drop_host(self, host: str) -> None:
-        """Forget every session of ``host`` (its bridge reconnected and will report them again)."""
-        for jid in [j for j in self._sessions if bare(j).rsplit("@", 1)[-1] == host]:
+    def drop_host(self, host: str, node: str = "") -> None:
+        """Forget every session of ``host`` on ``node`` (its bridge reconnected and will report
+        them again). Push registrations are the host's: every node reports them again."""
+        for jid in self.on_node(host, node):
             self.unbind(jid)
-        self.push_users = {u for u in self.push_users if u.rsplit("@", 1)[-1] != host}
+        self.push_users = {u for u in self.push_users if domain(u) != host}
+
+    def on_node(self, host: str, node: str) -> list[str]:
+        """The sessions of ``host`` that live on cluster node ``node`` (R9.8)."""
+        return [s.jid for s in self._sessions.values() if s.node == node and domain(s.jid) == host]
 
     def push_only_users(self) -> list[str]:
         """Users with a push registration and no live session: one phantom session each (R7.1)."""

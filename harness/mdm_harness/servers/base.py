@@ -38,6 +38,10 @@ class ServerHandle:
     accounts: list[Account] = field(default_factory=list)
     host: str = "127.0.0.1"
 
+    def c2s_port_for(self, index: int) -> int:
+        """Where the ``index``-th client connects: one port, or a cluster's nodes round-robin."""
+        return self.c2s_port
+
     async def wait_session_closed(self, full_jid: str, timeout: float = 10.0) -> None:
         """Until the server has ended the session of ``full_jid`` (a barrier after a client
         disconnects). Prosody ends it while reading the client's close, before anything the
@@ -90,7 +94,7 @@ def plugin_dir() -> Path:
     return Path(mdm.__file__).resolve().parents[1]
 
 
-SERVER_KINDS = ("prosody", "ejabberd")
+SERVER_KINDS = ("prosody", "ejabberd", "ejabberd-cluster")
 
 
 def server_option(argv: list[str], default: str = "prosody") -> tuple[str, list[str]]:
@@ -108,6 +112,7 @@ MODULES = {
     "prosody": {"archive": "mam", "csi_queue": ("csi", "csi_simple")},
     "ejabberd": {"archive": "mod_mam", "csi_queue": ("mod_client_state",)},
 }
+MODULES["ejabberd-cluster"] = MODULES["ejabberd"]
 
 
 async def start_server(kind: str, accounts: list[Account], workdir: Path, *,
@@ -130,4 +135,7 @@ async def start_server(kind: str, accounts: list[Account], workdir: Path, *,
     if kind == "ejabberd":
         from .ejabberd import start_ejabberd
         return await start_ejabberd(accounts, workdir, **options)
+    if kind == "ejabberd-cluster":
+        from .ejabberd_cluster import start_ejabberd_cluster
+        return await start_ejabberd_cluster(accounts, workdir, **options)
     raise ValueError(f"unknown server kind {kind!r} (available: {', '.join(SERVER_KINDS)})")

@@ -159,8 +159,10 @@ modules:
 """
 
 
-async def launch(cfg: Path, workdir: Path, ebin: Path | None) -> asyncio.subprocess.Process:
-    """Start ejabberd with the config file ``cfg``: log, Mnesia spool and crash dump in ``workdir``."""
+async def launch(cfg: Path, workdir: Path, ebin: Path | None, *, dist_args: list[str] | None = None,
+                 extra_env: dict[str, str] | None = None) -> asyncio.subprocess.Process:
+    """Start ejabberd with the config file ``cfg``: log, Mnesia spool and crash dump in ``workdir``.
+    ``dist_args`` make it a distributed node (a cluster member, servers/ejabberd_cluster.py)."""
     lib = ejabberd_lib()
     erl = shutil.which("erl")
     assert erl is not None
@@ -168,8 +170,8 @@ async def launch(cfg: Path, workdir: Path, ebin: Path | None) -> asyncio.subproc
     spool.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, EJABBERD_CONFIG_PATH=str(cfg), EJABBERD_LOG_PATH=str(workdir / "ejabberd.log"),
                ERL_LIBS=str(lib.parent), ERL_CRASH_DUMP=str(workdir / "erl_crash.dump"),
-               ERL_CRASH_DUMP_BYTES="0", HOME=str(workdir))
-    args = [erl, "-noinput", "-noshell", "+K", "true"]
+               ERL_CRASH_DUMP_BYTES="0", HOME=str(workdir), **(extra_env or {}))
+    args = [erl, "-noinput", "-noshell", "+K", "true", *(dist_args or [])]
     if ebin is not None:
         args += ["-pa", str(ebin)]
     args += ["-mnesia", "dir", json.dumps(str(spool)), "-s", "ejabberd"]
