@@ -12,8 +12,8 @@ from mdm.component import Component
 from mdm.config import Config, from_dict
 
 from .ports import free_ports
-from .waiting import poll_until
 from .servers import ServerHandle
+from .waiting import poll_until
 
 
 def component_settings(server: ServerHandle) -> dict[str, dict[str, object]]:
