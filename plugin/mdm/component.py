@@ -166,7 +166,9 @@ class Component:
         while not self._stopping.is_set():
             try:
                 await self.check_capacity()
-                if time.monotonic() - published >= self.config.publish_interval:
+                # a standby has no sessions: it must not overwrite the active instance's entry
+                standby = self.lock is not None and not self.active
+                if not standby and time.monotonic() - published >= self.config.publish_interval:
                     published = time.monotonic()
                     await self.publish_sessions()
             except Exception:  # a failing database must not stop the component
@@ -208,12 +210,27 @@ class Component:
         """R9.9 / issue 10: wait to be the active instance, connect to the next server address,
         serve; on a lost link or a failed attempt, try the next address. Consecutive failures
         back off (0.2 s doubling to 30 s) whatever stage they reached: a link that ends before
-        the server sent us anything counts as a failure too. Logged once per state change."""
+        the server sent us anything counts as a failure too. Logged once per state change: the
+        first failure of a series (and a new reason) at WARNING, repeats at DEBUG."""
         addresses = self.config.server_addresses()
         turn = 0
         failures = 0
         failure_reason = ""
         delay = 0.0
+
+        def failed(host: str, port: int, reason: str, fatal: bool = False) -> None:
+            nonlocal failures, failure_reason, delay
+            failures += 1
+            delay = min(0.2 * 2 ** (failures - 1), 30.0)
+            if failures == 1 or reason != failure_reason:
+                log.log(logging.ERROR if fatal else logging.WARNING,
+                        "cannot connect to %s:%s as %s: %s; retrying with backoff (repeats logged at debug "
+                        "level)", host, port, self.config.jid, reason)
+            else:
+                log.debug("cannot connect to %s:%s (attempt %d): %s; retrying in %.1fs",
+                          host, port, failures, reason, delay)
+            failure_reason = reason
+
         while not self._stopping.is_set():
             if delay:
                 await self._sleep(delay)
@@ -230,29 +247,19 @@ class Component:
                 await self.load_core()  # after the handshake: what the store holds now
             except (TimeoutError, OSError, LinkError, EOFError, StoreError) as e:
                 await link.close()
-                failures += 1
-                reason = _describe(e)
-                fatal = isinstance(e, LinkError) and e.fatal
-                delay = min(0.2 * 2 ** (failures - 1), 30.0)
-                if failures == 1 or reason != failure_reason:
-                    log.log(logging.ERROR if fatal else logging.WARNING,
-                            "cannot connect to %s:%s as %s: %s; retrying%s", host, port, self.config.jid,
-                            reason, " with backoff (further failures logged at debug level)"
-                            if failures == 1 else "")
-                else:
-                    log.debug("cannot connect to %s:%s (attempt %d): %s; retrying in %.1fs",
-                              host, port, failures, reason, delay)
-                failure_reason = reason
+                failed(host, port, _describe(e), isinstance(e, LinkError) and e.fatal)
                 continue
             self._link = link
             self.active = True
             self.stats.connected = True
             self.stats.connects += 1
             self.connected.set()
-            log.info("connected to %s:%s as %s%s", host, port, self.config.jid,
-                     f" after {failures} failed attempt(s)" if failures else "")
+            announced = failures == 0  # in a series of failures, only a link that works is news
+            log.log(logging.INFO if announced else logging.DEBUG, "connected to %s:%s as %s", host, port,
+                    self.config.jid)
             since = time.monotonic()
             served = False  # the server sent us something: the link really worked
+            ended = "the server closed the component stream"
             fence = None
             if self.lock is not None:
                 fence = asyncio.get_running_loop().create_task(self._fence(link))
@@ -261,16 +268,18 @@ class Component:
                     await self._running.wait()
                     if self._stopping.is_set() or (self.lock is not None and self.lock.lost.is_set()):
                         break  # crash() or fenced: what is unread stays unanswered
-                    served = True
+                    if not served:
+                        served = True
+                        if not announced:
+                            log.info("connected to %s:%s as %s after %d failed attempt(s)", host, port,
+                                     self.config.jid, failures)
+                        failures, failure_reason = 0, ""
                     self._on_stanza(stanza)
                     if self._outbox:
                         await self._commit()
                     await link.drain()
-                if not self._stopping.is_set():
-                    log.warning("the server closed the component stream; reconnecting")
             except (LinkError, OSError, StoreError) as e:
-                if not self._stopping.is_set():
-                    log.warning("component link lost: %s; reconnecting", _describe(e))
+                ended = f"component link lost: {_describe(e)}"
             finally:
                 if fence is not None:
                     fence.cancel()
@@ -288,13 +297,16 @@ class Component:
                     link.abort()  # fenced: not even a stream close
                 else:
                     await link.close()
-            lived = time.monotonic() - since
+            if self._stopping.is_set() or (self.lock is not None and self.lock.lost.is_set()):
+                delay = 0.0
+                continue
             if served:
-                failures, failure_reason = 0, ""
-                delay = 0.0 if lived >= 1.0 else 0.2  # a link that keeps ending at once is paced
+                log.warning("%s; reconnecting", ended)
+                # a link that keeps ending at once is paced; one that served a while comes back at once
+                delay = 0.0 if time.monotonic() - since >= 1.0 else 0.2
             else:  # handshake done, then closed before a word: a failure like any other
-                failures += 1
-                delay = min(0.2 * 2 ** (failures - 1), 30.0)
+                failed(host, port, f"{ended} before sending anything" if ended.startswith("the server")
+                       else ended)
 
     async def _become_active(self) -> bool:
         """Wait for the HA lock (R9.9). False if we are stopping or PostgreSQL is unreachable
