@@ -43,7 +43,7 @@ async def test_the_same_script_fails_under_our_strict_rules():
 
 def test_profiles_load():
     spec = load_profile(HERE / "profiles" / "prosody-spec.toml")
-    clock = load_profile(HERE / "profiles" / "prosody-spec-fixed-clock.toml")
+    clock = load_profile(HERE / "profiles" / "fixed-clock.toml")
     both = spec.merged(clock)
     assert "pep" in both.modules and "tombstones" in both.modules and "carbons" not in both.modules
     assert both.needs_http and {c.jid("localhost") for c in both.components} >= {"pubsub.localhost",
