@@ -78,7 +78,8 @@ async def test_R9_6_hostile_clients_cannot_drop_the_component_link(tmp_path):
         big = "y" * 200_000
         for i, client in enumerate(hostile):
             for k in range(2):
-                await client.send(f"<message to='alice@localhost' type='chat' id='big{i}-{k}'><body>{big}</body></message>")
+                await client.send(f"<message to='alice@localhost' type='chat' id='big{i}-{k}'>"
+                                  f"<body>{big}</body></message>")
         # 200 KB sent by the laptop: three sent copies, 600 KB, in what the component answers
         for k in range(2):
             await alice["laptop"].send(f"<message to='bob@localhost/desktop' type='chat' id='out{k}'>"
