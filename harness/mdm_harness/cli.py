@@ -2,7 +2,7 @@
 
   mdm-harness run [--server prosody|ejabberd] [--server-profile FILE] [--select PATTERN] [--junit FILE]
                   [--transcript] [PATHS...]
-  mdm-harness serve [--server prosody|ejabberd] [--server-profile FILE] [PATHS...]
+  mdm-harness serve [--server prosody|ejabberd] [--server-profile FILE] [--keep] [PATHS...]
 
 A scenario file that does not parse is reported as a failed scenario (in the output and in the
 JUnit file); the others still run. Exit codes: 0 all passed, 1 some failed, 2 usage errors (no
@@ -90,7 +90,10 @@ async def _serve(args: argparse.Namespace) -> int:
     finally:
         await component.stop()
         await server.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+        if args.keep:
+            _emit(f"kept the server's directory (data, log, config): {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
 
@@ -110,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     serve = sub.add_parser("serve", help="start a server with the component until Ctrl-C")
     serve.add_argument("--server", action="append", choices=SERVERS)
     serve.add_argument("--server-profile", action="append", metavar="FILE")
+    serve.add_argument("--keep", action="store_true", help="keep the server's temp dir (e.g. a recording)")
     serve.add_argument("paths", nargs="*", help="scenarios whose accounts to create")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     args = parser.parse_args(argv)

@@ -69,6 +69,11 @@ class Client:
     def connected(self) -> bool:
         return self._cm is not None
 
+    @property
+    def stream_established(self) -> bool:
+        """False once the server has ended this client's stream (e.g. after removing the account)."""
+        return self._client is not None and self._cm is not None and bool(self._client.established)
+
     # --- receiving ---
 
     def _on_element(self, el: etree._Element) -> None:

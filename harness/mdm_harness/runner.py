@@ -110,7 +110,18 @@ class ScenarioRun:
         if not client.connected:
             return
         if not client.inactive:
-            await client.iq(f"<iq type='get' id='{{id}}' to='{self.server.domain}'><ping xmlns='urn:xmpp:ping'/></iq>")
+            # The server may end the stream instead of answering (an account removal): that, too,
+            # says it has handled what was sent.
+            ping = asyncio.ensure_future(client.iq(
+                f"<iq type='get' id='{{id}}' to='{self.server.domain}'><ping xmlns='urn:xmpp:ping'/></iq>"))
+            try:
+                await poll_until(lambda: ping.done() or not client.stream_established, DEFAULT_TIMEOUT,
+                                 f"{name}: the server did not answer a ping after the send", interval=0.005)
+            finally:
+                if not ping.done():
+                    ping.cancel()
+            if ping.done() and not ping.cancelled():
+                ping.result()
             return
         # In the background: no iq (R5.3a). After its <inactive/>, wait for the component to see it.
         sees = self.pool.component_sees_inactive
