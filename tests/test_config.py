@@ -59,3 +59,63 @@ def test_the_documented_example_config_is_valid():
     from pathlib import Path
     cfg = load(Path(__file__).parent.parent / "docs" / "mdm-component.example.toml")
     assert cfg.core.buffer_limit == 256 and cfg.metrics_port == 9107 and cfg.admins == ["admin@example.org"]
+
+
+def run_cli(cfg, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mdm.cli", "--config", str(cfg), *extra],
+                          capture_output=True, text=True, timeout=60)
+
+
+def one_line(r: subprocess.CompletedProcess) -> str:
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert "Traceback" not in r.stderr and r.stderr.strip().count("\n") == 0, r.stderr
+    return r.stderr.strip()
+
+
+def component_toml(tmp_path, extra: str) -> str:
+    return (f'[component]\njid = "mdm.example.org"\nsecret = "s"\nserver_port = 1\n'
+            f'[buffer]\nstore = "{tmp_path}/buffers.sqlite"\n[metrics]\nport = 0\n{extra}')
+
+
+@pytest.mark.parametrize("check", [True, False])
+def test_issue_10_5_a_missing_store_directory_is_one_line_naming_the_key(tmp_path, check):
+    cfg = tmp_path / "c.toml"
+    # the documented example path, on a machine where nobody created it
+    cfg.write_text('[component]\njid = "mdm.example.org"\nsecret = "s"\n'
+                   f'[buffer]\nstore = "{tmp_path}/var/lib/mdm-component/buffers.sqlite"\n')
+    line = one_line(run_cli(cfg, *(["--check"] if check else [])))
+    assert "buffer.store" in line and "does not exist" in line and "var/lib/mdm-component" in line
+
+
+def test_issue_10_5_a_store_path_that_is_a_directory_is_caught_by_check(tmp_path):
+    cfg = tmp_path / "c.toml"
+    (tmp_path / "store").mkdir()
+    cfg.write_text(f'[component]\njid = "mdm.example.org"\nsecret = "s"\n[buffer]\nstore = "{tmp_path}/store"\n'
+                   f'[report]\ndirectory = "{tmp_path}/sessions.sqlite"\n')
+    line = one_line(run_cli(cfg, "--check"))
+    assert line.endswith(f"buffer.store: {tmp_path}/store is a directory, not a file")
+
+
+@pytest.mark.parametrize("section", ["metrics", "admin"])
+def test_issue_10_5_a_port_in_use_is_one_line_naming_the_key(tmp_path, section):
+    import socket
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        cfg = tmp_path / "c.toml"
+        token = '\ntoken = "0123456789abcdef0123"' if section == "admin" else ""
+        toml = component_toml(tmp_path, f"[{section}]\nport = {port}{token}\n")
+        cfg.write_text(toml.replace("[metrics]\nport = 0\n", "") if section == "metrics" else toml)
+        line = one_line(run_cli(cfg))
+    assert f"{section}.port: cannot listen on 127.0.0.1:{port}: already in use" in line
+
+
+def test_issue_10_5_an_unreachable_postgresql_is_one_line_naming_the_key(tmp_path):
+    from mdm_harness.ports import free_ports
+    port = free_ports(1)[0]  # nothing listens there
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(component_toml(tmp_path, f'[report]\ndirectory = "postgresql://mdm:secret@127.0.0.1:{port}/mdm"\n'))
+    line = one_line(run_cli(cfg, "--check"))
+    assert f"report.directory: cannot reach PostgreSQL at postgresql://mdm:***@127.0.0.1:{port}/mdm" in line
+    assert "secret" not in line

@@ -9,6 +9,7 @@ import signal
 import sys
 
 from . import config as config_mod
+from . import preflight
 from .component import Component
 
 
@@ -22,12 +23,24 @@ def main(argv: list[str] | None = None) -> int:
     except config_mod.ConfigError as e:
         print(f"mdm-component: config error: {e}", file=sys.stderr)
         return 2
+    # Issue 10.5: what would fail at start is one line per problem naming its key, exit code 2.
+    # --check leaves the ports out: a running instance of this very config holds them.
+    problems = preflight.check_paths(cfg)
+    problems += asyncio.run(preflight.check_services(cfg, ports=not args.check))
+    if problems:
+        for p in problems:
+            print(f"mdm-component: config error: {p}", file=sys.stderr)
+        return 2
     if args.check:
         print(f"{args.config}: OK")
         return 0
     logging.basicConfig(level=cfg.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(_serve(cfg, args.config))
+    try:
+        asyncio.run(_serve(cfg, args.config))
+    except OSError as e:  # e.g. a port taken between the check and the bind
+        print(f"mdm-component: start failed: {e}", file=sys.stderr)
+        return 2
     return 0
 
 
