@@ -520,6 +520,7 @@ class LinkProxy:
         self._links: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
         self.accepted = 0
         self.new_link = asyncio.Event()
+        self.bytes = {"to_server": 0, "to_client": 0}  # through the proxy, all links together
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
@@ -536,9 +537,10 @@ class LinkProxy:
         self.accepted += 1
         self.new_link.set()
 
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, direction: str) -> None:
             try:
                 while data := await src.read(1 << 16):
+                    self.bytes[direction] += len(data)
                     dst.write(data)
                     await dst.drain()
             except (ConnectionError, OSError):
@@ -546,7 +548,7 @@ class LinkProxy:
             finally:
                 dst.transport.abort()
         try:
-            await asyncio.gather(pipe(reader, up_w), pipe(up_r, writer))
+            await asyncio.gather(pipe(reader, up_w, "to_server"), pipe(up_r, writer, "to_client"))
         finally:
             self._links.discard(pair)
 
