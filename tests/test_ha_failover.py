@@ -179,3 +179,40 @@ async def test_R9_6_component_link_flaps_30_times_nothing_lost_or_duplicated(pro
         await bench.close()
         await component.stop()
         await proxy.close()
+
+
+@pytest.mark.asyncio
+async def test_R9_9_active_loses_its_lock_session_is_fenced_and_one_instance_serves(prosody, postgres, tmp_path):
+    """PostgreSQL ends the active instance's lock session (as when the database restarts or the
+    network between them fails): it drops its XMPP link at once and goes back to waiting; the
+    lock goes to one instance, MDM comes back, nothing lost or duplicated."""
+    import asyncpg
+
+    active, standby = await pair(prosody, postgres, tmp_path)
+    bench = bench_for(prosody)
+    try:
+        await bench.connect()
+        bench.start_traffic(RATE)
+        await bench.wait_mdm()
+        await keep_sending(bench, AFTER // 2)
+        fault = bench.mark("the active instance's lock session ended")
+        conn = await asyncpg.connect(postgres.dsn)
+        try:
+            ended = await conn.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_locks WHERE locktype = 'advisory' AND granted")
+        finally:
+            await conn.close()
+        assert ended == 1
+        took = await bench.wait_mdm_again(fault)
+        await keep_sending(bench, AFTER)
+        report = await bench.finish()
+        print(f"\nR9.9 lock session ended, fencing ({RATE:.0f} IM/s, Prosody):\n{report.format()}")
+        assert_clean(report)
+        assert took > 0
+        assert "lost the HA lock" in active.log_text()
+        roles = [(await p.metrics())["mdm_component_active"] for p in (active, standby)]
+        assert sorted(roles) == [0, 1]  # exactly one instance serves
+    finally:
+        await bench.close()
+        await active.stop()
+        await standby.stop()
