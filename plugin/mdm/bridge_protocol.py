@@ -19,6 +19,7 @@ from . import namespaces as ns
 from .events import (
     Ack,
     Action,
+    ActiveClient,
     CarbonsToggled,
     ClientStateChanged,
     Deliver,
@@ -252,5 +253,12 @@ def encode_commands(actions: Iterable[Action], component_jid: str, node: str = "
             el.set("ref", a.ref)
             if isinstance(a, Ack) and a.held:
                 el.set("held", "true")  # kept in a buffer: the bridge must not deliver it natively
+        elif isinstance(a, ActiveClient):
+            # R3.6: who is active, and for how many more seconds (none: the bridge lets pushes out)
+            el = etree.SubElement(commands_for(domain(a.user)), ns.q(B, "active"))
+            el.set("user", a.user)
+            if a.jid is not None:
+                el.set("jid", a.jid)
+                el.set("for", f"{a.remaining:.0f}")
         # StoreHeld / DropHeld are for the component's store, not the bridge.
     return [cmds.getparent() for cmds in per_host.values()]

@@ -1,12 +1,14 @@
 """Silent / quiet mode buffers (R5): what is held for a client in the background, and why.
 
 The table below is the whole policy for a stanza meant for a session that sent CSI <inactive/>
-(XEP-0352). *Silent* mode: the user has another, active client (R5.5); *quiet* mode: nobody
+(XEP-0352), or whose stream is hibernated (XEP-0198) while another client is active (R5.7).
+*Silent* mode: the user has another, active client (R5.5); *quiet* mode: nobody
 else is active. Every decision returns its reason; the reason labels flush counters and logs.
 
     stanza                                  silent mode       quiet mode
     <iq/>                                   flush (R5.3a)     flush (R5.3a)
     IM (message with <body>), error msg     hold (R5.2)       flush (R5.3b)
+    Jingle Message Initiation (a call)      flush (R9.4)      flush (as mod_csi_simple: it rings)
     read marker / receipt / chat state      hold (R4.2)       hold
     other messages (PEP, headlines …)       hold              hold
     presence                                hold              hold
@@ -42,6 +44,9 @@ class Decision(Enum):
 
 # Flush reasons (R5.3) as the counters and logs name them.
 IQ, MESSAGE, LIMIT, TOTAL_LIMIT, ACTIVE = "iq", "message", "limit", "total-limit", "active"
+RESUMED = "resumed"  # R5.7: a hibernated session resumed in the foreground
+NO_ACTIVE_CLIENT = "no-active-client"  # R5.7: a hibernated session is served as stock again
+JINGLE_MESSAGE = "urn:xmpp:jingle-message:0"
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +73,8 @@ def verdict(stanza: Stanza, silent: bool) -> Verdict:
     if stanza.tag == _PRESENCE:
         return Verdict(Decision.HOLD, "presence", ("presence", stanza.get("from", "")))
     inner = _payload(stanza)
+    if any(isinstance(c.tag, str) and c.tag.startswith("{" + JINGLE_MESSAGE + "}") for c in inner):
+        return Verdict(Decision.FLUSH, "jingle-message")  # R9.4: a call rings every device, as stock
     if inner.find(_BODY) is not None or inner.get("type") == "error":
         return Verdict(Decision.HOLD if silent else Decision.FLUSH, "im" if silent else MESSAGE)
     children = [c for c in inner if isinstance(c.tag, str)]

@@ -1,8 +1,13 @@
 """What kind of message is this, and may we copy it? One place, each answer with its reason.
 
-Copying follows XEP-0280 §6 (what mod_carbons copies too): chat messages, normal messages with a
-body; never errors, groupchat (R9.2: MUC traffic reaches only the devices in the room), headlines,
-private / no-copy messages (R2.5), received MUC private messages, or carbons forged by others.
+Copying follows XEP-0280 1.0 §6 in full (R2.7): chat messages; normal (or untyped) messages with a
+body; and messages of any other non-groupchat type that carry IM payloads: chat states (XEP-0085),
+receipts (XEP-0184) or chat markers (XEP-0333), e.g. an untyped <displayed/> (stock Prosody 0.12
+and ejabberd 23.01 skip that one). Never copied: errors (routed natively, so they stay with the
+stanza they answer), groupchat (R9.2: MUC traffic reaches only the devices in the room),
+headlines, private / no-copy messages (R2.5), carbons forged by others, and MUC private messages
+*received* from an occupant (§6: the room already sends them to every joined device); a MUC
+private message the user *sends* is copied like any chat message.
 An *IM* is a copyable message with a <body>: only IMs carry a notification hint (R3.2-R3.4);
 read markers and chat states are copied but never notify (R4.2).
 """
@@ -19,6 +24,8 @@ _PRIVATE = ns.q(ns.CARBONS, "private")
 _NO_COPY = ns.q(ns.HINTS, "no-copy")
 _MUC_X = ns.q(ns.MUC_USER, "x")
 _CARBON_CHILDREN = {ns.q(ns.CARBONS, "received"), ns.q(ns.CARBONS, "sent")}
+# R2.7: payloads "typically used in IM" (XEP-0280 §6) that make a bodiless message copyable
+_IM_PAYLOAD_NS = {"http://jabber.org/protocol/chatstates", "urn:xmpp:receipts", ns.CHAT_MARKERS}
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,11 +37,15 @@ class Kind:
 
 def classify(stanza: Stanza, *, incoming: bool) -> Kind:
     mtype = stanza.get("type", "normal")
-    has_body = False
+    has_body = im_payload = False
     for child in stanza:
         tag = child.tag
+        if not isinstance(tag, str):
+            continue
         if tag == _BODY:
             has_body = True
+        elif tag[1:].partition("}")[0] in _IM_PAYLOAD_NS:
+            im_payload = True
         elif tag in (_PRIVATE, _NO_COPY):
             return Kind(False, has_body, "private")  # R2.5
         elif tag in _CARBON_CHILDREN:
@@ -44,5 +55,7 @@ def classify(stanza: Stanza, *, incoming: bool) -> Kind:
     if mtype == "chat":
         return Kind(True, has_body, "chat")
     if mtype == "normal":
-        return Kind(has_body, has_body, "normal" if has_body else "normal-without-body")
-    return Kind(False, False, mtype)  # error, groupchat, headline, unknown
+        if has_body:
+            return Kind(True, True, "normal")
+        return Kind(im_payload, False, "normal-im-payload" if im_payload else "normal-without-body")  # R2.7
+    return Kind(False, False, mtype)  # error, groupchat, headline, unknown (R2.7: none of them is copied)

@@ -91,7 +91,9 @@ class Component:
         """R1.2: apply a new [mdm] section live, keeping every session."""
         log.info("reconfigured: mdm.enabled=%s active_window=%ss", core.enabled, core.active_window)
         self.config.core = core
-        self.core.reconfigure(core)
+        actions = self.core.reconfigure(core, self._clock())
+        if actions and self.stats.connected:  # R3.6: the bridges' push vetoes follow (R1.3)
+            self._send(encode_commands(actions, self.config.jid))
 
     async def load_core(self) -> MdmCore:
         """A fresh core holding what the store kept (R5.4: buffers survive restarts; R9.9: the

@@ -21,13 +21,24 @@ The rules, by requirement:
 * R3.1-R3.5: the active client is the session with the latest available presence or sent IM
   within ``active_window``; an incoming IM notifies there only, or everywhere when there is none.
   The hint goes to MDM clients only (R9.7: third-party clients never see our markup).
-* R3.5: a session in the background (CSI inactive) is never the active client.
+* R3.5: a session in the background (CSI inactive) is never the active client; nor is a
+  hibernated one (XEP-0198, R5.7).
+* R3.6: for users with a push registration, the bridge is told who the active client is and for
+  how long (``ActiveClient``), so the server's push module sends no alerting push to the user's
+  other devices meanwhile; with no active client, pushes go out as stock.
+* R2.7: what is copied follows XEP-0280 §6 in full (mdm.classify).
+* R9.4: a Jingle Message Initiation file-transfer offer to the bare JID reaches only the active
+  client while there is one, and the rest of that offer (retract, accept, reject, proceed) follows
+  it; calls ring every device.
 * R4.1: read markers (XEP-0333) are chat messages without body: copied like any chat message,
   never notifying (R4.2).
 * R1.3: with MDM disabled the core behaves like the server's own mod_carbons: native routing plus
   plain XEP-0280 copies, no hints, nothing held, no counter moves.
 * R5: every delivery for a session in the background goes through ``_out``, which holds it or
   flushes by the table in mdm.buffers; held stanzas are persisted (StoreHeld) before the ack.
+  R5.7: a hibernated session (XEP-0198) is held like a CSI-inactive one while the user has another
+  active client, so neither the server's stream-management queue nor its push module sees what
+  it is sent; it is flushed when the session resumes in the foreground.
 * R6: the counters (mdm.counters) read the session table and the flush record.
 
 The bridge holds every message it handed us under a ``ref`` until it gets exactly one final
@@ -47,6 +58,7 @@ from .counters import FlushCounters
 from .events import (
     Ack,
     Action,
+    ActiveClient,
     CarbonsToggled,
     ClientStateChanged,
     Deliver,
@@ -71,6 +83,20 @@ from .sessions import Session, SessionTable
 
 log = logging.getLogger(__name__)
 
+JINGLE_MESSAGE = "urn:xmpp:jingle-message:0"
+JINGLE_FILE_TRANSFER = "urn:xmpp:jingle:apps:file-transfer:5"
+_JMI_OFFER_LIMIT = 10000  # R9.4: file-transfer offers remembered (oldest forgotten first)
+
+
+def jingle_message(stanza) -> tuple[str, str, bool] | None:
+    """XEP-0353: (action, id, is a file transfer) of a Jingle Message Initiation element, if any."""
+    for child in stanza:
+        if isinstance(child.tag, str) and child.tag.startswith("{" + JINGLE_MESSAGE + "}"):
+            action = child.tag.rpartition("}")[2]
+            ft = action == "propose" and child.find(f"{{{JINGLE_FILE_TRANSFER}}}description") is not None
+            return action, child.get("id", ""), ft
+    return None
+
 
 @dataclass(slots=True)
 class CoreConfig:
@@ -92,11 +118,19 @@ class MdmCore:
         self.flushes = FlushCounters(self.config.counter_period)
         # R9.8: the cluster nodes that reported their sessions since we connected, per host
         self.synced: dict[str, set[str]] = {}
+        # R3.6: what the bridge was last told about each push user's active client (jid, until)
+        self._told_active: dict[str, tuple[str, float]] = {}
+        # R9.4: file-transfer offers (user, JMI id) -> the session that got the offer
+        self.file_offers: dict[tuple[str, str], str] = {}
 
     # R1.2: a live reload swaps the config; sessions and their state stay.
-    def reconfigure(self, config: CoreConfig) -> None:
+    def reconfigure(self, config: CoreConfig, now: float | None = None) -> list[Action]:
         self.config = config
         self.flushes.period = config.counter_period
+        if now is None:
+            return []
+        # R3.6 / R1.3: a changed window, or MDM switched off, changes what the bridges should veto
+        return [a for user in sorted(self.sessions.push_users) for a in self._tell_active(user, now)]
 
     def restore(self, jid: str, held: list[Held]) -> None:
         """Load buffers persisted before a restart (the component's store calls this)."""
@@ -107,6 +141,47 @@ class MdmCore:
             self._next_id = max(self._next_id, h.id + 1)
 
     def handle(self, event: Event, now: float) -> list[Action]:
+        actions = self._handle(event, now)
+        # R3.6: after anything that can change who is active, tell the bridge (push users only)
+        for user in self._affected_push_users(event):
+            actions.extend(self._tell_active(user, now))
+        return actions
+
+    def _affected_push_users(self, event: Event) -> list[str]:
+        push_users = self.sessions.push_users
+        if not push_users:
+            return []
+        match event:
+            case PushRegistration(user=user):
+                return [user] if user in push_users else []
+            case MessageToUser() | StanzaToSession() | Resync() | SessionBound():
+                return []
+            case MessageFromUser(sender=jid) | PresenceSent(jid=jid) | ClientStateChanged(jid=jid) \
+                    | SessionHibernated(jid=jid) | SessionUnbound(jid=jid):
+                user = bare(jid)
+                return [user] if user in push_users else []
+            case SyncDone(host=host) | NodeDown(host=host):
+                return sorted(u for u in push_users if domain(u) == host)
+        return []
+
+    def _tell_active(self, user: str, now: float) -> list[Action]:
+        """R3.6: an ActiveClient action if the bridge's view of ``user``'s active client is stale:
+        another client, none any more, or a later end of the R3.1 window."""
+        active = self._notify_target(user, now) if self.config.enabled else None  # R1.3: stock pushes
+        told = self._told_active.get(user)
+        if active is None:
+            if told is None or told[1] <= now:
+                self._told_active.pop(user, None)
+                return []
+            del self._told_active[user]
+            return [ActiveClient(user, None)]
+        until = (now if active.last_activity is None else active.last_activity) + self.config.active_window
+        if told is not None and told[0] == active.jid and told[1] >= until:
+            return []
+        self._told_active[user] = (active.jid, until)
+        return [ActiveClient(user, active.jid, max(0.0, until - now))]
+
+    def _handle(self, event: Event, now: float) -> list[Action]:
         match event:
             case MessageToUser():
                 return self._message_to_user(event, now)
@@ -143,12 +218,20 @@ class MdmCore:
             case SessionHibernated(jid=jid, hibernated=hibernated):
                 s = self.sessions.get(jid)
                 if s is not None:
-                    s.phantom = hibernated  # R7.1; it stays a session, deliveries go on to it
+                    s.phantom = hibernated  # R7.1; it stays a session
+                    if not hibernated and not s.inactive:
+                        # R5.7: resumed in the foreground: what was held while it was away, once, in order
+                        return self._flush(s.jid, buffers.RESUMED, now)
             case SessionUnbound(jid=jid):
                 self.sessions.unbind(jid)  # R2.2: an unbound session is never a target again
+                for key in [k for k, v in self.file_offers.items() if v == jid]:
+                    del self.file_offers[key]
                 return self._discard(jid)
             case Resync(host=host, node=node):
                 self.sessions.drop_host(host, node)
+                # a reconnected bridge starts with no view of the active clients (R3.6)
+                for user in [u for u in self._told_active if domain(u) == host]:
+                    del self._told_active[user]
             case SyncDone(host=host, node=node, nodes=nodes):
                 synced = self.synced.setdefault(host, set())
                 synced.add(node)
@@ -188,6 +271,12 @@ class MdmCore:
         direct = self.sessions.get(to) if is_full(to) else None
         if not self.config.enabled:
             return self._plain_carbons_in(event.ref, user, stanza, direct, mdm)
+        jmi = jingle_message(stanza)
+        if jmi is not None:
+            only = self._file_offer_target(user, jmi, now)
+            if only is not None:  # R9.4: the file-transfer offer (and what follows it) to one device
+                return [*self._out(only, Deliver(only.jid, stanza, ref=event.ref), now),
+                        Ack(event.ref, user)]
 
         notify_at = self._notify_target(user, now) if kind.im else None
         deliveries: list[tuple[Session, Deliver]] = []
@@ -210,6 +299,29 @@ class MdmCore:
             actions.extend(self._out(s, d, now))
         actions.append(Ack(event.ref, user, held=not any(isinstance(a, Deliver) for a in actions)))
         return actions
+
+    def _file_offer_target(self, user: str, jmi: tuple[str, str, bool], now: float) -> Session | None:
+        """R9.4: the one session a Jingle Message Initiation element goes to, or None for the usual
+        rule. A file-transfer offer goes to the active client, if any; the retract / proceed /
+        accept / reject of that offer follow it."""
+        action, offer_id, file_transfer = jmi
+        key = (user, offer_id)
+        if action == "propose":
+            if not file_transfer:
+                return None  # a call rings every device, as stock
+            active = self._notify_target(user, now)
+            if active is None:
+                return None  # nobody active: the server's normal rule
+            if len(self.file_offers) >= _JMI_OFFER_LIMIT:
+                del self.file_offers[next(iter(self.file_offers))]
+            self.file_offers[key] = active.jid
+            return active
+        target = self.file_offers.get(key)
+        if target is None:
+            return None
+        if action in ("retract", "reject", "proceed", "finish"):
+            del self.file_offers[key]
+        return self.sessions.get(target)
 
     def _notify_target(self, user: str, now: float) -> Session | None:
         return self.sessions.active_client(user, now, self.config.active_window)
@@ -245,6 +357,12 @@ class MdmCore:
         to = stanza.get("to")
         if not kind.copy or not to or bare(to) == user:
             return []  # messages to oneself reach every device as incoming messages
+        jmi = jingle_message(stanza)
+        if jmi is not None and (user, jmi[1]) in self.file_offers:
+            # R9.4: the answer to a file-transfer offer only one device got: the others never rang
+            if jmi[0] in ("reject", "proceed", "retract", "finish"):
+                del self.file_offers[(user, jmi[1])]
+            return []
         notify = False if kind.im and self.config.enabled else None  # a sent copy never notifies
         actions: list[Action] = []
         for other in self.sessions.mdm_sessions(user):
@@ -265,18 +383,27 @@ class MdmCore:
 
     def mode(self, s: Session, now: float) -> str | None:
         """R5.5: 'silent' (in the background while another client is active), 'quiet' (in the
-        background, nobody active) or None (in the foreground)."""
-        if not s.inactive:
+        background, nobody active) or None (in the foreground). R5.7: a hibernated session that did
+        not send <inactive/> is silent while another client is active, else served as stock."""
+        if not s.inactive and not s.phantom:
             return None
-        return "silent" if self._notify_target(s.user, now) is not None else "quiet"
+        active = self._notify_target(s.user, now) is not None
+        if not s.inactive:
+            return "silent" if active else None
+        return "silent" if active else "quiet"
 
     def _out(self, s: Session, d: Deliver, now: float) -> list[Action]:
         """Deliver ``d`` to ``s`` now, or hold it, by the table in mdm.buffers."""
         if s.sid is not None:
             d = dataclasses.replace(d, sid=s.sid)
-        if not s.inactive or not self.config.enabled:
+        if not self.config.enabled:
             return [d]
-        v = buffers.verdict(d.stanza, silent=self.mode(s, now) == "silent")
+        mode = self.mode(s, now)
+        if mode is None:
+            # R5.7: a hibernated session's buffer when the user's active client went away: what was
+            # held first, in order, then this (the server's own rules from here on)
+            return [*self._flush(s.jid, buffers.NO_ACTIVE_CLIENT, now), d] if s.jid in self.buffers else [d]
+        v = buffers.verdict(d.stanza, silent=mode == "silent")
         if v.decision is Decision.FLUSH:
             return [*self._flush(s.jid, v.reason, now), d]
         held = Held(self._next_id, dataclasses.replace(d, ref=None, delay=now), now, v.key)

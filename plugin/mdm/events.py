@@ -179,4 +179,15 @@ class DropHeld:
     ids: tuple[int, ...]
 
 
-Action = Deliver | Route | Ack | StoreHeld | DropHeld
+@dataclass(frozen=True, slots=True)
+class ActiveClient:
+    """R3.6: tell the bridge whether ``user`` has an active client (R3.1), so the server's push
+    module does not wake the user's other devices with an alerting push while there is one.
+    ``jid`` is the active client (None: nobody, pushes go out as stock) and ``remaining`` how many
+    more seconds it stays active unless it does something (the rest of the R3.1 window)."""
+    user: str
+    jid: str | None
+    remaining: float = 0.0
+
+
+Action = Deliver | Route | Ack | StoreHeld | DropHeld | ActiveClient

@@ -118,11 +118,12 @@ class SessionTable:
     def active_client(self, user: str, now: float, window: float) -> Session | None:
         """R3.1: the session that most recently sent available presence or an IM, if that was
         within ``window`` seconds. A session in the background never qualifies, so the next most
-        recent one takes over (R3.5). None when nobody qualifies (R3.3)."""
+        recent one takes over (R3.5); nor does a hibernated one (XEP-0198: its device is away, R5.7).
+        None when nobody qualifies (R3.3)."""
         best: Session | None = None
         for s in self.of_user(user):
             t = s.last_activity
-            if t is None or s.inactive or now - t > window:
+            if t is None or s.inactive or s.phantom or now - t > window:
                 continue
             if best is None or t > best.last_activity or (t == best.last_activity and s.seq > best.seq):
                 best = s
