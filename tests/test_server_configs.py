@@ -7,11 +7,12 @@ import yaml
 from mdm_harness.servers import ejabberd, prosody
 
 
-def test_ejabberd_config_with_the_bridge_replaces_carbons_and_csi_queueing(tmp_path):
+def test_ejabberd_config_with_the_bridge_keeps_stock_carbons_and_csi_for_fail_open(tmp_path):
     cfg = yaml.safe_load(ejabberd.render_config(5222, 5347, 5280, ack_timeout=2.0))
     mods = cfg["modules"]
     assert mods["mod_mdm_bridge"] == {"component": "mdm.localhost", "ack_timeout": 2}
-    assert "mod_carboncopy" not in mods and "mod_client_state" not in mods
+    # R9.10: they serve whenever the component does not
+    assert "mod_carboncopy" in mods and "mod_client_state" in mods
     (service,) = [lst for lst in cfg["listen"] if lst["module"] == "ejabberd_service"]
     assert service["hosts"] == {"mdm.localhost": {"password": ejabberd.SECRET}}
     assert all(lst["ip"] == "127.0.0.1" for lst in cfg["listen"])  # loopback only

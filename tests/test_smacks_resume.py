@@ -1,4 +1,4 @@
-"""R5.2 / R5.3 across XEP-0198 resumption on a real Prosody (issue 10, item 8).
+"""R5.2 / R5.3 across XEP-0198 resumption on a real Prosody and a real ejabberd (issue 10, item 8).
 
 mod_smacks gives a resumed session the new connection's filter list, so the bridge's hold filter
 was gone: a background phone that resumed got native stanzas (a headline) at once while the
@@ -22,7 +22,7 @@ from lxml import etree
 from mdm_harness.clients import ClientPool
 from mdm_harness.component_control import ComponentControl
 from mdm_harness.environment import DEFAULT_ACCOUNTS, online
-from mdm_harness.servers.prosody import start_prosody
+from mdm_harness.servers import start_server
 from mdm_harness.waiting import poll_until
 
 SM = "urn:xmpp:sm:3"
@@ -124,9 +124,13 @@ class RawClient:
             self._reader_task.cancel()
 
 
+STREAM_MANAGEMENT = {"prosody": "smacks", "ejabberd": "mod_stream_mgmt"}
+
+
 @pytest.mark.asyncio
-async def test_R5_2_a_resumed_background_session_keeps_its_stanzas_held_in_order(tmp_path):
-    server = await start_prosody(DEFAULT_ACCOUNTS, tmp_path / "prosody", extra_modules=("smacks",))
+@pytest.mark.parametrize("kind", ["prosody", "ejabberd"])
+async def test_R5_2_a_resumed_background_session_keeps_its_stanzas_held_in_order(tmp_path, kind):
+    server = await start_server(kind, DEFAULT_ACCOUNTS, tmp_path / kind, extra_modules=(STREAM_MANAGEMENT[kind],))
     control = ComponentControl(server)
     pool = ClientPool(server, control.sees_inactive)
     phone = RawClient(server.host, server.c2s_port)

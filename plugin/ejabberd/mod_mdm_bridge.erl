@@ -15,8 +15,16 @@
 %%%    RFC 6121 delivery or offline storage, exactly as without the bridge.
 %%%  * a session in the background (CSI inactive) has every stanza for it taken in
 %%%    c2s_filter_send and handed over as session-out (R5).
-%%%  * this module replaces mod_carboncopy (XEP-0280) and mod_client_state (XEP-0352): only the
-%%%    component copies and holds.
+%%%  * fail-open is stock (R9.10): ejabberd's own mod_carboncopy (XEP-0280) and mod_client_state
+%%%    (XEP-0352) stay loaded and serve whenever the component does not. The bridge answers the
+%%%    carbons iq itself and keeps each session's choice; mod_carboncopy copies by the
+%%%    'carboncopy' key of ejabberd_sm's session info, which the bridge sets only while it is in
+%%%    stock mode (each session's own process flips it when the mode changes). The hold filter
+%%%    runs before mod_client_state's and takes a background session's stanzas only while the
+%%%    component serves; otherwise mod_client_state queues them as it would without us.
+%%%  * limits (docs/operations.md): a message deeper than ?MAX_DEPTH or larger than ?MAX_EVENT
+%%%    bytes is not handed over (native path, stock carbons for it); an <events/> stanza carries
+%%%    at most batch_size events and about ?MAX_BATCH bytes.
 %%%
 %%% Fail open (nothing is lost): while the component is not connected every message takes the
 %%% native path; messages handed over but not answered are delivered natively when the component
@@ -48,10 +56,10 @@
 -export([start/2, stop/1, reload/3, depends/2, mod_opt_type/1, mod_options/1, mod_doc/0]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2, code_change/3]).
 -export([sm_receive_packet/1, user_send_packet/1, sm_register_connection_hook/3,
-         sm_remove_connection_hook/3, c2s_post_auth_features/2, c2s_authenticated_packet/2,
+         sm_remove_connection_hook/3, c2s_authenticated_packet/2,
          c2s_filter_send/1, c2s_handle_info/2, local_send_to_resource/1,
          c2s_session_pending/1, c2s_session_resumed/1, c2s_copy_session/2,
-         component_connected/1, component_disconnected/2, disco_features/5, iq_carbons/1]).
+         component_connected/1, component_disconnected/2, iq_carbons/1, filter_packet/1]).
 
 -include("logger.hrl").
 -include("xmpp.hrl").
@@ -60,6 +68,10 @@
 -define(NS_BRIDGE, <<"urn:x-open-mdm:bridge:0">>).
 -define(NS_NOTIFY, <<"urn:x-open-mdm:notify:0">>).
 -define(TICK, 1000).
+-define(MAX_DEPTH, 1000).            % the component reads 2048 levels; hand over no deeper than this
+-define(MAX_EVENT, 508 * 1024).      % one event, well under the component's 1 MiB stanza limit
+-define(MAX_BATCH, 256 * 1024).      % bytes of events in one <events/> stanza
+-define(FLIP_WAIT, 1000).            % ms to wait for the sessions to switch carbons mode
 
 %% One row per bound session of this host, keyed by its lowercased {bare, resource}: written by
 %% the session's own c2s process (bind, carbons, CSI, presence), read by every hook.
@@ -85,22 +97,19 @@
                 %% ref -> {in, Packet, At} | {out, Pid, Key, Packet, At}
                 pending = #{} :: #{integer() => tuple()},
                 batch = [] :: [fxml:xmlel()],
-                batch_len = 0 :: non_neg_integer()}).
+                batch_len = 0 :: non_neg_integer(),
+                batch_bytes = 0 :: non_neg_integer(),
+                %% refs one of whose deliveries reached a session; the component may split a
+                %% message's deliveries and its ack over several command stanzas
+                reached = #{} :: #{integer() => true}}).
 
 %%%===================================================================
 %%% gen_mod
 %%%===================================================================
 start(Host, Opts) ->
-    case gen_mod:is_loaded(Host, mod_carboncopy) of
-        true -> ?ERROR_MSG("mod_carboncopy is loaded beside mod_mdm_bridge on ~ts: disable it, "
-                           "the MDM component copies messages", [Host]);
-        false -> ok
-    end,
-    case gen_mod:is_loaded(Host, mod_client_state) of
-        true -> ?ERROR_MSG("mod_client_state is loaded beside mod_mdm_bridge on ~ts: disable it, "
-                           "the MDM component holds stanzas", [Host]);
-        false -> ok
-    end,
+    [?ERROR_MSG("~ts is not loaded on ~ts: mod_mdm_bridge needs it to give users stock behaviour "
+                "while the MDM component is not serving (R9.10); add \"~ts: {}\" to modules", [M, Host, M])
+     || M <- [mod_carboncopy, mod_client_state], not gen_mod:is_loaded(Host, M)],
     gen_mod:start_child(?MODULE, Host, Opts).
 
 stop(Host) ->
@@ -109,8 +118,9 @@ stop(Host) ->
 reload(Host, NewOpts, _OldOpts) ->
     gen_server:cast(proc(Host), {reload, NewOpts}).
 
+%% Started after them, so the carbons iq handler registered last, ours, is the one that runs.
 depends(_Host, _Opts) ->
-    [].
+    [{mod_carboncopy, hard}, {mod_client_state, hard}].
 
 mod_opt_type(component) -> econf:binary();
 mod_opt_type(ack_timeout) -> econf:pos_int();
@@ -135,11 +145,36 @@ component_of(Host, Opts) ->
         C -> C
     end.
 
-%% The component's connection state as the bridge process last saw it.
+%% The component's connection state as the bridge process last saw it: messages are handed over
+%% only while it is true.
 connected(Host) ->
     try ets:lookup_element(misc_tab(Host), connected, 2)
     catch error:badarg -> false
     end.
+
+%% stock: mod_carboncopy copies (the component is not serving, R9.10); mdm: the component does.
+%% Set by the bridge process before it asks the sessions to switch, read by the carbons iq in the
+%% session's own process: a session that enables carbons meanwhile ends up right either way.
+mode(Host) ->
+    try ets:lookup_element(misc_tab(Host), mode, 2)
+    catch error:badarg -> stock
+    end.
+
+%% mod_carboncopy's flag for this session (run in the session's own process: ejabberd_sm accepts
+%% nothing else).
+stock_carbons(#jid{luser = U, lserver = S, lresource = R}, true) ->
+    ejabberd_sm:set_user_info(U, S, R, carboncopy, ?NS_CARBONS_2);
+stock_carbons(#jid{luser = U, lserver = S, lresource = R}, false) ->
+    ejabberd_sm:del_user_info(U, S, R, carboncopy).
+
+%% Limits (docs/operations.md): what the component cannot take is not handed over.
+fits(Pkt) ->
+    erlang:external_size(Pkt) =< ?MAX_EVENT andalso depth_within(xmpp:encode(Pkt), ?MAX_DEPTH).
+
+depth_within(_, 0) -> false;
+depth_within(#xmlel{children = Children}, N) ->
+    lists:all(fun(#xmlel{} = C) -> depth_within(C, N - 1); (_) -> true end, Children);
+depth_within(_, _) -> true.
 
 now_ms() -> erlang:monotonic_time(millisecond).
 
@@ -222,6 +257,8 @@ iq_carbons(#iq{type = set, from = From, sub_els = [El]} = IQ)
     Host = From#jid.lserver,
     update(Host, key(jid:tolower(From)), {#s.carbons, Enable}),
     set_matters(From),
+    %% R9.10: mod_carboncopy serves this session too while the component does not
+    stock_carbons(From, Enable andalso mode(Host) == stock),
     event(Host, el(<<"carbons">>, [{<<"jid">>, jid:encode(From)},
                                    {<<"enabled">>, atom_to_binary(Enable, latin1)}])),
     xmpp:make_iq_result(IQ);
@@ -230,23 +267,13 @@ iq_carbons(#iq{type = set, lang = Lang} = IQ) ->
 iq_carbons(#iq{lang = Lang} = IQ) ->
     xmpp:make_error(IQ, xmpp:err_not_allowed(<<"Value 'get' of 'type' attribute is not allowed">>, Lang)).
 
-disco_features(empty, From, To, <<"">>, Lang) ->
-    disco_features({result, []}, From, To, <<"">>, Lang);
-disco_features({result, Feats}, _From, _To, <<"">>, _Lang) ->
-    {result, [?NS_CARBONS_2 | Feats]};
-disco_features(Acc, _From, _To, _Node, _Lang) ->
-    Acc.
-
-c2s_post_auth_features(Acc, _Host) ->
-    [#feature_csi{} | Acc].
-
 %% XEP-0352: the state is kept in the c2s state (for the hold filter) and in the session row (for
-%% a reconnecting component).
+%% a reconnecting component). mod_client_state sees the nonza too (R9.10: it holds while we don't).
 c2s_authenticated_packet(#{jid := JID, lserver := Host} = State, #csi{type = T}) ->
     update(Host, key(jid:tolower(JID)), {#s.csi, T}),
     set_matters(JID),
     event(Host, el(<<"csi">>, [{<<"jid">>, jid:encode(JID)}, {<<"state">>, atom_to_binary(T, latin1)}])),
-    {stop, State#{mdm_csi => T}};
+    State#{mdm_csi => T};
 c2s_authenticated_packet(State, _) ->
     State.
 
@@ -319,13 +346,32 @@ c2s_session_pending(#{jid := JID, lserver := Host} = State) ->
     hibernated(Host, JID, true),
     State.
 
+%% A resumed session carries on in a new process, registered as a new session: it keeps its
+%% carbons choice (copied below) and its CSI state (in the c2s state).
 c2s_session_resumed(#{jid := JID, lserver := Host} = State) ->
-    hibernated(Host, JID, false),
-    State.
+    case maps:take(mdm_carbons, State) of
+        {true, State1} ->
+            update(Host, key(jid:tolower(JID)), [{#s.carbons, true} | [{#s.csi, C} || #{mdm_csi := C} <- [State]]]),
+            set_matters(JID),
+            stock_carbons(JID, mode(Host) == stock),
+            event(Host, el(<<"carbons">>, [{<<"jid">>, jid:encode(JID)}, {<<"enabled">>, <<"true">>}])),
+            hibernated(Host, JID, false),
+            State1;
+        _ ->
+            hibernated(Host, JID, false),
+            maps:remove(mdm_carbons, State)
+    end.
 
-%% A resumed session carries on in a new process: it keeps its CSI state.
-c2s_copy_session(State, #{mdm_csi := Csi}) ->
-    State#{mdm_csi => Csi};
+c2s_copy_session(State, #{jid := JID, lserver := Host} = Old) ->
+    Carbons = case ets:lookup(sessions_tab(Host), key(jid:tolower(JID))) of
+                  [#s{carbons = C}] -> C;
+                  [] -> false
+              end,
+    State1 = State#{mdm_carbons => Carbons},
+    case Old of
+        #{mdm_csi := Csi} -> State1#{mdm_csi => Csi};
+        _ -> State1
+    end;
 c2s_copy_session(State, _) ->
     State.
 
@@ -351,6 +397,7 @@ sm_receive_packet(#message{to = #jid{luser = U, lserver = Host} = To, from = Fro
         orelse (From#jid.luser == U andalso From#jid.lserver == Host andalso From#jid.lresource == <<>>)
         orelse not connected(Host)
         orelse not component_can_matter(U, Host)
+        orelse not fits(Pkt)                       % over the limits: native path, stock carbons
         orelse not privacy_allows(Host, To, Pkt),
     case Skip of
         true -> Pkt;
@@ -390,7 +437,8 @@ c2s_filter_send({#iq{type = T, id = Id} = Pkt, #{mdm_push_iq := Id, jid := JID, 
     c2s_filter_send({Pkt, maps:remove(mdm_push_iq, State)});
 c2s_filter_send({Pkt, #{mdm_csi := inactive, jid := JID, lserver := Host} = State} = Acc)
   when ?is_stanza(Pkt) ->
-    case xmpp:get_meta(Pkt, mdm_bypass, false) orelse not connected(Host) of
+    %% not serving: mod_client_state, after us, holds as it would without us (R9.10)
+    case xmpp:get_meta(Pkt, mdm_bypass, false) orelse not connected(Host) orelse not fits(Pkt) of
         true -> Acc;
         false ->
             {Ref, Wire} = next_ref(Host),
@@ -408,6 +456,11 @@ c2s_filter_send(Acc) ->
 %% A delivery the bridge process asks this session's c2s process to make, as is.
 c2s_handle_info(State, {mdm_deliver, Pkt}) ->
     {stop, ejabberd_c2s:send(State, xmpp:put_meta(Pkt, mdm_bypass, true))};
+%% The bridge switches this session's stock carbons (R9.10), then waits for the answer.
+c2s_handle_info(#{jid := JID} = State, {mdm_stock_carbons, Stock, From, Ref}) ->
+    stock_carbons(JID, Stock),
+    From ! {mdm_switched, Ref},
+    {stop, State};
 c2s_handle_info(State, _) ->
     State.
 
@@ -422,6 +475,22 @@ local_send_to_resource(#message{from = From, to = #jid{lserver = Host, luser = <
     end;
 local_send_to_resource(_) ->
     ok.
+
+%% A stanza for the component that it could not read is refused here, with an error to its sender,
+%% so no client can drop the component's link (R9.6, docs/operations.md). The router runs this for
+%% every stanza: anything not addressed to one of our components passes after one lookup.
+filter_packet(Pkt) ->
+    case xmpp:get_to(Pkt) of
+        #jid{luser = <<>>, lserver = D} ->
+            case lists:member(D, persistent_term:get({?MODULE, components}, [])) andalso not fits(Pkt) of
+                true ->
+                    ejabberd_router:route_error(Pkt, xmpp:err_policy_violation(
+                                                       <<"Too large or too deeply nested">>, xmpp:get_lang(Pkt))),
+                    drop;
+                false -> Pkt
+            end;
+        _ -> Pkt
+    end.
 
 %% These hooks run only on the node the component connects to: they wake every node's bridge,
 %% which then looks at the route table itself (and each also looks on its tick).
@@ -456,7 +525,10 @@ init([Host, Opts]) ->
     {ok, check_route(State)}.
 
 configure(State, Opts) ->
-    State#state{component = component_of(State#state.host, Opts),
+    Comp = component_of(State#state.host, Opts),
+    Known = persistent_term:get({?MODULE, components}, []),
+    lists:member(Comp, Known) orelse persistent_term:put({?MODULE, components}, [Comp | Known]),
+    State#state{component = Comp,
                 ack_timeout = gen_mod:get_opt(ack_timeout, Opts),
                 batch_size = gen_mod:get_opt(batch_size, Opts)}.
 
@@ -465,37 +537,40 @@ add_hooks(Host) ->
     ejabberd_hooks:add(user_send_packet, Host, ?MODULE, user_send_packet, 89),
     ejabberd_hooks:add(sm_register_connection_hook, Host, ?MODULE, sm_register_connection_hook, 50),
     ejabberd_hooks:add(sm_remove_connection_hook, Host, ?MODULE, sm_remove_connection_hook, 50),
-    ejabberd_hooks:add(c2s_post_auth_features, Host, ?MODULE, c2s_post_auth_features, 50),
     ejabberd_hooks:add(c2s_authenticated_packet, Host, ?MODULE, c2s_authenticated_packet, 50),
-    ejabberd_hooks:add(c2s_filter_send, Host, ?MODULE, c2s_filter_send, 50),
+    %% before mod_client_state's filters (50, and they sort before ours by name)
+    ejabberd_hooks:add(c2s_filter_send, Host, ?MODULE, c2s_filter_send, 49),
     ejabberd_hooks:add(c2s_handle_info, Host, ?MODULE, c2s_handle_info, 50),
     ejabberd_hooks:add(local_send_to_resource_hook, Host, ?MODULE, local_send_to_resource, 50),
-    ejabberd_hooks:add(disco_local_features, Host, ?MODULE, disco_features, 50),
     ejabberd_hooks:add(c2s_session_pending, Host, ?MODULE, c2s_session_pending, 50),
     ejabberd_hooks:add(c2s_session_resumed, Host, ?MODULE, c2s_session_resumed, 50),
     ejabberd_hooks:add(c2s_copy_session, Host, ?MODULE, c2s_copy_session, 50),
     ejabberd_hooks:add(component_connected, ?MODULE, component_connected, 50),
+    ejabberd_hooks:add(filter_packet, ?MODULE, filter_packet, 50),
     ejabberd_hooks:add(component_disconnected, ?MODULE, component_disconnected, 50),
     gen_iq_handler:add_iq_handler(ejabberd_sm, Host, ?NS_CARBONS_2, ?MODULE, iq_carbons).
 
 del_hooks(Host) ->
     gen_iq_handler:remove_iq_handler(ejabberd_sm, Host, ?NS_CARBONS_2),
+    case gen_mod:is_loaded(Host, mod_carboncopy) of  % give the carbons iq back to it
+        true -> gen_iq_handler:add_iq_handler(ejabberd_sm, Host, ?NS_CARBONS_2, mod_carboncopy, iq_handler);
+        false -> ok
+    end,
     ejabberd_hooks:delete(sm_receive_packet, Host, ?MODULE, sm_receive_packet, 100),
     ejabberd_hooks:delete(user_send_packet, Host, ?MODULE, user_send_packet, 89),
     ejabberd_hooks:delete(sm_register_connection_hook, Host, ?MODULE, sm_register_connection_hook, 50),
     ejabberd_hooks:delete(sm_remove_connection_hook, Host, ?MODULE, sm_remove_connection_hook, 50),
-    ejabberd_hooks:delete(c2s_post_auth_features, Host, ?MODULE, c2s_post_auth_features, 50),
     ejabberd_hooks:delete(c2s_authenticated_packet, Host, ?MODULE, c2s_authenticated_packet, 50),
-    ejabberd_hooks:delete(c2s_filter_send, Host, ?MODULE, c2s_filter_send, 50),
+    ejabberd_hooks:delete(c2s_filter_send, Host, ?MODULE, c2s_filter_send, 49),
     ejabberd_hooks:delete(c2s_handle_info, Host, ?MODULE, c2s_handle_info, 50),
     ejabberd_hooks:delete(local_send_to_resource_hook, Host, ?MODULE, local_send_to_resource, 50),
-    ejabberd_hooks:delete(disco_local_features, Host, ?MODULE, disco_features, 50),
     ejabberd_hooks:delete(c2s_session_pending, Host, ?MODULE, c2s_session_pending, 50),
     ejabberd_hooks:delete(c2s_session_resumed, Host, ?MODULE, c2s_session_resumed, 50),
     ejabberd_hooks:delete(c2s_copy_session, Host, ?MODULE, c2s_copy_session, 50),
     case [H || H <- ejabberd_option:hosts(), H /= Host, gen_mod:is_loaded(H, ?MODULE)] of
         [] ->
             ejabberd_hooks:delete(component_connected, ?MODULE, component_connected, 50),
+            ejabberd_hooks:delete(filter_packet, ?MODULE, filter_packet, 50),
             ejabberd_hooks:delete(component_disconnected, ?MODULE, component_disconnected, 50);
         _ -> ok
     end.
@@ -522,7 +597,7 @@ handle_cast({commands, From, El}, #state{component = Comp} = State) ->
     end;
 handle_cast({node_commands, El}, State) ->
     %% Forwarded by the bridge of the node the component is connected to (checked there).
-    {noreply, run_commands(El#xmlel.children, #{}, State)};
+    {noreply, run_commands(El#xmlel.children, State)};
 handle_cast(check_route, State) ->
     {noreply, check_route(State)};
 handle_cast({reload, Opts}, State) ->
@@ -534,8 +609,11 @@ handle_info(flush, State) ->
     {noreply, flush_events(State)};
 handle_info({'DOWN', Mon, process, _Pid, Reason}, #state{comp_mon = Mon, host = Host, component = Comp} = State) ->
     ets:insert(misc_tab(Host), {connected, false}),
-    ?WARNING_MSG("MDM component ~ts disconnected (~p); delivering natively until it is back", [Comp, Reason]),
-    State1 = fail_open_all(State#state{comp_pid = undefined, comp_mon = undefined, batch = [], batch_len = 0}),
+    ?WARNING_MSG("MDM component ~ts disconnected (~p); stock delivery until it is back", [Comp, Reason]),
+    %% R9.10: stock carbons first, so what was held is delivered natively with its stock copies
+    switch_mode(Host, stock),
+    State1 = fail_open_all(State#state{comp_pid = undefined, comp_mon = undefined, batch = [], batch_len = 0,
+                                       batch_bytes = 0}),
     {noreply, check_route(State1)};
 handle_info({nodedown, Node}, #state{comp_pid = Pid} = State) when Pid /= undefined ->
     ?WARNING_MSG("Cluster node ~ts is down: its sessions are gone; telling the MDM component", [Node]),
@@ -556,15 +634,35 @@ handle_info(tick, #state{pending = Pending, ack_timeout = Timeout, component = C
                            [Comp, Ref, Timeout]),
               deliver_natively(maps:get(Ref, Pending), State)
       end, Late),
-    {noreply, State#state{pending = maps:without(Late, Pending)}};
+    {noreply, State#state{pending = maps:without(Late, Pending), reached = maps:without(Late, State#state.reached)}};
 handle_info(_Info, State) ->
     {noreply, State}.
 
 terminate(_Reason, #state{host = Host} = State) ->
-    del_hooks(Host),
     ets:insert(misc_tab(Host), {connected, false}),
+    switch_mode(Host, stock),
+    del_hooks(Host),
     fail_open_all(State),
     ok.
+
+%% R9.10: every local session that enabled carbons gets mod_carboncopy's flag (stock) or loses it
+%% (mdm); each session's own process writes it, and we wait (bounded) until they all did.
+switch_mode(Host, Mode) ->
+    ets:insert(misc_tab(Host), {mode, Mode}),
+    Ref = make_ref(),
+    Pids = [Pid || #s{pid = Pid, carbons = true} <- ets:tab2list(sessions_tab(Host))],
+    [Pid ! {mdm_stock_carbons, Mode == stock, self(), Ref} || Pid <- Pids],
+    Deadline = erlang:monotonic_time(millisecond) + ?FLIP_WAIT,
+    Missing = await_switched(Ref, length(Pids), Deadline),
+    Missing > 0 andalso ?WARNING_MSG("~p session(s) on ~ts did not switch to ~p carbons within ~pms",
+                                     [Missing, Host, Mode, ?FLIP_WAIT]),
+    ok.
+
+await_switched(_Ref, 0, _Deadline) -> 0;
+await_switched(Ref, N, Deadline) ->
+    receive {mdm_switched, Ref} -> await_switched(Ref, N - 1, Deadline)
+    after max(0, Deadline - erlang:monotonic_time(millisecond)) -> N
+    end.
 
 code_change(_OldVsn, State, _Extra) ->
     {ok, State}.
@@ -580,8 +678,16 @@ queue_event(El, #state{batch = [], batch_len = 0} = State) ->
 queue_event(El, State) ->
     queue_event1(El, State).
 
-queue_event1(El, #state{batch = B, batch_len = N, batch_size = Max} = State) ->
-    State1 = State#state{batch = [El | B], batch_len = N + 1},
+%% A batch ends at batch_size events or ?MAX_BATCH bytes (an estimate: the term's size), so no
+%% <events/> stanza outgrows what the component reads (docs/operations.md).
+queue_event1(El, #state{batch = B, batch_len = N, batch_bytes = Bytes, batch_size = Max} = State) ->
+    Size = erlang:external_size(El),
+    State0 = case B /= [] andalso Bytes + Size > ?MAX_BATCH of
+                 true -> flush_events(State);
+                 false -> State
+             end,
+    State1 = State0#state{batch = [El | State0#state.batch], batch_len = State0#state.batch_len + 1,
+                          batch_bytes = State0#state.batch_bytes + Size},
     case N + 1 >= Max of
         true -> flush_events(State1);
         false -> State1
@@ -595,9 +701,9 @@ flush_events(#state{batch = B, host = Host, component = Comp, comp_pid = Pid, no
                     children = lists:reverse(B)},
     %% Straight to the connection we pair with (the route table may hold another one).
     Pid ! {route, #message{from = jid:make(Host), to = jid:make(Comp), sub_els = [Events]}},
-    State#state{batch = [], batch_len = 0};
+    State#state{batch = [], batch_len = 0, batch_bytes = 0};
 flush_events(State) ->
-    State#state{batch = [], batch_len = 0}.
+    State#state{batch = [], batch_len = 0, batch_bytes = 0}.
 
 %% The component's connection: the process behind its route, on any node. While we have none,
 %% pair with the lowest live pid there is (every node picks the same one) and monitor it.
@@ -622,13 +728,14 @@ alive(P) -> lists:member(node(P), nodes()).
 %% from a clean slate for this node.
 on_connected(#state{host = Host, component = Comp} = State, Pid) ->
     Mon = erlang:monitor(process, Pid),
+    switch_mode(Host, mdm),  % the component copies from now on, not mod_carboncopy (R9.10)
     ets:insert(misc_tab(Host), {connected, true}),
     Now = now_ms(),
     Events = lists:flatmap(fun(S) -> session_events(S, Now) end, ets:tab2list(sessions_tab(Host)))
         ++ [push_event(Host, U, true) || gen_mod:is_loaded(Host, mod_push),
                                          {U, _} <- ejabberd_auth:get_users(Host), push_registered(Host, U)],
     State1 = lists:foldl(fun queue_event1/2,
-                         State#state{comp_pid = Pid, comp_mon = Mon, batch = [], batch_len = 0},
+                         State#state{comp_pid = Pid, comp_mon = Mon, batch = [], batch_len = 0, batch_bytes = 0},
                          %% every node of the cluster reports its own sessions (R9.8)
                          [el(<<"sync">>, [{<<"nodes">>, str:join([atom_to_binary(N, utf8)
                                                                    || N <- ejabberd_cluster:get_nodes()],
@@ -653,7 +760,7 @@ session_events(#s{jid = J, sid = Sid, carbons = C, csi = Csi, prio = Prio, activ
 %% Held refs are delivered natively in the order they were handed over (refs increase).
 fail_open_all(#state{pending = Pending} = State) ->
     lists:foreach(fun({_Ref, P}) -> deliver_natively(P, State) end, lists:sort(maps:to_list(Pending))),
-    State#state{pending = #{}}.
+    State#state{pending = #{}, reached = #{}}.
 
 %% What would have happened without the bridge: ejabberd_sm routes the message (it is marked, so
 %% this module lets it pass), or the stanza for a background session is sent to it.
@@ -669,7 +776,7 @@ deliver_natively({out, Pid, Key, Pkt, _}, #state{host = Host}) ->
 %% held, so that node's deliveries keep their order (R9.8).
 commands(El, #state{node = Node, host = Host} = State) ->
     case fxml:get_tag_attr_s(<<"node">>, El) of
-        N when N == <<>>; N == Node -> run_commands(El#xmlel.children, #{}, State);
+        N when N == <<>>; N == Node -> run_commands(El#xmlel.children, State);
         N ->
             try binary_to_existing_atom(N, utf8) of
                 Other -> gen_server:cast({proc(Host), Other}, {node_commands, El})
@@ -679,10 +786,12 @@ commands(El, #state{node = Node, host = Host} = State) ->
             State
     end.
 
-%% Commands in one stanza are carried out in order and together (docs/bridge-protocol.md).
-run_commands([], _Reached, State) ->
+%% Commands in one stanza are carried out in order and together (docs/bridge-protocol.md). A
+%% message's deliveries and its ack may come in several stanzas (the component splits what is
+%% too large): whether one of its deliveries reached a session is kept per ref until the ack.
+run_commands([], State) ->
     State;
-run_commands([#xmlel{name = Name, attrs = Attrs} = Cmd | Rest], Reached, #state{pending = Pending, tag = Tag} = State) ->
+run_commands([#xmlel{name = Name, attrs = Attrs} = Cmd | Rest], #state{pending = Pending, tag = Tag} = State) ->
     Ref = case fxml:get_attr(<<"ref">>, Attrs) of
               {value, R} -> local_ref(Tag, R);
               false -> undefined
@@ -696,9 +805,9 @@ run_commands([#xmlel{name = Name, attrs = Attrs} = Cmd | Rest], Reached, #state{
             Done = (Ref == undefined orelse P /= undefined)
                 andalso deliver(State, To, payload(Cmd, P), Notify),
             run_commands(Rest, case Done andalso Ref /= undefined of
-                                   true -> Reached#{Ref => true};
-                                   false -> Reached
-                               end, State);
+                                   true -> State#state{reached = (State#state.reached)#{Ref => true}};
+                                   false -> State
+                               end);
         <<"fanout">> when P /= undefined ->
             Pkt = held_packet(P),
             Any = lists:foldl(
@@ -706,29 +815,32 @@ run_commands([#xmlel{name = Name, attrs = Attrs} = Cmd | Rest], Reached, #state{
                             Sids = binary:split(fxml:get_attr_s(Attr, Attrs), <<" ">>, [global, trim_all]),
                             lists:foldl(fun(Sid, A) -> deliver_sid(State, Sid, Pkt, Hint) or A end, Acc, Sids)
                     end, false, [{<<"notify">>, <<"true">>}, {<<"silent">>, <<"false">>}, {<<"plain">>, <<>>}]),
-            run_commands(Rest, Reached, finish(Ref, P, Any, false, State));
+            run_commands(Rest, finish(Ref, P, Any, false, State));
         <<"route">> when P /= undefined ->
             deliver_natively(P, State),
-            run_commands(Rest, Reached, State#state{pending = maps:remove(Ref, Pending)});
+            run_commands(Rest, forget(Ref, State));
         <<"ack">> when P /= undefined ->
             Held = fxml:get_attr_s(<<"held">>, Attrs) == <<"true">>,
-            run_commands(Rest, Reached, finish(Ref, P, maps:is_key(Ref, Reached), Held, State));
+            run_commands(Rest, finish(Ref, P, false, Held, State));
         _ when Name == <<"fanout">>; Name == <<"route">>; Name == <<"ack">> ->
-            run_commands(Rest, Reached, State);  % a ref already delivered natively
+            run_commands(Rest, State);  % a ref already delivered natively
         _ ->
             ?WARNING_MSG("Unknown MDM bridge command <~ts/>", [Name]),
-            run_commands(Rest, Reached, State)
+            run_commands(Rest, State)
     end;
-run_commands([_ | Rest], Reached, State) ->
-    run_commands(Rest, Reached, State).
+run_commands([_ | Rest], State) ->
+    run_commands(Rest, State).
 
 %% An ack whose deliveries all missed (the sessions left meanwhile) is a route: offline storage
 %% keeps the message (R2.2). Held: the component keeps it in a buffer.
-finish(Ref, {in, _, _} = P, false, false, State) ->
+finish(Ref, {in, _, _} = P, false, false, #state{reached = Reached} = State) when not is_map_key(Ref, Reached) ->
     deliver_natively(P, State),
-    State#state{pending = maps:remove(Ref, State#state.pending)};
+    forget(Ref, State);
 finish(Ref, _P, _Reached, _Held, State) ->
-    State#state{pending = maps:remove(Ref, State#state.pending)}.
+    forget(Ref, State).
+
+forget(Ref, #state{pending = Pending, reached = Reached} = State) ->
+    State#state{pending = maps:remove(Ref, Pending), reached = maps:remove(Ref, Reached)}.
 
 held_packet({in, Pkt, _}) -> Pkt;
 held_packet({out, _, _, Pkt, _}) -> Pkt.
