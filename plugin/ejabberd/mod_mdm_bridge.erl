@@ -628,12 +628,10 @@ handle_info(tick, #state{pending = Pending, ack_timeout = Timeout, component = C
     State = check_route(State0),
     Limit = now_ms() - Timeout * 1000,
     Late = [Ref || {Ref, P} <- lists:sort(maps:to_list(Pending)), held_at(P) < Limit],
-    lists:foreach(
-      fun(Ref) ->
-              ?WARNING_MSG("MDM component ~ts did not answer for message ~p within ~ps; delivering natively",
-                           [Comp, Ref, Timeout]),
-              deliver_natively(maps:get(Ref, Pending), State)
-      end, Late),
+    %% one line per tick, however many (issue 10.9: logs an admin can act on, not a flood)
+    Late /= [] andalso ?WARNING_MSG("MDM component ~ts did not answer for ~p message(s) within ~ps; "
+                                    "delivering them natively", [Comp, length(Late), Timeout]),
+    lists:foreach(fun(Ref) -> deliver_natively(maps:get(Ref, Pending), State) end, Late),
     {noreply, State#state{pending = maps:without(Late, Pending), reached = maps:without(Late, State#state.reached)}};
 handle_info(_Info, State) ->
     {noreply, State}.
