@@ -73,6 +73,7 @@ class Device:
         self.domain = domain
         self.arrivals: list[Arrival] = []
         self.seen: set[int] = set()
+        self.expected_from = 0  # the first IM this device must get (a device added later: after its connect)
         self.changed = changed or asyncio.Event()
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
@@ -211,9 +212,11 @@ class Tally:
     duplicated: int
     out_of_order: int
     hinted: int  # arrivals with the notification hint (delivered by MDM)
+    disconnected: bool = False  # its connection ended (e.g. its node was killed): not counted as loss
 
     @classmethod
-    def of(cls, device: Device, expected: set[int]) -> Tally:
+    def of(cls, device: Device, sent: int) -> Tally:
+        expected = set(range(device.expected_from, sent))
         seqs = [s for s in device.seqs() if s in expected]
         out_of_order, highest = 0, -1
         for s in seqs:
@@ -221,7 +224,8 @@ class Tally:
                 out_of_order += 1
             highest = max(highest, s)
         return cls(device.name, len(seqs), len(expected - set(seqs)), len(seqs) - len(set(seqs)), out_of_order,
-                   sum(1 for a in device.arrivals if a.seq in expected and a.notify is not None))
+                   sum(1 for a in device.arrivals if a.seq in expected and a.notify is not None),
+                   device.closed.is_set())
 
 
 @dataclass
@@ -232,13 +236,14 @@ class FaultReport:
 
     @property
     def clean(self) -> bool:
-        return all(t.lost == 0 and t.duplicated == 0 for t in self.tallies)
+        return all(t.lost == 0 and t.duplicated == 0 for t in self.tallies if not t.disconnected)
 
     def format(self) -> str:
         lines = [f"  sent {self.sent} IMs"]
         for t in self.tallies:
             lines.append(f"  {t.device:20} received {t.received:6}  lost {t.lost:4}  duplicated {t.duplicated:4}  "
-                         f"out of order {t.out_of_order:4}  with hint {t.hinted:6}")
+                         f"out of order {t.out_of_order:4}  with hint {t.hinted:6}"
+                         + ("  (connection lost)" if t.disconnected else ""))
         for what, seconds in self.mdm_again:
             lines.append(f"  {what}: MDM again after {seconds * 1000:.0f} ms")
         return "\n".join(lines)
@@ -330,7 +335,7 @@ class FaultBench:
         (MDM serves them all); returns when the last one did. Without traffic running, IMs are
         sent here (one per arrival) so something can prove it."""
         since = time.monotonic() if since is None else since
-        pending = {d.name for d in self.devices}
+        pending = {d.name for d in self.devices if not d.closed.is_set()}
         last = since
 
         def done() -> bool:
@@ -367,22 +372,35 @@ class FaultBench:
         self.mdm_again.append((what, last - at))
         return last - at
 
+    async def add_device(self, endpoint: Endpoint) -> Device:
+        """Connect another device (e.g. one that logs in again on a surviving node): it must get
+        every IM sent from the moment its connect completed."""
+        device = Device(endpoint, self.domain, self.changed)
+        await device.connect()
+        device.expected_from = len(self.sent_at)
+        self.devices.append(device)
+        return device
+
     async def finish(self, timeout: float = 60.0) -> FaultReport:
-        """Stop the traffic, wait until every device has every IM (or the timeout: then the
-        report shows what is lost), then a ping round trip per device so late duplicates show."""
+        """Stop the traffic, wait until every connected device has every IM it must get (or the
+        timeout: then the report shows what is lost), then a ping round trip per device so late
+        duplicates show. Devices whose connection ended are reported, flagged, not waited for."""
         sent = await self.stop_traffic()
-        expected = set(range(sent))
+
+        def complete(d: Device) -> bool:
+            if d.closed.is_set():
+                return True
+            return len(d.seen) >= sent - d.expected_from and all(n in d.seen for n in range(d.expected_from, sent))
         with contextlib.suppress(TimeoutError):
-            await self.until(lambda: all(len(d.seen) >= sent and expected <= d.seen for d in self.devices), timeout,
-                             "every IM on every device")
+            await self.until(lambda: all(complete(d) for d in self.devices), timeout, "every IM on every device")
         for d in self.devices:
             if not d.closed.is_set():
                 await d.ping()
         return self.report()
 
     def report(self) -> FaultReport:
-        expected = set(range(len(self.sent_at)))
-        return FaultReport(len(self.sent_at), [Tally.of(d, expected) for d in self.devices], list(self.mdm_again))
+        sent = len(self.sent_at)
+        return FaultReport(sent, [Tally.of(d, sent) for d in self.devices], list(self.mdm_again))
 
     async def close(self) -> None:
         self._stop.set()
