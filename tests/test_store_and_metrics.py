@@ -3,6 +3,7 @@
 import asyncio
 
 import pytest
+from lxml import etree
 
 from mdm.component import Component
 from mdm.config import from_dict
@@ -85,3 +86,61 @@ async def test_metrics_of_a_component_carry_the_R6_and_R7_names(tmp_path):
     assert set(NAMES) <= set(got)
     assert {"JsmClientSessionsActive", "JsmPhantomSessionsActive", "JsmHybridSessionsActive",
             "JSMSessionsExceedsThreshold"} <= set(got)
+
+
+class SlowStore:
+    """An async store whose writes wait on a gate: a stand-in for PostgreSQL's round trip."""
+
+    def __init__(self, log):
+        self.log = log
+        self.gate = asyncio.Event()
+
+    async def load(self):
+        return {}
+
+    async def apply(self, actions):
+        actions = list(actions)
+        await self.gate.wait()
+        self.log.append(("store", [type(a).__name__ for a in actions]))
+
+    async def close(self):
+        pass
+
+
+class RecordingLink:
+    def __init__(self, log):
+        self.log = log
+
+    def send(self, stanzas):
+        self.log.append(("send", [etree.QName(c).localname for s in stanzas for c in s[0]]))
+
+
+def events(*items: str) -> etree._Element:
+    return etree.fromstring(f"<message xmlns='jabber:component:accept' from='localhost' to='mdm.localhost'>"
+                            f"<events xmlns='urn:x-open-mdm:bridge:0'>{''.join(items)}</events></message>")
+
+
+@pytest.mark.asyncio
+async def test_R5_4_R9_9_held_stanzas_are_persisted_before_the_ack_leaves_with_an_async_store(tmp_path):
+    log: list = []
+    store = SlowStore(log)
+    component = Component(from_dict({"component": {"jid": "mdm.localhost", "secret": "s"}}), store=store)
+    component._link = RecordingLink(log)
+    laptop, mobile = "alice@localhost/laptop", "alice@localhost/mobile"
+    component._on_stanza(events(
+        f"<bind jid='{laptop}' sid='1'/><carbons jid='{laptop}' enabled='true'/>"
+        f"<presence jid='{laptop}' available='true' priority='0'/>",
+        f"<bind jid='{mobile}' sid='2'/><carbons jid='{mobile}' enabled='true'/>"
+        f"<presence jid='{mobile}' available='true' priority='0'/><csi jid='{mobile}' state='inactive'/>"))
+    assert component._outbox == []  # no store action: nothing waits (the hot path)
+    component._on_stanza(events("<message-in ref='9'><forwarded xmlns='urn:xmpp:forward:0'>"
+                                "<message xmlns='jabber:client' from='bob@localhost/d' to='alice@localhost' "
+                                "type='chat'><body>hi</body></message></forwarded></message-in>"))
+    assert log == []  # the commands wait for the store write
+    commit = asyncio.create_task(component._commit())
+    await asyncio.sleep(0)
+    assert log == []
+    store.gate.set()
+    await commit
+    assert [kind for kind, _ in log] == ["store", "send"] and log[0][1] == ["StoreHeld"]
+    assert set(log[1][1]) & {"ack", "fanout"}  # the answer for ref 9 (fanout acks too)
