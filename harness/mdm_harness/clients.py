@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from lxml import etree
 
 from . import aioxmpp_adapter as adapter
+from .streamclient import Endpoint, StreamClient
 from .waiting import poll_until
 
 if TYPE_CHECKING:
@@ -152,29 +153,55 @@ class ClientPool:
     wait for a CSI nonza to reach the component: nonzas have no reply to wait for."""
 
     def __init__(self, server: ServerHandle,
-                 component_sees_inactive: Callable[[str], bool] | None = None) -> None:
+                 component_sees_inactive: Callable[[str], bool] | None = None,
+                 own_streams: bool = False) -> None:
         self.server = server
-        self.clients: dict[str, Client] = {}
+        self.clients: dict[str, Client | StreamClient] = {}
+        # issue 11: every client owns its stream (streamclient.py) when the server offers XEP-0198,
+        # which aioxmpp would otherwise enable on its own
+        self.own_streams = own_streams
         self._places: dict[str, int] = {}  # client name -> node index on a cluster
         self.component_sees_inactive = component_sees_inactive
 
     async def connect(self, name: str, jid: str, password: str, resource: str | None = None,
-                      place: int | None = None) -> Client:
+                      place: int | None = None, transport: str | None = None) -> Client | StreamClient:
         """A client that connects sees everything sent before it: hence a barrier first (ejabberd
         stores an offline message in the sender's session process, which may still be at it when
         the recipient logs in; the message would then wait for the next login).
 
         ``place``: on a cluster, which node (0-based, round-robin past the last); by default the
         order in which the pool first saw the client, so a user's devices land on different nodes
-        (R9.8). A client keeps its node when it reconnects."""
+        (R9.8). A client keeps its node when it reconnects.
+
+        ``transport`` (R9.5): ``tcp``, ``direct-tls`` or ``websocket``; any of them, or a pool with
+        ``own_streams``, makes it a StreamClient."""
         if any(c.connected for c in self.clients.values()):
             await self.barrier()
-        client = self.clients.get(name) or Client(name, jid, password, resource)
-        self.clients[name] = client
         if name not in self._places:
             self._places[name] = place if place is not None else len(self._places)
+        client = self.clients.get(name)
+        if transport is not None or self.own_streams or isinstance(client, StreamClient):
+            if client is None:
+                client = StreamClient(name, jid, password, resource)
+            self.clients[name] = client
+            assert isinstance(client, StreamClient)
+            await client.connect(self.endpoint(transport or "tcp", self._places[name]))
+            return client
+        client = client or Client(name, jid, password, resource)
+        self.clients[name] = client
         await client.connect(self.server.host, self.server.c2s_port_for(self._places[name]))
         return client
+
+    def endpoint(self, transport: str, place: int = 0) -> Endpoint:
+        """Where a StreamClient connects over ``transport`` (R9.5)."""
+        s = self.server
+        if transport == "tcp":
+            return Endpoint("tcp", s.host, s.c2s_port_for(place), domain=s.domain)
+        if transport == "direct-tls" and s.direct_tls_port:
+            return Endpoint("direct-tls", s.host, s.direct_tls_port, domain=s.domain)
+        if transport == "websocket" and s.websocket_url:
+            return Endpoint("websocket", url=s.websocket_url, domain=s.domain)
+        raise ValueError(f"{s.kind} was not started with a {transport} listener (server features: {transport})")
 
     async def disconnect(self, name: str) -> None:
         """Log the client out, and return once the server has ended its session."""

@@ -35,8 +35,10 @@ from .clients import DEFAULT_TIMEOUT, ClientPool
 from .component_control import ComponentControl
 from .matcher import HARNESS, SCANSION, STRICT_RULES, Matcher, parse_expected, pretty
 from .profiles import ServerProfile, load_profile
-from .scenario import Scenario, Step
+from .push import PushService
+from .scenario import PUSH_SERVICE, Scenario, Step
 from .servers import Account, ServerHandle, start_server
+from .streamclient import StreamClient
 from .waiting import poll_until
 
 log = logging.getLogger(__name__)
@@ -66,13 +68,21 @@ def side_by_side(left: str, right: str, titles: tuple[str, str] = ("expected", "
     return "\n".join(rows)
 
 
+def push_node(client_name: str) -> str:
+    """The XEP-0357 node a client registers with the push service double: ``${Name's push node}``."""
+    return re.sub(r"[^a-z0-9]+", "-", client_name.lower()).strip("-") + "-push"
+
+
 class ScenarioRun:
     def __init__(self, scenario: Scenario, server: ServerHandle, component: ComponentControl,
-                 emit: Callable[[str], None], transcript: bool) -> None:
+                 emit: Callable[[str], None], transcript: bool, push: PushService | None = None) -> None:
         self.scenario = scenario
         self.server = server
         self.component = component
-        self.pool = ClientPool(server, component.sees_inactive)
+        self.push = push
+        # issue 11: with XEP-0198 on the server, every client owns its stream (streamclient.py)
+        self.pool = ClientPool(server, component.sees_inactive,
+                               own_streams="stream-management" in scenario.features)
         self.emit = emit
         self.transcript = transcript
         self.matcher = Matcher(scenario.matching)  # its captures live as long as the scenario
@@ -83,7 +93,7 @@ class ScenarioRun:
         ``${Name's username}``, ``${Name's host}``; ``${NAME}`` for a ``{scansion:capture:NAME}``."""
         def sub(m: re.Match[str]) -> str:
             inner = m.group(1)
-            prop = re.fullmatch(r"(.+)'s (full JID|bare JID|JID|resource|username|host)", inner)
+            prop = re.fullmatch(r"(.+)'s (full JID|bare JID|JID|resource|username|host|push node)", inner)
             if prop is None:
                 if inner in self.matcher.captures:
                     return self.matcher.captures[inner]
@@ -99,6 +109,8 @@ class ScenarioRun:
                 return client.full_jid if what == "full JID" else client.full_jid.partition("/")[2]
             if what == "username":
                 return spec.user
+            if what == "push node":
+                return push_node(name)
             if what == "host":
                 return spec.jid.partition("@")[2]
             return spec.jid
@@ -139,7 +151,7 @@ class ScenarioRun:
             spec = self.scenario.clients[step.actor]
             # R9.8: on a cluster, clients sit on the nodes in [Client] order unless pinned
             place = spec.node - 1 if spec.node else list(self.scenario.clients).index(spec.name)
-            await self.pool.connect(spec.name, spec.jid, spec.password, spec.resource, place)
+            await self.pool.connect(spec.name, spec.jid, spec.password, spec.resource, place, spec.transport)
         elif v == "disconnects":
             await self.pool.disconnect(step.actor)
         elif v == "sends":
@@ -156,9 +168,11 @@ class ScenarioRun:
             await self._round_trip(step.actor, sent)
         elif v == "receives":
             await self._receives(step)
+        elif v in ("sm-enable", "drop", "resume-stream", "push-enable"):
+            await self._phone(step)
         elif v == "receives-nothing":
             await self.pool.barrier()
-            client = self.pool[step.actor]
+            client = self.push if step.actor == PUSH_SERVICE else self.pool[step.actor]
             if client.received:
                 got = client.received.pop(0)
                 raise StepFailed(f"{step.actor} received a stanza, expected nothing:\n{pretty(got)}")
@@ -182,6 +196,42 @@ class ScenarioRun:
         else:
             raise StepFailed(f"unknown verb {v}")
 
+    def _component_session(self, full_jid: str):
+        """The component's view of a session, or None when no component is serving."""
+        c = self.component.component
+        if c is None or not c.stats.connected:
+            return None
+        return c.core.sessions.get(full_jid)
+
+    async def _phone(self, step: Step) -> None:
+        """Issue 11: what a phone does with its stream (XEP-0198) and its push registration
+        (XEP-0357). Each step ends once the component has seen its effect, when one is serving."""
+        client = self.pool[step.actor]
+        if not isinstance(client, StreamClient):
+            raise StepFailed(f"{step.actor} does not own its stream (needs stream management on the server)")
+        serving = self.component.component is not None and self.component.component.stats.connected
+        jid = client.full_jid
+        if step.verb == "sm-enable":
+            await client.enable_sm()
+        elif step.verb == "drop":
+            await client.lose_connection()
+            if serving:  # the server hibernated the session and the bridge said so (R5.7)
+                await poll_until(lambda: (s := self._component_session(jid)) is None or s.phantom,
+                                 DEFAULT_TIMEOUT, f"{step.actor}'s session did not hibernate", interval=0.005)
+        elif step.verb == "resume-stream":
+            await client.resume()
+            if serving:
+                await poll_until(lambda: (s := self._component_session(jid)) is None or not s.phantom,
+                                 DEFAULT_TIMEOUT, f"the component did not see {step.actor} resume", interval=0.005)
+        elif step.verb == "push-enable":
+            if not self.server.push_jid:
+                raise StepFailed("the server was started without push")
+            await client.enable_push(self.server.push_jid, push_node(step.actor))
+            if serving:  # the bridge reports registrations (R7.1), and the push veto needs them (R3.6)
+                c = self.component.require()
+                await poll_until(lambda: client.bare_jid in c.core.sessions.push_users, DEFAULT_TIMEOUT,
+                                 f"the component did not see {step.actor}'s push registration", interval=0.005)
+
     async def _counters(self, step: Step) -> None:
         """R6: the counters as an admin's Prometheus sees them, from the component's /metrics."""
         metrics = await fetch_metrics(self.component.config.metrics_bind, self.component.config.metrics_port)
@@ -201,7 +251,9 @@ class ScenarioRun:
             raise StepFailed("counters differ:\n  " + "\n  ".join(problems))
 
     async def _receives(self, step: Step) -> None:
-        client = self.pool[step.actor]
+        client = self.push if step.actor == PUSH_SERVICE else self.pool[step.actor]
+        if client is None:
+            raise StepFailed("no push service in this run")
         expected = parse_expected(self._vars(step.xml))
         strict = self.matcher.rules == STRICT_RULES
         # Several elements in one block may arrive in any order (fan-out has no defined order).
@@ -312,14 +364,20 @@ async def run_scenario(scenario: Scenario, server_kind: str, emit: Callable[[str
     workdir = Path(tempfile.mkdtemp(prefix=f"mdm-{server_kind}-"))
     server = None
     component = None
+    push = None
     try:
         options: dict[str, object] = {"bridge_ack_timeout": float(scenario.meta["bridge-ack-timeout"])} \
             if "bridge-ack-timeout" in scenario.meta else {}
         options["profile"] = scenario_profile(scenario, profile)
+        if scenario.features:
+            options["features"] = scenario.features
         server = await start_server(server_kind, accounts_of([scenario]), workdir, **options)
+        if "push" in scenario.features:
+            push = PushService(server.push_jid, server.component_secret, server.host, server.component_port)
+            await push.start()
         component = ComponentControl(server)
         await component.start()
-        run = ScenarioRun(scenario, server, component, emit, transcript)
+        run = ScenarioRun(scenario, server, component, emit, transcript, push)
         result.steps_run = await run.run()
         result.passed = True
     except StepFailed as e:
@@ -330,6 +388,8 @@ async def run_scenario(scenario: Scenario, server_kind: str, emit: Callable[[str
     finally:
         if component is not None:
             await component.stop()
+        if push is not None:
+            await push.stop()
         if server is not None:
             if not result.passed:
                 tail = server.log_tail(15)

@@ -6,7 +6,10 @@ of ``sends:`` / ``receives:`` indented below. Steps scansion has: ``Name connect
 ``Name sends:``, ``Name receives:`` (the colon may be left out), ``Name disconnects``. Ours (docs/scenarios.md):
 ``Name receives nothing``, ``Wait 1.5s``, ``Component sets mdm.KEY = VALUE``,
 ``Component stops`` / ``starts`` / ``pauses`` / ``resumes`` / ``crashes``, ``Component counters:`` with
-``NAME: VALUE`` lines (read from its HTTP /metrics). ``#``, ``//`` and ``--`` lines are comments,
+``NAME: VALUE`` lines (read from its HTTP /metrics). Phones (issue 11): ``Name enables stream
+management``, ``Name loses the connection``, ``Name resumes``, ``Name enables push``, and
+``Push service receives:`` / ``Push service receives nothing`` (the push app server double).
+``#``, ``//`` and ``--`` lines are comments,
 before and after the ``-----`` line.
 
 Header lines (``## key: value``) we read: ``matching`` (``scansion``, the default, or ``strict``:
@@ -46,6 +49,7 @@ class ClientSpec:
     password: str
     resource: str | None = None
     node: int | None = None  # on a cluster backend: pinned to this node (1-based), else round-robin
+    transport: str | None = None  # R9.5: tcp, direct-tls or websocket (a StreamClient); None: aioxmpp
 
     @property
     def user(self) -> str:
@@ -102,6 +106,19 @@ class Scenario:
         return parse_scenario(self.source, self.name, self.path, self.search_path, server=server)
 
     @property
+    def features(self) -> tuple[str, ...]:
+        """What the server must offer (servers.base.FEATURES): from ``## server-features:``, the
+        phone verbs used (stream management, push) and the clients' transports (R9.5)."""
+        wanted = {f.strip() for f in self.meta.get("server-features", "").replace(";", ",").split(",") if f.strip()}
+        for step in self.steps:
+            if step.verb in ("sm-enable", "drop", "resume-stream"):
+                wanted.add("stream-management")
+            elif step.verb == "push-enable" or step.actor == PUSH_SERVICE:
+                wanted.add("push")
+        wanted.update(c.transport for c in self.clients.values() if c.transport in ("direct-tls", "websocket"))
+        return tuple(sorted(wanted))
+
+    @property
     def rids(self) -> list[str]:
         """Requirement IDs in the name (R2.1-R2.4-foo -> R2.1, R2.4), then those of ``## requirements``."""
         found = re.findall(r"R\d+(?:\.\d+[a-z]?)?", self.name + " " + self.meta.get("requirements", ""))
@@ -122,7 +139,14 @@ _STEP_PATTERNS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"^(?P<actor>Component) crashes$"), "crash"),
     (re.compile(r"^(?P<actor>Component) counters:$"), "counters"),
     (re.compile(r"^(?P<actor>Component) resumes$"), "resume"),
+    # phones (issue 11): XEP-0198 and XEP-0357
+    (re.compile(r"^(?P<actor>.+?) enables stream management$"), "sm-enable"),
+    (re.compile(r"^(?P<actor>.+?) loses (?:the|its) connection$"), "drop"),
+    (re.compile(r"^(?P<actor>.+?) resumes$"), "resume-stream"),
+    (re.compile(r"^(?P<actor>.+?) enables push$"), "push-enable"),
 ]
+PUSH_SERVICE = "Push service"  # the push app server double (push.py): an actor that only receives
+TRANSPORTS = ("tcp", "direct-tls", "websocket")
 
 
 def _is_comment(stripped: str) -> bool:
@@ -217,7 +241,10 @@ def parse_scenario(text: str, name: str = "scenario", path: Path | None = None,
         node = fields.get("node")
         if node is not None and not node.isdigit():
             raise ScenarioError(f"{where}: [Client] {cname}: node must be a node number (1, 2, …)")
-        specs[cname] = ClientSpec(cname, jid, fields["password"], resource, int(node) if node else None)
+        transport = fields.get("transport")
+        if transport is not None and transport not in TRANSPORTS:
+            raise ScenarioError(f"{where}: [Client] {cname}: transport must be one of {', '.join(TRANSPORTS)}")
+        specs[cname] = ClientSpec(cname, jid, fields["password"], resource, int(node) if node else None, transport)
 
     # --- steps ---
     steps: list[Step] = []
@@ -240,7 +267,9 @@ def parse_scenario(text: str, name: str = "scenario", path: Path | None = None,
         m, verb = found
         groups = m.groupdict()
         actor = groups.get("actor")
-        if actor is not None and actor != "Component" and actor not in specs:
+        if actor == PUSH_SERVICE and verb not in ("receives", "receives-nothing"):
+            raise err(i, f"the {PUSH_SERVICE} only receives")
+        if actor is not None and actor not in ("Component", PUSH_SERVICE) and actor not in specs:
             raise err(i, f"{actor!r} is not a [Client] of this scenario")
         step = Step(i + 1, s, actor, verb)
         if verb == "wait":

@@ -27,9 +27,18 @@
 -- Each <events/> stanza holds at most mdm_batch_size events and mdm_batch_bytes bytes (a single
 -- larger event goes alone). Stanzas routed to the component's JID are held to the same depth.
 --
+-- Phones (issue 11): a session whose XEP-0198 stream is hibernated is held like a CSI-inactive
+-- one (R5.7): the hold filter sends what it would be given to the component, so neither mod_smacks'
+-- queue nor mod_cloud_notify sees it while the user is active elsewhere. The component tells the
+-- bridge which of its push users has an active client (<active/>), and the bridge then blocks
+-- mod_cloud_notify's alerting pushes for that user's other devices (R3.6) through its
+-- `cloud_notify/push` event; calls (Jingle Message Initiation with RTP) are never blocked.
+--
 -- Options: mdm_component (default "mdm." .. host), mdm_ack_timeout (default 10),
 -- mdm_batch_size (events per stanza to the component, default 100), mdm_batch_bytes (default
--- 262144), mdm_max_depth (default 1000).
+-- 262144), mdm_max_depth (default 1000), mdm_push_while_active ("none", the default: no push
+-- while the user is active elsewhere; "silent": a push without body or sender, which wakes the
+-- app to sync but shows nothing).
 
 local st = require "util.stanza";
 local filters = require "util.filters";
@@ -63,6 +72,11 @@ local component_limit = module:get_option_number("component_stanza_size_limit",
 local max_event_bytes = component_limit - 4096;
 local max_depth = module:get_option_number("mdm_max_depth", 1000);
 local batch_bytes_max = module:get_option_number("mdm_batch_bytes", 256 * 1024);
+local push_while_active = module:get_option_string("mdm_push_while_active", "none");
+
+-- R3.6: bare JID -> until when (util.time.now) the user has an active client, as the component
+-- last said; only users with a push registration are told about.
+local active_until = {};
 
 -- ref -> { event, name, handler, at } for a held message (message-in), or
 --        { session, stanza, at } for a stanza held on its way to a background session (session-out)
@@ -222,7 +236,7 @@ local function component_can_matter(bare)
 	local user = bare_sessions[bare];
 	if not user then return false; end
 	for _, session in pairs(user.sessions) do
-		if session.mdm_carbons or session.mdm_csi_state == "inactive" then return true; end
+		if session.mdm_carbons or session.mdm_csi_state == "inactive" or session.hibernating then return true; end
 	end
 	return false;
 end
@@ -366,9 +380,11 @@ module:depends("carbons");
 -- reconnecting component learns it with the other session facts. While a session is in the
 -- background, every stanza for it goes to the component, which holds or flushes (R5); this
 -- filter runs before mod_smacks' queue (-999) so held stanzas are not counted as sent.
+-- R5.7: a hibernated session (XEP-0198) is held the same way, whatever its CSI state, so what
+-- the component holds never reaches mod_smacks' queue or mod_cloud_notify.
 local function hold_filter(stanza, session)
 	if bypass[stanza] or not st.is_stanza(stanza) or stanza.attr.xmlns ~= nil
-		or session.mdm_csi_state ~= "inactive" or not component_connected() then
+		or (session.mdm_csi_state ~= "inactive" and not session.hibernating) or not component_connected() then
 		return stanza;
 	end
 	local name = stanza.name;
@@ -412,7 +428,7 @@ local function csi_handler(state)
 		session.mdm_csi_state = state;
 		if state == "inactive" then
 			if serving then bridge_holds(session); end
-		else
+		elseif not session.hibernating then
 			filters.remove_filter(session, "stanzas/out", hold_filter);
 		end
 		if component_connected() then
@@ -445,14 +461,18 @@ end, 1);
 
 -- XEP-0198 (mod_smacks): a device that went away without logging out keeps its session for a
 -- while, a phantom session (R7.1); it is counted apart by the component's capacity monitor.
-local function hibernation(state)
-	return function(event)
-		if component_connected() and event.origin.full_jid then
-			send_events(st.stanza("hibernated", { jid = event.origin.full_jid, state = state }));
-		end
+-- R5.7: from here on the hold filter hands what the session would be sent to the component, which
+-- holds it while the user has another active client (and lets it through as stock otherwise).
+-- Priority 1: before mod_cloud_notify's handler pushes for what mod_smacks has not had acked.
+module:hook("smacks-hibernation-start", function(event)
+	local session = event.origin;
+	if not session.full_jid then return; end
+	if serving then filters.add_filter(session, "stanzas/out", hold_filter, 500); end
+	if component_connected() then
+		send_events(st.stanza("hibernated", { jid = session.full_jid, state = "true" }));
+		flush_events(); -- before anything else is routed to the session
 	end
-end
-module:hook("smacks-hibernation-start", hibernation("true"));
+end, 1);
 
 -- XEP-0357 (mod_cloud_notify): users with a push registration. Read from mod_cloud_notify's own
 -- store after it handled the iq, so what we report is what it keeps (R7.1 phantom sessions).
@@ -475,6 +495,9 @@ module:hook("iq-set/self/" .. xmlns_push .. ":enable", push_changed, 1);
 module:hook("iq-set/self/" .. xmlns_push .. ":disable", push_changed, 1);
 module:hook("smacks-hibernation-end", function(event)
 	local session = event.resumed or event.origin;
+	-- mod_smacks clears `hibernating` after this event: the hold filter must not take what the
+	-- resumed session is sent meanwhile (R5.7: the component flushes on <hibernated state='false'/>)
+	session.hibernating = nil;
 	-- mod_smacks gives the resumed session the new connection's filter list: ours is gone, and a
 	-- session still in the background would get native stanzas ahead of what the component holds.
 	if serving and session.mdm_csi_state == "inactive" then
@@ -484,6 +507,35 @@ module:hook("smacks-hibernation-end", function(event)
 		send_events(st.stanza("hibernated", { jid = session.full_jid, state = "false" }));
 	end
 end);
+
+-- R3.6: mod_cloud_notify asks before each push; while the user has an active client (as the
+-- component says) an alerting push (one with a body: mod_cloud_notify's "important") for an IM is
+-- blocked, or made silent (mdm_push_while_active = "silent"). Calls ring every device as stock
+-- (R9.4); non-alerting pushes go out.
+local xmlns_jmi = "urn:xmpp:jingle-message:0";
+local function is_call(stanza)
+	local propose = stanza and stanza.get_child and stanza:get_child("propose", xmlns_jmi);
+	return propose ~= nil and propose:get_child("description", "urn:xmpp:jingle:apps:rtp:1") ~= nil;
+end
+local summary_hidden = { ["last-message-body"] = true, ["last-message-sender"] = true };
+module:hook("cloud_notify/push", function(event)
+	if not serving or not event.important or not event.username then return; end
+	local until_ = active_until[event.username .. "@" .. host];
+	if not until_ or until_ <= now() or is_call(event.original_stanza) then return; end
+	if push_while_active == "silent" then
+		local form = event.notification_payload and event.notification_payload:get_child("x", "jabber:x:data");
+		if form then
+			form:maptags(function(field)
+				if summary_hidden[field.attr.var] then return nil; end
+				return field;
+			end);
+		end
+		event.important = false;
+		return;
+	end
+	event.reason = "MDM: the user is active on another device (R3.6)";
+	return true;
+end, 10);
 
 -- Commands from the component, accepted only from the configured component JID.
 local function normalise(el, parent_ns)
@@ -580,6 +632,10 @@ module:hook("message/host", function(event)
 		elseif name == "ack" then
 			local p = ref and pending[ref];
 			if p then finish(ref, p, p.reached, cmd.attr.held == "true"); end
+		elseif name == "active" then
+			-- R3.6: who is active for this push user, and for how long
+			local user, seconds = cmd.attr.user, tonumber(cmd.attr["for"]);
+			if user then active_until[user] = cmd.attr.jid and seconds and now() + seconds or nil; end
 		else
 			module:log("warn", "Unknown MDM bridge command <%s/>", name);
 		end
@@ -608,6 +664,7 @@ end);
 -- CSI, as the component comes and goes.
 local function set_serving(on)
 	serving = on;
+	active_until = {}; -- R3.6: a (re)connected component tells again; a gone one vetoes nothing (R9.10)
 	for _, user in pairs(prosody.hosts[host].sessions or {}) do
 		for _, session in pairs(user.sessions) do
 			session.want_carbons = not on and session.mdm_carbons or nil;

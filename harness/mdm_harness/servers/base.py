@@ -15,6 +15,11 @@ from ..waiting import poll_until
 
 log = logging.getLogger(__name__)
 
+# Server features a run may ask for (issue 11, R3.6 / R5.7 / R9.5): XEP-0198 stream management
+# with resumption, XEP-0357 push with the harness's push app server double (push.py), the direct
+# TLS c2s port (XEP-0368) and XMPP over WebSocket (RFC 7395).
+FEATURES = ("stream-management", "push", "direct-tls", "websocket")
+
 
 @dataclass(frozen=True)
 class Account:
@@ -37,6 +42,11 @@ class ServerHandle:
     log_file: Path | None = None
     accounts: list[Account] = field(default_factory=list)
     host: str = "127.0.0.1"
+    # R9.5 other listeners, when the run asked for them (0 / "": not offered)
+    direct_tls_port: int = 0  # XEP-0368 direct TLS c2s
+    websocket_url: str = ""  # RFC 7395 XMPP over WebSocket
+    # R3.6: the push app server double's JID (XEP-0357), when the run asked for push
+    push_jid: str = ""
 
     def c2s_port_for(self, index: int) -> int:
         """Where the ``index``-th client connects: one port, or a cluster's nodes round-robin."""
@@ -118,13 +128,20 @@ MODULES["ejabberd-cluster"] = MODULES["ejabberd"]
 async def start_server(kind: str, accounts: list[Account], workdir: Path, *,
                        bridge_ack_timeout: float = 2.0, bridge: bool = True,
                        extra_modules: tuple[str, ...] = (), without_modules: tuple[str, ...] = (),
-                       profile: ServerProfile | None = None) -> ServerHandle:
+                       profile: ServerProfile | None = None, features: tuple[str, ...] = ()) -> ServerHandle:
     """``bridge_ack_timeout``: seconds before the bridge delivers an unanswered message natively
     (short by default, so fail-open scenarios stay quick). ``bridge=False`` is the baseline: the
     server's own carbons instead of the bridge. Module names are the server's own (MODULES).
-    ``profile``: extra modules, options and components (profiles.py; Prosody only for now)."""
+    ``profile``: extra modules, options and components (profiles.py; Prosody only for now).
+    ``features`` (FEATURES): what phones and remote clients need, e.g. stream management and push
+    (issue 11); the plain listener stays as it is."""
     options = dict(ack_timeout=bridge_ack_timeout, bridge=bridge, extra_modules=extra_modules,
                    without_modules=without_modules)
+    unknown = set(features) - set(FEATURES)
+    if unknown:
+        raise ValueError(f"unknown server feature(s) {', '.join(sorted(unknown))} (known: {', '.join(FEATURES)})")
+    if features:
+        options["features"] = tuple(features)
     if profile is not None and not profile.empty:
         if kind != "prosody":
             raise ValueError(f"server profile {profile.name!r}: profiles are rendered for Prosody only, not {kind}")
