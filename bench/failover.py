@@ -8,7 +8,7 @@ steady numbered traffic from bob to alice's three devices, then:
 Printed per device: received / lost / duplicated / out of order / with the MDM hint, and the time
 from the fault to "MDM again" (every device got an IM sent after the fault with the hint).
 Real processes, a real server and a real PostgreSQL, plaintext on loopback.
-Run: .venv/bin/python bench/failover.py [--server prosody|ejabberd] [RATE] [ROUNDS]
+Run: .venv/bin/python bench/failover.py [--server prosody|ejabberd|ejabberd-cluster] [RATE] [ROUNDS]
 """
 
 from __future__ import annotations
@@ -25,32 +25,27 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.postgres: 
 
 from mdm_harness.environment import DEFAULT_ACCOUNTS  # noqa: E402
 from mdm_harness.faults import ComponentProcess, Endpoint, FaultBench, LinkProxy  # noqa: E402
-from mdm_harness.servers.base import server_option, start_server  # noqa: E402
+from mdm_harness.servers.base import MODULES, server_option, start_server  # noqa: E402
 from tests.postgres import Postgres  # noqa: E402
 
 
 def bench_for(server) -> FaultBench:
-    def ep(user: str, resource: str) -> Endpoint:
-        return Endpoint(user, f"{user}-password", resource, server.host, server.c2s_port)
-    return FaultBench(server.domain, ep("bob", "desktop"), [ep("alice", r) for r in ("laptop", "mobile", "tablet")])
-
-
-def instance(server, workdir: Path, name: str, store: str, servers=None) -> ComponentProcess:
-    return ComponentProcess(workdir, name, jid=server.component_jid, secret=server.component_secret,
-                            servers=servers or [(server.host, server.component_port)], store=store,
-                            hosts=[server.domain], node=name, log_level="warning")
-
-
-async def more(bench: FaultBench, n: int) -> None:
-    target = len(bench.sent_at) + n
-    await bench.until(lambda: len(bench.sent_at) >= target, 120, f"{n} more IMs sent")
+    """On a cluster (R9.8) the clients sit on the nodes round-robin: alice's devices on both."""
+    def ep(user: str, resource: str, place: int) -> Endpoint:
+        return Endpoint(user, f"{user}-password", resource, server.host, server.c2s_port_for(place))
+    return FaultBench(server.domain, ep("bob", "desktop", 1),
+                      [ep("alice", r, i) for i, r in enumerate(("laptop", "mobile", "tablet"))])
 
 
 async def one_round(kind: str, rate: float) -> list[tuple[str, object]]:
     workdir = Path(tempfile.mkdtemp(prefix="mdm-failover-"))
     pg = Postgres()
     await pg.start()
-    server = await start_server(kind, DEFAULT_ACCOUNTS, workdir / "server")
+    # Without the archive on ejabberd: its Mnesia archive writes in the sender's session and
+    # manages ~110 IM/s here, so at 200 IM/s it, not the failover, sets the pace (and the backlog
+    # outlives the tally). Prosody's internal archive keeps up; it stays on.
+    without = (MODULES[kind]["archive"],) if kind.startswith("ejabberd") else ()
+    server = await start_server(kind, DEFAULT_ACCOUNTS, workdir / "server", without_modules=without)
     out: list[tuple[str, object]] = []
     processes: list[ComponentProcess] = []
     proxy = None
@@ -58,8 +53,8 @@ async def one_round(kind: str, rate: float) -> list[tuple[str, object]]:
         # 1 and 2: an HA pair on the shared store
         for what in ("SIGKILL of the active instance", "SIGKILL of the standby"):
             await pg_reset(pg)
-            active = instance(server, workdir, f"{len(processes)}-a", pg.dsn)
-            standby = instance(server, workdir, f"{len(processes)}-b", pg.dsn)
+            active = ComponentProcess.for_server(server, workdir, f"{len(processes)}-a", pg.dsn, log_level="warning")
+            standby = ComponentProcess.for_server(server, workdir, f"{len(processes)}-b", pg.dsn, log_level="warning")
             processes += [active, standby]
             await active.start()
             await active.wait_metric("mdm_component_active", lambda v: v == 1)
@@ -70,14 +65,14 @@ async def one_round(kind: str, rate: float) -> list[tuple[str, object]]:
                 await bench.connect()
                 bench.start_traffic(rate)
                 await bench.wait_mdm()
-                await more(bench, int(rate * 2))
+                await bench.send_more(int(rate * 2))
                 fault = bench.mark(what)
                 if "active" in what:
                     await active.kill()
                     await mdm_again(bench, fault)
                 else:
                     await standby.kill()
-                await more(bench, int(rate * 2))
+                await bench.send_more(int(rate * 2))
                 out.append((what, await bench.finish()))
             finally:
                 await bench.close()
@@ -86,7 +81,8 @@ async def one_round(kind: str, rate: float) -> list[tuple[str, object]]:
         # 3: 30 link cuts in a row
         proxy = LinkProxy(server.host, server.component_port)
         await proxy.start()
-        flapping = instance(server, workdir, "flap", pg.dsn, servers=[("127.0.0.1", proxy.port)])
+        flapping = ComponentProcess.for_server(server, workdir, "flap", pg.dsn, servers=[("127.0.0.1", proxy.port)],
+                                                log_level="warning")
         processes.append(flapping)
         await flapping.start()
         await flapping.wait_metric("mdm_component_active", lambda v: v == 1)

@@ -5,9 +5,13 @@ goodbye). The conformance suite runs on the cluster as well (tests/test_conforma
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from lxml import etree
 
+from mdm.component import Component
+from mdm.config import from_dict
 from mdm_harness.environment import DEFAULT_ACCOUNTS, MdmEnvironment
 from mdm_harness.waiting import poll_until
 
@@ -82,3 +86,44 @@ async def test_R9_8_node_down_takes_its_sessions_out():
         assert {hint(s) for s in got} == {"true"}
         assert not laptop.received
         await mobile.disconnect()
+
+
+@pytest.mark.asyncio
+async def test_R9_8_two_connections_for_one_component_jid_every_node_pairs_with_the_same_one():
+    """ejabberd accepts two connections for one component JID (one per node here, no HA lock).
+    Every node's bridge pairs with the same one, so one instance sees all of alice's devices;
+    when it dies, every node pairs with the other, which then gets every node's sessions."""
+    async with MdmEnvironment("ejabberd-cluster", DEFAULT_ACCOUNTS) as env:
+        assert env.server is not None and env.component is not None
+        laptop = await env.online("alice@localhost", "alice-password", "laptop")  # node 1
+        mobile = await env.online("alice@localhost", "alice-password", "mobile")  # node 2
+        bob = await env.online("bob@localhost", "bob-password", "desktop", carbons=False)
+        first = env.component.require()
+
+        second_settings = {k: dict(v) for k, v in env.component.settings.items()}
+        second_settings["component"]["server_port"] = env.server.component_ports[1]  # type: ignore[attr-defined]
+        second_settings["buffer"]["store"] = str(env.server.workdir / "second.sqlite")
+        second_settings["metrics"]["port"] = 0
+        second_settings["admin"]["port"] = 0
+        second = Component(from_dict(second_settings))
+        task = asyncio.create_task(second.run())
+        try:
+            await asyncio.wait_for(second.connected.wait(), 15)
+            await im(env, bob, "two")
+            got = [laptop.received.pop(0), mobile.received.pop(0)]
+            assert [hint(s) for s in got] == ["false", "true"]  # served by MDM, the mobile active
+            # one instance has every session of both nodes, the other none
+            counts = sorted([len(first.core.sessions), len(second.core.sessions)])
+            assert counts == [0, 3], counts
+
+            await env.component.crash()
+            await poll_until(lambda: {"ej1@localhost", "ej2@localhost"} <= second.core.synced.get("localhost", set()),
+                             15, "not every node paired with the remaining connection")
+            await im(env, bob, "after")
+            got = [laptop.received.pop(0), mobile.received.pop(0)]
+            assert [s.findtext(BODY) for s in got] == ["after", "after"]
+            assert [hint(s) for s in got] == ["false", "true"]
+            assert not laptop.received and not mobile.received
+        finally:
+            await second.stop()
+            await task

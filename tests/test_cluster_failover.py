@@ -14,10 +14,8 @@ import pytest
 import pytest_asyncio
 
 from mdm_harness.environment import DEFAULT_ACCOUNTS
-from mdm_harness.faults import ComponentProcess, Endpoint, FaultBench, FaultReport, LinkProxy
+from mdm_harness.faults import ComponentProcess, Endpoint, FaultBench, LinkProxy
 from mdm_harness.servers import start_server
-
-from .postgres import Postgres
 
 RATE = 200.0  # IMs per second
 AFTER = 300  # IMs sent after a fault before the next step
@@ -35,16 +33,6 @@ async def cluster(tmp_path):
         await server.stop()
 
 
-@pytest_asyncio.fixture
-async def postgres():
-    pg = Postgres()
-    await pg.start()
-    try:
-        yield pg
-    finally:
-        pg.stop()
-
-
 def on(server, node: int, user: str, resource: str) -> Endpoint:
     """``user/resource`` connected to cluster node ``node`` (0-based)."""
     return Endpoint(user, f"{user}-password", resource, server.host, server.c2s_port_for(node))
@@ -55,32 +43,14 @@ def bench_for(server, sender_node: int, device_nodes: tuple[int, int, int]) -> F
     return FaultBench(server.domain, on(server, sender_node, "bob", "desktop"), devices)
 
 
-def instance(server, workdir, name: str, store: str, servers=None) -> ComponentProcess:
-    """A component process that may connect to any node of the cluster (R9.8)."""
-    return ComponentProcess(workdir, name, jid=server.component_jid, secret=server.component_secret,
-                            servers=servers or [(server.host, p) for p in server.component_ports], store=store,
-                            hosts=[server.domain], node=name)
-
-
-async def keep_sending(bench: FaultBench, more: int) -> None:
-    target = len(bench.sent_at) + more
-    await bench.until(lambda: len(bench.sent_at) >= target, 60, f"{more} more IMs sent")
-
-
-def assert_clean(report: FaultReport) -> None:
-    for t in report.tallies:
-        assert (t.device, t.lost, t.duplicated) == (t.device, 0, 0), report.format()
-        assert t.received == report.sent, report.format()
-
-
 @pytest.mark.asyncio
 async def test_R9_9_cluster_sigkill_standby_then_active(cluster, postgres, tmp_path):
     """Standby killed: nothing changes. A new standby, then the active instance killed under
     traffic: the standby takes the lock and the link, every node's bridge pairs with it, and no
     device on either node loses or doubles an IM."""
-    active = instance(cluster, tmp_path, "instance-a", postgres.dsn)
-    standby = instance(cluster, tmp_path, "instance-b", postgres.dsn)
-    spare = instance(cluster, tmp_path, "instance-c", postgres.dsn)
+    active = ComponentProcess.for_server(cluster, tmp_path, "instance-a", postgres.dsn)
+    standby = ComponentProcess.for_server(cluster, tmp_path, "instance-b", postgres.dsn)
+    spare = ComponentProcess.for_server(cluster, tmp_path, "instance-c", postgres.dsn)
     bench = bench_for(cluster, sender_node=1, device_nodes=(0, 1, 0))
     try:
         await active.start()
@@ -92,9 +62,9 @@ async def test_R9_9_cluster_sigkill_standby_then_active(cluster, postgres, tmp_p
         await bench.wait_mdm()
         first = len(bench.sent_at)
 
-        await keep_sending(bench, AFTER)
+        await bench.send_more(AFTER)
         await standby.kill()
-        await keep_sending(bench, AFTER)
+        await bench.send_more(AFTER)
         for d in bench.devices:  # MDM never went away: every IM since it served carries the hint
             assert all(a.notify is not None for a in d.arrivals if first <= a.seq < first + AFTER), d.name
 
@@ -104,10 +74,10 @@ async def test_R9_9_cluster_sigkill_standby_then_active(cluster, postgres, tmp_p
         await active.kill()
         took = await bench.wait_mdm_again(fault)
         await spare.wait_metric("mdm_component_active", lambda v: v == 1, timeout=10)
-        await keep_sending(bench, AFTER)
+        await bench.send_more(AFTER)
         report = await bench.finish()
         print(f"\nR9.9 cluster: SIGKILL standby, then active ({RATE:.0f} IM/s, 2-node ejabberd):\n{report.format()}")
-        assert_clean(report)
+        report.assert_complete()
         assert took > 0
     finally:
         await bench.close()
@@ -123,7 +93,7 @@ async def test_R9_8_R9_9_cluster_node_sigkill_under_traffic(cluster, postgres, t
     the next node in its list and the survivors report their sessions to it."""
     survivor = 1 - killed
     # the component connects to node 0 first (the order of its servers list)
-    component = instance(cluster, tmp_path, "instance-a", postgres.dsn)
+    component = ComponentProcess.for_server(cluster, tmp_path, "instance-a", postgres.dsn)
     bench = bench_for(cluster, sender_node=survivor, device_nodes=(survivor, killed, survivor))
     try:
         await component.start()
@@ -131,18 +101,18 @@ async def test_R9_8_R9_9_cluster_node_sigkill_under_traffic(cluster, postgres, t
         await bench.connect()
         bench.start_traffic(RATE)
         await bench.wait_mdm()
-        await keep_sending(bench, AFTER)
+        await bench.send_more(AFTER)
 
         gone = bench.devices.pop(1)  # alice's mobile, on the node that dies
         fault = bench.mark(f"SIGKILL of cluster node {killed + 1}")
         await cluster.kill_node(killed)
         await gone.close()
         took = await bench.wait_mdm_again(fault)
-        await keep_sending(bench, AFTER)
+        await bench.send_more(AFTER)
         report = await bench.finish()
         print(f"\nR9.9 cluster: SIGKILL node {killed + 1} ({RATE:.0f} IM/s), devices on node {survivor + 1}:\n"
               f"{report.format()}")
-        assert_clean(report)
+        report.assert_complete()
         assert took > 0
         # the component forgot the dead node's session: one MDM session per surviving device
         assert (await component.metrics())["MDMSessions"] == 2
@@ -157,7 +127,7 @@ async def test_R9_9_cluster_component_link_flaps_30_times(cluster, tmp_path):
     traffic to devices on both nodes: nothing lost or doubled, MDM back after each cut."""
     proxy = LinkProxy(cluster.host, cluster.component_port)
     await proxy.start()
-    component = instance(cluster, tmp_path, "instance-a", str(tmp_path / "buffers.sqlite"),
+    component = ComponentProcess.for_server(cluster, tmp_path, "instance-a", str(tmp_path / "buffers.sqlite"),
                          servers=[("127.0.0.1", proxy.port)])
     bench = bench_for(cluster, sender_node=1, device_nodes=(0, 1, 0))
     try:
@@ -175,7 +145,7 @@ async def test_R9_9_cluster_component_link_flaps_30_times(cluster, tmp_path):
         print(f"\nR9.9 cluster: 30 link cuts ({RATE:.0f} IM/s):\n" + "\n".join(report.format().splitlines()[:4])
               + f"\n  MDM again after a cut: median {times[len(times) // 2] * 1000:.0f} ms, "
                 f"max {times[-1] * 1000:.0f} ms")
-        assert_clean(report)
+        report.assert_complete()
         assert proxy.accepted == 31
     finally:
         await bench.close()

@@ -16,8 +16,6 @@ from mdm_harness.environment import DEFAULT_ACCOUNTS
 from mdm_harness.faults import ComponentProcess, Device, Endpoint, FaultBench, LinkProxy
 from mdm_harness.servers import start_server
 
-from .postgres import Postgres
-
 RATE = 200.0  # IMs per second
 AFTER = 300  # IMs sent after MDM is back, before the tally
 
@@ -31,24 +29,8 @@ async def prosody(tmp_path):
         await server.stop()
 
 
-@pytest_asyncio.fixture
-async def postgres():
-    pg = Postgres()
-    await pg.start()
-    try:
-        yield pg
-    finally:
-        pg.stop()
-
-
 def endpoints(server, user: str, resources: tuple[str, ...]) -> list[Endpoint]:
     return [Endpoint(user, f"{user}-password", r, server.host, server.c2s_port) for r in resources]
-
-
-def instance(server, workdir, name: str, store: str, servers=None) -> ComponentProcess:
-    return ComponentProcess(workdir, name, jid=server.component_jid, secret=server.component_secret,
-                            servers=servers or [(server.host, server.component_port)], store=store,
-                            hosts=[server.domain], node=name)
 
 
 def bench_for(server) -> FaultBench:
@@ -56,21 +38,9 @@ def bench_for(server) -> FaultBench:
                       endpoints(server, "alice", ("laptop", "mobile", "tablet")))
 
 
-async def keep_sending(bench: FaultBench, more: int) -> None:
-    """Until ``more`` further IMs went out (the traffic keeps its own pace)."""
-    target = len(bench.sent_at) + more
-    await bench.until(lambda: len(bench.sent_at) >= target, 60, f"{more} more IMs sent")
-
-
-def assert_clean(report) -> None:
-    for t in report.tallies:
-        assert (t.device, t.lost, t.duplicated) == (t.device, 0, 0), report.format()
-        assert t.received == report.sent
-
-
 async def pair(prosody, postgres, tmp_path):
-    active = instance(prosody, tmp_path, "instance-a", postgres.dsn)
-    standby = instance(prosody, tmp_path, "instance-b", postgres.dsn)
+    active = ComponentProcess.for_server(prosody, tmp_path, "instance-a", postgres.dsn)
+    standby = ComponentProcess.for_server(prosody, tmp_path, "instance-b", postgres.dsn)
     await active.start()
     await active.wait_metric("mdm_component_active", lambda v: v == 1)
     await standby.start()
@@ -97,15 +67,15 @@ async def test_R9_9_R5_4_sigkill_active_standby_takes_over_with_held_buffers(pro
 
         bench.start_traffic(RATE)
         await bench.wait_mdm()
-        await keep_sending(bench, AFTER)  # under steady traffic
+        await bench.send_more(AFTER)  # under steady traffic
         fault = bench.mark("SIGKILL of the active instance")
         await active.kill()
         took = await bench.wait_mdm_again(fault)
         await standby.wait_metric("mdm_component_active", lambda v: v == 1, timeout=5)
-        await keep_sending(bench, AFTER)
+        await bench.send_more(AFTER)
         report = await bench.finish()
         print(f"\nR9.9 SIGKILL active, standby takes over ({RATE:.0f} IM/s, Prosody):\n{report.format()}")
-        assert_clean(report)
+        report.assert_complete()
         assert took > 0
 
         # R5.4 / R9.9: the standby restored the phone's held IMs; <active/> flushes them, once each.
@@ -134,12 +104,12 @@ async def test_R9_9_sigkill_standby_changes_nothing(prosody, postgres, tmp_path)
         bench.start_traffic(RATE)
         await bench.wait_mdm()
         first = len(bench.sent_at)
-        await keep_sending(bench, AFTER)
+        await bench.send_more(AFTER)
         await standby.kill()
-        await keep_sending(bench, AFTER)
+        await bench.send_more(AFTER)
         report = await bench.finish()
         print(f"\nR9.9 SIGKILL standby ({RATE:.0f} IM/s, Prosody):\n{report.format()}")
-        assert_clean(report)
+        report.assert_complete()
         # every IM from the moment MDM served was delivered by MDM: no fail-open moment at all
         for d in bench.devices:
             assert all(a.notify is not None for a in d.arrivals if a.seq >= first), d.name
@@ -155,7 +125,7 @@ async def test_R9_9_sigkill_standby_changes_nothing(prosody, postgres, tmp_path)
 async def test_R9_6_component_link_flaps_30_times_nothing_lost_or_duplicated(prosody, tmp_path):
     proxy = LinkProxy(prosody.host, prosody.component_port)
     await proxy.start()
-    component = instance(prosody, tmp_path, "instance-a", str(tmp_path / "buffers.sqlite"),
+    component = ComponentProcess.for_server(prosody, tmp_path, "instance-a", str(tmp_path / "buffers.sqlite"),
                          servers=[("127.0.0.1", proxy.port)])
     bench = bench_for(prosody)
     try:
@@ -173,7 +143,7 @@ async def test_R9_6_component_link_flaps_30_times_nothing_lost_or_duplicated(pro
         print(f"\nR9.6 30 link cuts ({RATE:.0f} IM/s, Prosody):\n" + "\n".join(report.format().splitlines()[:4])
               + f"\n  MDM again after a cut: median {times[len(times) // 2] * 1000:.0f} ms, "
                 f"max {times[-1] * 1000:.0f} ms")
-        assert_clean(report)
+        report.assert_complete()
         assert proxy.accepted == 31
     finally:
         await bench.close()
@@ -194,7 +164,7 @@ async def test_R9_9_active_loses_its_lock_session_is_fenced_and_one_instance_ser
         await bench.connect()
         bench.start_traffic(RATE)
         await bench.wait_mdm()
-        await keep_sending(bench, AFTER // 2)
+        await bench.send_more(AFTER // 2)
         fault = bench.mark("the active instance's lock session ended")
         conn = await asyncpg.connect(postgres.dsn)
         try:
@@ -204,10 +174,10 @@ async def test_R9_9_active_loses_its_lock_session_is_fenced_and_one_instance_ser
             await conn.close()
         assert ended == 1
         took = await bench.wait_mdm_again(fault)
-        await keep_sending(bench, AFTER)
+        await bench.send_more(AFTER)
         report = await bench.finish()
         print(f"\nR9.9 lock session ended, fencing ({RATE:.0f} IM/s, Prosody):\n{report.format()}")
-        assert_clean(report)
+        report.assert_complete()
         assert took > 0
         assert "lost the HA lock" in active.log_text()
         roles = [(await p.metrics())["mdm_component_active"] for p in (active, standby)]

@@ -6,7 +6,6 @@ import asyncio
 import signal
 
 import pytest
-import pytest_asyncio
 
 from mdm.config import ConfigError, from_dict
 from mdm.events import Deliver, StoreHeld
@@ -14,18 +13,7 @@ from mdm.ha import ActiveLock, lock_key
 from mdm.store import PostgresStore
 
 from .helpers import message
-from .postgres import Postgres
 from .test_store_and_metrics import MOBILE, round_trip
-
-
-@pytest_asyncio.fixture
-async def postgres():
-    pg = Postgres()
-    await pg.start()
-    try:
-        yield pg
-    finally:
-        pg.stop()
 
 
 @pytest.mark.asyncio

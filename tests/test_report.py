@@ -5,13 +5,10 @@ import csv
 import io
 
 import pytest
-import pytest_asyncio
 
 from mdm.devices import ANDROID_PHONE, DESKTOP, IPAD, IPHONE, device_type
 from mdm.directory import PostgresDirectory, SQLiteDirectory
 from mdm.report import NodeInfo, SessionRecord, build, safe_cell, summary_csv, users_csv
-
-from .postgres import Postgres
 
 
 @pytest.mark.parametrize("resource, client, expected", [
@@ -93,14 +90,6 @@ async def test_R8_directory_on_sqlite(tmp_path):
         await check_directory(directory)
     finally:
         await directory.close()
-
-
-@pytest_asyncio.fixture
-async def postgres():
-    pg = Postgres()
-    await pg.start()
-    yield pg
-    pg.stop()
 
 
 @pytest.mark.asyncio

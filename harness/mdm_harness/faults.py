@@ -33,10 +33,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lxml import etree
 
 from .ports import free_ports
+
+if TYPE_CHECKING:
+    from .servers import ServerHandle
 
 CLIENT = "jabber:client"
 NOTIFY = "{urn:x-open-mdm:notify:0}notify"
@@ -238,6 +242,12 @@ class FaultReport:
     def clean(self) -> bool:
         return all(t.lost == 0 and t.duplicated == 0 for t in self.tallies if not t.disconnected)
 
+    def assert_complete(self) -> None:
+        """Every device that stayed connected got every IM, once (R2.4, R9.9): else the report."""
+        for t in self.tallies:
+            if not t.disconnected:
+                assert (t.device, t.lost, t.duplicated, t.received) == (t.device, 0, 0, self.sent), self.format()
+
     def format(self) -> str:
         lines = [f"  sent {self.sent} IMs"]
         for t in self.tallies:
@@ -304,6 +314,11 @@ class FaultBench:
         return len(self.sent_at)
 
     # --- barriers ----------------------------------------------------------------------------
+
+    async def send_more(self, n: int, timeout: float = 120.0) -> None:
+        """Until the running traffic has sent ``n`` more IMs (it keeps its own pace)."""
+        target = len(self.sent_at) + n
+        await self.until(lambda: len(self.sent_at) >= target, timeout, f"{n} more IMs sent")
 
     async def until(self, condition: Callable[[], bool], timeout: float, what: str) -> None:
         """Until ``condition()`` holds, re-checked on every arrival (event-driven)."""
@@ -446,6 +461,16 @@ level = "{log_level}"
 class ComponentProcess:
     """``mdm-component --config FILE`` as its own process (so SIGKILL is real), log to a file,
     /metrics on its own port."""
+
+    @classmethod
+    def for_server(cls, server: ServerHandle, workdir: Path, name: str, store: str,
+                   servers: list[tuple[str, int]] | None = None, **config: object) -> ComponentProcess:
+        """An instance for the harness's ``server``: its component JID and secret, every node's
+        component listener on a cluster (R9.8), ``store`` a file or a postgresql:// DSN."""
+        ports = getattr(server, "component_ports", [server.component_port])
+        return cls(workdir, name, jid=server.component_jid, secret=server.component_secret,
+                   servers=servers or [(server.host, p) for p in ports], store=store, hosts=[server.domain],
+                   node=name, **config)
 
     def __init__(self, workdir: Path, name: str, **config: object) -> None:
         self.name = name

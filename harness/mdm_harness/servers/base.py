@@ -67,20 +67,31 @@ class ServerHandle:
         if self.pid is None:
             return
         pid, self.pid = self.pid, None
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-            for _ in range(100):
-                await asyncio.sleep(0.1)
-                try:
-                    done, _status = os.waitpid(pid, os.WNOHANG)
-                except ChildProcessError:
-                    done = pid
-                if done == pid:
-                    return
-            log.warning("server pid %s did not stop after SIGTERM; killing it", pid)
-            os.kill(pid, signal.SIGKILL)
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, 0)
+        await stop_pid(pid, f"{self.kind} server")
+
+
+async def reap(pid: int, timeout: float = 10.0) -> bool:
+    """Wait, without blocking the loop, until our child ``pid`` has exited; False on timeout."""
+    for _ in range(int(timeout / 0.05)):
+        try:
+            done, _status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return True
+        if done == pid:
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
+async def stop_pid(pid: int, name: str) -> None:
+    """SIGTERM, then SIGKILL after 10 s: a process we started stops, whatever it is doing."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+        if await reap(pid):
+            return
+        log.warning("%s (pid %s) did not stop after SIGTERM; killing it", name, pid)
+        os.kill(pid, signal.SIGKILL)
+        await reap(pid)
 
 
 async def wait_listening(port: int, proc: asyncio.subprocess.Process, name: str, log_file: Path,
@@ -104,7 +115,8 @@ def plugin_dir() -> Path:
     return Path(mdm.__file__).resolve().parents[1]
 
 
-SERVER_KINDS = ("prosody", "ejabberd", "ejabberd-cluster")
+# docker-*: the server from the project's image, through the docker SDK (servers/docker.py)
+SERVER_KINDS = ("prosody", "ejabberd", "ejabberd-cluster", "docker-prosody", "docker-ejabberd")
 
 
 def server_option(argv: list[str], default: str = "prosody") -> tuple[str, list[str]]:
@@ -123,6 +135,7 @@ MODULES = {
     "ejabberd": {"archive": "mod_mam", "csi_queue": ("mod_client_state",)},
 }
 MODULES["ejabberd-cluster"] = MODULES["ejabberd"]
+MODULES["docker-prosody"], MODULES["docker-ejabberd"] = MODULES["prosody"], MODULES["ejabberd"]
 
 
 async def start_server(kind: str, accounts: list[Account], workdir: Path, *,
@@ -143,7 +156,7 @@ async def start_server(kind: str, accounts: list[Account], workdir: Path, *,
     if features:
         options["features"] = tuple(features)
     if profile is not None and not profile.empty:
-        if kind != "prosody":
+        if kind not in ("prosody", "docker-prosody"):
             raise ValueError(f"server profile {profile.name!r}: profiles are rendered for Prosody only, not {kind}")
         options["profile"] = profile
     if kind == "prosody":
@@ -155,4 +168,10 @@ async def start_server(kind: str, accounts: list[Account], workdir: Path, *,
     if kind == "ejabberd-cluster":
         from .ejabberd_cluster import start_ejabberd_cluster
         return await start_ejabberd_cluster(accounts, workdir, **options)
+    if kind == "docker-prosody":
+        from .docker import start_docker_prosody
+        return await start_docker_prosody(accounts, workdir, **options)
+    if kind == "docker-ejabberd":
+        from .docker import start_docker_ejabberd
+        return await start_docker_ejabberd(accounts, workdir, **options)
     raise ValueError(f"unknown server kind {kind!r} (available: {', '.join(SERVER_KINDS)})")

@@ -23,6 +23,7 @@ from pathlib import Path
 from ..ports import free_ports
 from ..waiting import poll_until
 from .base import Account, ServerHandle, plugin_dir, wait_listening
+from ..push import SECRET as PUSH_SECRET
 from .tls import self_signed
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,13 @@ class EjabberdHandle(ServerHandle):
             with urllib.request.urlopen(req, timeout=10) as resp:
                 return json.loads(resp.read().decode())
         return await asyncio.to_thread(post)
+
+    async def register(self, accounts: list[Account]) -> None:
+        """Create the accounts with ejabberd's own ``register`` command (one HTTP request each)."""
+        for a in accounts:
+            answer = await self.api("register", {"user": a.user, "host": self.domain, "password": a.password})
+            if "successfully registered" not in str(answer):
+                raise RuntimeError(f"ejabberd did not register {a.user}: {answer}")
 
     async def wait_session_closed(self, full_jid: str, timeout: float = 10.0) -> None:
         """ejabberd ends a session in the client's own process, after the socket closed: a
@@ -121,7 +129,7 @@ def render_config(c2s_port: int, component_port: int, http_port: int, *, bridge:
         modules["mod_mdm_bridge"] = "{component: " + _q("mdm." + DOMAIN) + f", ack_timeout: {timeout}}}"
     module_lines = "\n".join(f"  {name}: {opts}" for name, opts in modules.items())
     push_host = (f"""      {_q("push." + DOMAIN)}:
-        password: {_q(SECRET)}
+        password: {_q(PUSH_SECRET)}
 """ if "push" in features else "")
     direct_tls = (f"""  - port: {direct_tls_port}
     ip: "127.0.0.1"
@@ -223,7 +231,7 @@ async def start_ejabberd(accounts: list[Account], workdir: Path, *, bridge: bool
     direct_tls_port = free_ports(1)[0] if "direct-tls" in features else None
     tls_pem = None
     if direct_tls_port:
-        cert, key = self_signed(workdir)
+        cert, key = await self_signed(workdir)
         tls_pem = workdir / "localhost.pem"  # ejabberd takes the certificate and its key in one file
         tls_pem.write_text(cert.read_text() + key.read_text())
         tls_pem.chmod(0o600)
@@ -244,10 +252,7 @@ async def start_ejabberd(accounts: list[Account], workdir: Path, *, bridge: bool
         await wait_started(proc, log_file)
         for port in (http_port, c2s_port, component_port):
             await wait_listening(port, proc, "ejabberd", log_file, timeout=60.0)
-        for a in accounts:
-            answer = await handle.api("register", {"user": a.user, "host": DOMAIN, "password": a.password})
-            if "successfully registered" not in str(answer):
-                raise RuntimeError(f"ejabberd did not register {a.user}: {answer}")
+        await handle.register(accounts)
     except BaseException:
         await handle.stop()
         raise

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..ports import free_ports
-from .base import Account, ServerHandle
+from .base import Account, ServerHandle, reap, stop_pid
 from .ejabberd import DOMAIN, SECRET, EjabberdHandle, bridge_ebin, launch, render_config, wait_started
 
 log = logging.getLogger(__name__)
@@ -88,40 +88,17 @@ class EjabberdClusterHandle(EjabberdHandle):
         pid, node.pid = node.pid, None
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        await _reap(pid)
+        await reap(pid)
 
     async def stop(self) -> None:
         for n in self.nodes:
             if n.pid is not None:
                 pid, n.pid = n.pid, None
-                await _stop_pid(pid, n.name)
+                await stop_pid(pid, n.name)
         self.pid = None
         if self.epmd_pid is not None:
             pid, self.epmd_pid = self.epmd_pid, None
-            await _stop_pid(pid, "epmd")
-
-
-async def _reap(pid: int, timeout: float = 10.0) -> bool:
-    """Wait (without blocking the loop) until our child ``pid`` has exited."""
-    for _ in range(int(timeout / 0.05)):
-        try:
-            done, _status = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            return True
-        if done == pid:
-            return True
-        await asyncio.sleep(0.05)
-    return False
-
-
-async def _stop_pid(pid: int, name: str) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-        if await _reap(pid):
-            return
-        log.warning("%s (pid %s) did not stop after SIGTERM; killing it", name, pid)
-        os.kill(pid, signal.SIGKILL)
-        await _reap(pid)
+            await stop_pid(pid, "epmd")
 
 
 async def _start_epmd(port: int, workdir: Path) -> asyncio.subprocess.Process:
@@ -213,10 +190,7 @@ async def start_ejabberd_cluster(accounts: list[Account], workdir: Path, *, node
         listed = await _control(handle, check)
         if any(n.name not in listed for n in members):
             raise RuntimeError(f"the cluster lists {listed}, expected {handle.node_names}")
-        for a in accounts:
-            answer = await handle.api("register", {"user": a.user, "host": DOMAIN, "password": a.password})
-            if "successfully registered" not in str(answer):
-                raise RuntimeError(f"ejabberd did not register {a.user}: {answer}")
+        await handle.register(accounts)  # once: the cluster shares its accounts
     except BaseException:
         await handle.stop()
         raise
