@@ -1,0 +1,498 @@
+"""Prosody and ejabberd from the project's own images (docker/), through the ``docker`` SDK.
+
+``--server docker-prosody`` and ``--server docker-ejabberd`` run the server under test as a
+container of the image ``docker/prosody/Dockerfile`` or ``docker/ejabberd/Dockerfile`` builds: the
+bridge the image installs (Prosody's plugin path, the .beam the ejabberd image compiles with
+``erlc``), Debian's server package inside it. The container uses the host's network and the same
+generated config as the native backends (prosody.py, ejabberd.py) on free loopback ports, written
+to the scenario's temp dir, which is bind-mounted at the same path (config, data, log); accounts
+are registered the native way (``prosodyctl register`` in the container before Prosody starts,
+ejabberd's HTTP API). Stopping the handle stops and removes the container.
+
+The component stays in the harness's event loop, as with every other backend: scenarios stop,
+start, crash and pause it and read its session table and counters for their barriers
+(component_control.py), which a container could only offer through a control channel the
+component does not have. The component image is run for real by the compose round trip
+(tests/test_docker_compose.py): the shipped compose stack, the component container connected to
+the server container, the R10 flow walkthrough played against it.
+
+The engine: ``DOCKER_HOST`` if set (someone else's engine, used as it is). Otherwise, as root, a
+private ``dockerd`` (vfs storage, no iptables, no default bridge) on a socket in a temp dir, with
+its data root in ``/var/cache/open-mdm/docker`` (``MDM_DOCKER_CACHE`` moves the cache), so later
+runs on the same machine reuse the images; one per process, stopped by pid at exit
+(``stop_engine``). A file lock in the cache keeps two runs from sharing a data root at once.
+
+No registry needs to be reachable: the images' base ``debian:bookworm-slim`` is, when missing,
+made from Debian's packages (``mmdebstrap --variant=minbase bookworm``, about a minute) and
+``docker import``-ed under that tag; the component image's pip installs from a wheelhouse the
+host's pip fills (``pip download``), served on loopback for the build. Where a registry is
+reachable, the Dockerfiles build unchanged without any of this.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import fcntl
+import functools
+import http.server
+import json
+import logging
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..ports import free_ports
+from ..profiles import ServerProfile
+from ..waiting import poll_until
+from . import ejabberd as native_ejabberd
+from . import prosody as native_prosody
+from .base import Account, ServerHandle, plugin_dir
+
+log = logging.getLogger(__name__)
+
+BASE_IMAGE = "debian:bookworm-slim"
+LABEL = "org.open-mdm.harness"  # on every container the harness starts: stale ones are removed
+# where each image keeps the bridge (docker/prosody/Dockerfile, docker/ejabberd/ejabberdctl.cfg)
+PROSODY_PLUGINS = "/usr/local/lib/prosody/mdm"
+EJABBERD_EBIN = "/opt/open-mdm/build/erlang/ebin"
+
+
+def checkout() -> Path:
+    """The repository root: the images' build context."""
+    return plugin_dir().parent
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("MDM_DOCKER_CACHE", "/var/cache/open-mdm"))
+
+
+# --- the engine ------------------------------------------------------------------------------
+
+@dataclass
+class Engine:
+    """A Docker engine: ours (a dockerd child we stop by pid) or the one DOCKER_HOST names."""
+    client: Any  # docker.DockerClient
+    base_url: str
+    proc: subprocess.Popen[bytes] | None = None
+    run_dir: Path | None = None
+    lock: Any = None  # the open lock file while our dockerd uses the data root
+    built: dict[str, str] = field(default_factory=dict)  # image name -> id, built in this process
+
+    def stop(self) -> None:
+        """Stop our dockerd (SIGTERM by pid, SIGKILL after 30 s) and its temp dir."""
+        with contextlib.suppress(Exception):
+            self.client.close()
+        if self.proc is not None:
+            proc, self.proc = self.proc, None
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    log.warning("dockerd pid %s did not stop after SIGTERM; killing it", proc.pid)
+                    proc.kill()
+                    proc.wait()
+            with contextlib.suppress(FileNotFoundError):
+                (cache_dir() / "dockerd.pid").unlink()
+        if self.run_dir is not None:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+            self.run_dir = None
+        if self.lock is not None:
+            self.lock.close()
+            self.lock = None
+
+
+_engine: Engine | None = None
+_engine_lock = threading.Lock()
+
+
+def engine() -> Engine:
+    """The process's engine, started on first use (blocking: call it in a thread from async code)."""
+    global _engine
+    with _engine_lock:
+        if _engine is None:
+            _engine = _connect() if os.environ.get("DOCKER_HOST") else _start_dockerd()
+            atexit.register(stop_engine)
+        return _engine
+
+
+def stop_engine() -> None:
+    """Stop the engine this process started (nothing if it uses DOCKER_HOST's)."""
+    global _engine
+    with _engine_lock:
+        if _engine is not None:
+            _engine.stop()
+            _engine = None
+
+
+def _docker() -> Any:
+    try:
+        import docker
+    except ImportError:
+        raise RuntimeError("the docker backends need the docker SDK: pip install -e '.[docker]'") from None
+    return docker
+
+
+def _connect() -> Engine:
+    client = _docker().from_env(timeout=600)
+    client.ping()
+    return Engine(client, os.environ["DOCKER_HOST"])
+
+
+def _start_dockerd() -> Engine:
+    exe = shutil.which("dockerd")
+    if exe is None:
+        raise RuntimeError("dockerd is not installed (apt-get install docker.io), and DOCKER_HOST is not set")
+    if os.geteuid() != 0:
+        raise RuntimeError("starting a private dockerd needs root; or set DOCKER_HOST to a running engine")
+    cache = cache_dir()
+    data_root = cache / "docker"
+    data_root.mkdir(parents=True, exist_ok=True)
+    lock = open(cache / "docker.lock", "w")  # noqa: SIM115 (held for the engine's lifetime)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        log.warning("another run uses %s; waiting for it", data_root)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+    _kill_stale_dockerd(cache / "dockerd.pid")
+    run_dir = Path(tempfile.mkdtemp(prefix="mdm-dockerd-"))
+    sock = run_dir / "docker.sock"
+    args = [exe, "--data-root", str(data_root), "--exec-root", str(run_dir / "exec"),
+            "--pidfile", str(run_dir / "dockerd.pid"), "--host", f"unix://{sock}",
+            "--storage-driver", "vfs", "--iptables=false", "--bridge=none"]
+    with open(cache / "dockerd.log", "ab") as out:
+        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)  # Ctrl-C goes to us; we stop it by pid
+    (cache / "dockerd.pid").write_text(f"{proc.pid}\n")
+    eng = Engine(None, f"unix://{sock}", proc, run_dir, lock)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"dockerd exited with {proc.returncode}; see {cache / 'dockerd.log'}")
+            if sock.exists():
+                client = _docker().DockerClient(base_url=eng.base_url, timeout=600)
+                try:
+                    client.ping()
+                    eng.client = client
+                    break
+                except Exception:
+                    client.close()
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"dockerd did not answer within 60 s; see {cache / 'dockerd.log'}")
+            time.sleep(0.1)
+        # Containers in our data root are from runs that died before removing theirs.
+        for c in eng.client.containers.list(all=True, filters={"label": LABEL}):
+            with contextlib.suppress(Exception):
+                c.remove(force=True, v=True)
+    except BaseException:
+        eng.stop()
+        raise
+    log.info("dockerd pid %s on %s, data root %s", proc.pid, sock, data_root)
+    return eng
+
+
+def _kill_stale_dockerd(pidfile: Path) -> None:
+    """A dockerd left by a run that was killed (we hold the lock now, so it is nobody's)."""
+    try:
+        pid = int(pidfile.read_text())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (OSError, ValueError):
+        return
+    if cmdline and cmdline[0].endswith(b"dockerd") and str(cache_dir() / "docker").encode() in cmdline:
+        log.warning("stopping a stale dockerd (pid %s) left by an earlier run", pid)
+        os.kill(pid, signal.SIGTERM)
+        for _ in range(300):
+            if not Path(f"/proc/{pid}").exists():
+                break
+            time.sleep(0.1)
+        else:
+            os.kill(pid, signal.SIGKILL)
+
+
+# --- the images ------------------------------------------------------------------------------
+
+def ensure_base(eng: Engine) -> None:
+    """``debian:bookworm-slim``: a pulled one if the engine has it, else one made from Debian's
+    packages with mmdebstrap and imported under that tag (no registry needed)."""
+    docker = _docker()
+    try:
+        eng.client.images.get(BASE_IMAGE)
+        return
+    except docker.errors.ImageNotFound:
+        pass
+    if shutil.which("mmdebstrap") is None:
+        raise RuntimeError(f"no {BASE_IMAGE} image and no mmdebstrap to make one (apt-get install mmdebstrap)")
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="mdm-rootfs-", dir=cache_dir()) as tmp:
+        tar = Path(tmp) / "rootfs.tar"
+        # as Debian's own slim images: no documentation, manual pages or translations
+        slim = [f"--dpkgopt=path-exclude=/usr/share/{d}/*" for d in ("doc", "man", "locale", "info")]
+        slim.append("--dpkgopt=path-include=/usr/share/doc/*/copyright")
+        result = subprocess.run(["mmdebstrap", "--variant=minbase", "--mode=root", "--quiet", *slim,
+                                 "bookworm", str(tar)], capture_output=True, text=True)
+        if result.returncode != 0:
+            raise RuntimeError(f"mmdebstrap failed ({result.returncode}):\n{result.stderr[-3000:]}")
+        with open(tar, "rb") as f:
+            eng.client.api.import_image_from_data(
+                f, repository=BASE_IMAGE.partition(":")[0], tag=BASE_IMAGE.partition(":")[2],
+                changes=['CMD ["bash"]'])
+    log.info("made %s from Debian's packages in %.0f s", BASE_IMAGE, time.monotonic() - started)
+
+
+def _wheelhouse() -> Path:
+    """The component's dependencies as wheels, fetched by the host's pip (its own index config),
+    refreshed when pyproject.toml changes."""
+    wheels = cache_dir() / "wheelhouse"
+    stamp = wheels / ".pyproject.toml"
+    pyproject = (checkout() / "pyproject.toml").read_text()
+    if stamp.exists() and stamp.read_text() == pyproject:
+        return wheels
+    wheels.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run([sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "-q",
+                             "--dest", str(wheels), str(checkout()), "setuptools>=68", "wheel"],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"pip download of the component's dependencies failed:\n{result.stderr[-3000:]}")
+    for sdist in wheels.glob("open_mdm-*"):  # the project itself is built from the context
+        sdist.unlink()
+    stamp.write_text(pyproject)
+    return wheels
+
+
+@contextlib.contextmanager
+def _serving(directory: Path):
+    """``directory`` over HTTP on a free loopback port, for the duration (pip's --find-links)."""
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(directory)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def ensure_image(eng: Engine, name: str) -> str:
+    """``open-mdm/<name>`` built from ``docker/<name>/Dockerfile`` (the layer cache makes a
+    rebuild of unchanged sources take seconds); once per process. Returns the image id."""
+    if name in eng.built:
+        return eng.built[name]
+    ensure_base(eng)
+    started = time.monotonic()
+    buildargs: dict[str, str] = {}
+    with contextlib.ExitStack() as stack:
+        if name == "component" and not os.environ.get("MDM_DOCKER_PIP_INDEX"):
+            url = stack.enter_context(_serving(_wheelhouse()))
+            buildargs = {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": url}
+        lines: list[str] = []
+        for chunk in eng.client.api.build(path=str(checkout()), dockerfile=f"docker/{name}/Dockerfile",
+                                          tag=f"open-mdm/{name}:latest", network_mode="host", rm=True,
+                                          forcerm=True, decode=True, buildargs=buildargs):
+            if "stream" in chunk:
+                lines.extend(chunk["stream"].splitlines())
+            if "error" in chunk:
+                raise RuntimeError(f"docker build of docker/{name}/Dockerfile failed: {chunk['error']}\n"
+                                   + "\n".join(lines[-40:]))
+    image = eng.client.images.get(f"open-mdm/{name}:latest")
+    eng.built[name] = image.id
+    log.info("image open-mdm/%s ready in %.1f s", name, time.monotonic() - started)
+    return image.id
+
+
+def build_images(names: tuple[str, ...] = ("prosody", "ejabberd", "component")) -> dict[str, float]:
+    """Build (or reuse) the images; seconds each took."""
+    eng = engine()
+    times = {}
+    for name in names:
+        started = time.monotonic()
+        ensure_image(eng, name)
+        times[name] = time.monotonic() - started
+    return times
+
+
+# --- the servers -----------------------------------------------------------------------------
+
+class ContainerMixin:
+    """Stop and remove the server's container (instead of a pid)."""
+    container_id: str
+    workdir: Path
+
+    async def stop(self) -> None:
+        if not self.container_id:
+            return
+        cid, self.container_id = self.container_id, ""
+        await asyncio.to_thread(_remove_container, cid)
+
+
+def _remove_container(cid: str) -> None:
+    docker = _docker()
+    eng = engine()
+    try:
+        container = eng.client.containers.get(cid)
+    except docker.errors.NotFound:
+        return
+    with contextlib.suppress(docker.errors.APIError):
+        container.stop(timeout=10)  # SIGTERM to the server (the container's pid 1), SIGKILL after 10 s
+    container.remove(force=True, v=True)
+
+
+@dataclass
+class DockerServerHandle(ContainerMixin, ServerHandle):
+    container_id: str = ""
+
+
+@dataclass
+class DockerEjabberdHandle(ContainerMixin, native_ejabberd.EjabberdHandle):
+    container_id: str = ""
+
+
+def _run_container(image: str, kind: str, workdir: Path, script: str, env: dict[str, str] | None = None) -> str:
+    """The server's container: host network, the scenario's dir at the same path, as root (like
+    the native backends, which run the server as the harness's own user)."""
+    eng = engine()
+    container = eng.client.containers.run(
+        image, entrypoint=["sh", "-c", script], user="0:0", network_mode="host", detach=True,
+        environment=env or {}, labels={LABEL: kind}, name=f"mdm-{kind}-{os.getpid()}-{workdir.name}",
+        volumes={str(workdir): {"bind": str(workdir), "mode": "rw"}}, working_dir=str(workdir))
+    return container.id
+
+
+def _container_state(cid: str) -> tuple[str, int, str]:
+    container = engine().client.containers.get(cid)
+    state = container.attrs["State"]
+    logs = "" if state["Status"] == "running" else container.logs(tail=40).decode(errors="replace")
+    return state["Status"], state.get("ExitCode", 0), logs
+
+
+async def _wait_ready(handle: ServerHandle, cid: str, ready: Any, what: str, timeout: float) -> None:
+    """Until ``ready()``; a clear error with the container's output if it exits first."""
+    last_check = 0.0
+
+    async def check() -> bool:
+        nonlocal last_check
+        if await ready():
+            return True
+        now = time.monotonic()
+        if now - last_check > 0.5:
+            last_check = now
+            status, code, logs = await asyncio.to_thread(_container_state, cid)
+            if status != "running":
+                raise RuntimeError(f"the {handle.kind} container exited ({status}, {code}):\n{logs}\n"
+                                   f"{handle.log_tail()}")
+        return False
+    await poll_until(check, timeout, f"{handle.kind}: {what} within {timeout}s; see {handle.log_file}", 0.05)
+
+
+async def _accepts(port: int) -> bool:
+    try:
+        _r, w = await asyncio.open_connection("127.0.0.1", port)
+    except OSError:
+        return False
+    w.close()
+    return True
+
+
+async def start_docker_prosody(accounts: list[Account], workdir: Path, *, bridge: bool = True,
+                               extra_modules: tuple[str, ...] = (), without_modules: tuple[str, ...] = (),
+                               ack_timeout: float = 2.0, profile: ServerProfile | None = None) -> ServerHandle:
+    eng = await asyncio.to_thread(engine)
+    image = await asyncio.to_thread(ensure_image, eng, "prosody")
+    workdir.mkdir(parents=True, exist_ok=True)
+    c2s_port, component_port = free_ports(2)
+    http_port = free_ports(1)[0] if profile is not None and profile.needs_http else None
+    (workdir / "data").mkdir(exist_ok=True)
+    level = "debug" if os.environ.get("MDM_HARNESS_DEBUG") else "info"
+    text = native_prosody.render_config(workdir, c2s_port, component_port, bridge=bridge,
+                                        extra_modules=extra_modules, without_modules=without_modules,
+                                        log_level=level, ack_timeout=ack_timeout, profile=profile,
+                                        http_port=http_port)
+    # the bridge the image installed, not the checkout's
+    text, n = re.subn(r"^plugin_paths = .*$", f'plugin_paths = {{ "{PROSODY_PLUGINS}" }}', text, count=1,
+                      flags=re.M)
+    if n != 1:
+        raise RuntimeError("no plugin_paths line in the generated Prosody config")
+    cfg = workdir / "prosody.cfg.lua"
+    cfg.write_text(text)
+    # accounts as the native backend makes them (prosodyctl register), in the container, then Prosody
+    script = "set -e\n" + "".join(
+        f"prosodyctl --root --config {shlex.quote(str(cfg))} register {shlex.quote(a.user)} "
+        f"{native_prosody.DOMAIN} {shlex.quote(a.password)}\n" for a in accounts)
+    script += f"exec prosody --config {shlex.quote(str(cfg))} 2>>{shlex.quote(str(workdir / 'prosody.stderr'))}\n"
+    cid = await asyncio.to_thread(_run_container, image, "docker-prosody", workdir, script)
+    handle = DockerServerHandle("docker-prosody", native_prosody.DOMAIN, c2s_port, component_port,
+                                "mdm." + native_prosody.DOMAIN, native_prosody.SECRET,
+                                "conference." + native_prosody.DOMAIN, workdir, None, workdir / "prosody.log",
+                                list(accounts), container_id=cid)
+    try:
+        for port in (c2s_port, component_port):
+            await _wait_ready(handle, cid, functools.partial(_accepts, port), f"did not listen on {port}", 60.0)
+    except BaseException:
+        await handle.stop()
+        raise
+    log.debug("docker-prosody container %s: c2s %s, component %s, dir %s", cid[:12], c2s_port,
+              component_port, workdir)
+    return handle
+
+
+async def start_docker_ejabberd(accounts: list[Account], workdir: Path, *, bridge: bool = True,
+                                extra_modules: tuple[str, ...] = (), without_modules: tuple[str, ...] = (),
+                                ack_timeout: float = 2.0) -> ServerHandle:
+    eng = await asyncio.to_thread(engine)
+    image = await asyncio.to_thread(ensure_image, eng, "ejabberd")
+    workdir.mkdir(parents=True, exist_ok=True)
+    c2s_port, component_port, http_port = free_ports(3)
+    cfg = workdir / "ejabberd.yml"
+    level = "debug" if os.environ.get("MDM_HARNESS_DEBUG") else "info"
+    cfg.write_text(native_ejabberd.render_config(c2s_port, component_port, http_port, bridge=bridge,
+                                                 extra_modules=extra_modules, without_modules=without_modules,
+                                                 log_level=level, ack_timeout=ack_timeout))
+    spool = workdir / "spool"
+    spool.mkdir(exist_ok=True)
+    log_file = workdir / "ejabberd.log"
+    # as servers/ejabberd.py launches it: erl directly, not distributed, the image's bridge on the path
+    env = {"EJABBERD_CONFIG_PATH": str(cfg), "EJABBERD_LOG_PATH": str(log_file),
+           "ERL_CRASH_DUMP": str(workdir / "erl_crash.dump"), "ERL_CRASH_DUMP_BYTES": "0", "HOME": str(workdir)}
+    pa = f"-pa {EJABBERD_EBIN} " if bridge else ""
+    script = ('lib=$(ls -d /usr/lib/*/ejabberd-*/ebin | sort -V | tail -n1)\n'
+              'export ERL_LIBS="$(dirname "$(dirname "$lib")")"\n'
+              f"exec erl -noinput -noshell +K true {pa}-mnesia dir {shlex.quote(json.dumps(str(spool)))} "
+              f"-s ejabberd >>{shlex.quote(str(workdir / 'ejabberd.stdout'))} 2>&1\n")
+    cid = await asyncio.to_thread(_run_container, image, "docker-ejabberd", workdir, script, env)
+    handle = DockerEjabberdHandle("docker-ejabberd", native_ejabberd.DOMAIN, c2s_port, component_port,
+                                  "mdm." + native_ejabberd.DOMAIN, native_ejabberd.SECRET,
+                                  "conference." + native_ejabberd.DOMAIN, workdir, None, log_file,
+                                  list(accounts), http_port=http_port, container_id=cid)
+
+    async def started() -> bool:
+        return log_file.exists() and " is started in the node " in log_file.read_text(errors="replace")
+    try:
+        await _wait_ready(handle, cid, started, "did not start", 90.0)
+        for port in (http_port, c2s_port, component_port):
+            await _wait_ready(handle, cid, functools.partial(_accepts, port), f"did not listen on {port}", 60.0)
+        for a in accounts:
+            answer = await handle.api("register", {"user": a.user, "host": native_ejabberd.DOMAIN,
+                                                   "password": a.password})
+            if "successfully registered" not in str(answer):
+                raise RuntimeError(f"ejabberd did not register {a.user}: {answer}")
+    except BaseException:
+        await handle.stop()
+        raise
+    log.debug("docker-ejabberd container %s: c2s %s, component %s, dir %s", cid[:12], c2s_port,
+              component_port, workdir)
+    return handle
