@@ -1,0 +1,1 @@
+../../../../prosody/mod_mdm_bridge.lua
