@@ -28,6 +28,10 @@ STREAMS = "http://etherx.jabber.org/streams"
 PUBSUB = "http://jabber.org/protocol/pubsub"
 PUSH = "urn:xmpp:push:0"
 DATA = "jabber:x:data"
+# The double's own component secret: ejabberd's ejabberd_service registers every host of a
+# listener that shares a password with the one that authenticated, so it must differ from the MDM
+# component's (or the MDM component's link would also take push.<domain>).
+SECRET = "push-double-secret"
 
 
 def summary(iq: etree._Element) -> etree._Element | None:

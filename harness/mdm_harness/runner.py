@@ -35,6 +35,7 @@ from .clients import DEFAULT_TIMEOUT, ClientPool
 from .component_control import ComponentControl
 from .matcher import HARNESS, SCANSION, STRICT_RULES, Matcher, parse_expected, pretty
 from .profiles import ServerProfile, load_profile
+from .push import SECRET as PUSH_SECRET
 from .push import PushService
 from .scenario import PUSH_SERVICE, Scenario, Step
 from .servers import Account, ServerHandle, start_server
@@ -80,9 +81,10 @@ class ScenarioRun:
         self.server = server
         self.component = component
         self.push = push
-        # issue 11: with XEP-0198 on the server, every client owns its stream (streamclient.py)
+        # issue 11: with XEP-0198 on the server (aioxmpp would enable it itself) or push, every
+        # client owns its stream (streamclient.py)
         self.pool = ClientPool(server, component.sees_inactive,
-                               own_streams="stream-management" in scenario.features)
+                               own_streams=bool({"stream-management", "push"} & set(scenario.features)))
         self.emit = emit
         self.transcript = transcript
         self.matcher = Matcher(scenario.matching)  # its captures live as long as the scenario
@@ -372,11 +374,11 @@ async def run_scenario(scenario: Scenario, server_kind: str, emit: Callable[[str
         if scenario.features:
             options["features"] = scenario.features
         server = await start_server(server_kind, accounts_of([scenario]), workdir, **options)
-        if "push" in scenario.features:
-            push = PushService(server.push_jid, server.component_secret, server.host, server.component_port)
-            await push.start()
         component = ComponentControl(server)
         await component.start()
+        if "push" in scenario.features:
+            push = PushService(server.push_jid, PUSH_SECRET, server.host, server.push_port)
+            await push.start()
         run = ScenarioRun(scenario, server, component, emit, transcript, push)
         result.steps_run = await run.run()
         result.passed = True

@@ -214,7 +214,7 @@ class StreamClient:
         self.inactive = False
         self.sm_id, self.handled = None, 0
         await self._login()
-        self.send_nowait(f"<iq type='set' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
+        self.send_nowait(f"<iq xmlns='{CLIENT_NS}' type='set' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
                          f"<resource>{self.resource}</resource></bind></iq>")
         reply = await self._nonza_or_iq("bind")
         jid = reply.findtext(".//{urn:ietf:params:xml:ns:xmpp-bind}jid")

@@ -45,8 +45,9 @@ class ServerHandle:
     # R9.5 other listeners, when the run asked for them (0 / "": not offered)
     direct_tls_port: int = 0  # XEP-0368 direct TLS c2s
     websocket_url: str = ""  # RFC 7395 XMPP over WebSocket
-    # R3.6: the push app server double's JID (XEP-0357), when the run asked for push
+    # R3.6: the push app server double's JID (XEP-0357) and component port, when the run asked for push
     push_jid: str = ""
+    push_port: int = 0
 
     def c2s_port_for(self, index: int) -> int:
         """Where the ``index``-th client connects: one port, or a cluster's nodes round-robin."""

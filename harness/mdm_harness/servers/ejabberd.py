@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..ports import free_ports
+from ..push import SECRET as PUSH_SECRET
 from ..waiting import poll_until
 from .base import Account, ServerHandle, plugin_dir, wait_listening
-from ..push import SECRET as PUSH_SECRET
 from .tls import self_signed
 
 log = logging.getLogger(__name__)
@@ -95,7 +95,8 @@ def _q(s: str) -> str:
 def render_config(c2s_port: int, component_port: int, http_port: int, *, bridge: bool = True,
                   extra_modules: tuple[str, ...] = (), without_modules: tuple[str, ...] = (),
                   log_level: str = "info", ack_timeout: float = 2.0, features: tuple[str, ...] = (),
-                  direct_tls_port: int | None = None, tls_pem: Path | None = None) -> str:
+                  direct_tls_port: int | None = None, tls_pem: Path | None = None,
+                  push_port: int | None = None) -> str:
     modules: dict[str, str] = {
         "mod_roster": "{}",
         "mod_disco": "{}",
@@ -128,9 +129,15 @@ def render_config(c2s_port: int, component_port: int, http_port: int, *, bridge:
         timeout = max(1, round(ack_timeout))  # whole seconds in ejabberd's option
         modules["mod_mdm_bridge"] = "{component: " + _q("mdm." + DOMAIN) + f", ack_timeout: {timeout}}}"
     module_lines = "\n".join(f"  {name}: {opts}" for name, opts in modules.items())
-    push_host = (f"""      {_q("push." + DOMAIN)}:
+    # ejabberd_service registers every host of its listener for each component that logs in: the
+    # push app server double gets a listener of its own, or it would take mdm.<domain> as well
+    push_listener = (f"""  - port: {push_port}
+    ip: "127.0.0.1"
+    module: ejabberd_service
+    hosts:
+      {_q("push." + DOMAIN)}:
         password: {_q(PUSH_SECRET)}
-""" if "push" in features else "")
+""" if push_port else "")
     direct_tls = (f"""  - port: {direct_tls_port}
     ip: "127.0.0.1"
     module: ejabberd_c2s
@@ -162,7 +169,7 @@ listen:
     hosts:
       {_q("mdm." + DOMAIN)}:
         password: {_q(SECRET)}
-{push_host}  - port: {http_port}
+{push_listener}  - port: {http_port}
     ip: "127.0.0.1"
     module: ejabberd_http
     request_handlers:
@@ -229,6 +236,7 @@ async def start_ejabberd(accounts: list[Account], workdir: Path, *, bridge: bool
     workdir.mkdir(parents=True, exist_ok=True)
     c2s_port, component_port, http_port = free_ports(3)
     direct_tls_port = free_ports(1)[0] if "direct-tls" in features else None
+    push_port = free_ports(1)[0] if "push" in features else None
     tls_pem = None
     if direct_tls_port:
         cert, key = await self_signed(workdir)
@@ -240,14 +248,14 @@ async def start_ejabberd(accounts: list[Account], workdir: Path, *, bridge: bool
     cfg.write_text(render_config(c2s_port, component_port, http_port, bridge=bridge,
                                  extra_modules=extra_modules, without_modules=without_modules,
                                  log_level=level, ack_timeout=ack_timeout, features=features,
-                                 direct_tls_port=direct_tls_port, tls_pem=tls_pem))
+                                 direct_tls_port=direct_tls_port, tls_pem=tls_pem, push_port=push_port))
     proc = await launch(cfg, workdir, ebin)
     log_file = workdir / "ejabberd.log"
     handle = EjabberdHandle("ejabberd", DOMAIN, c2s_port, component_port, "mdm." + DOMAIN, SECRET,
                             "conference." + DOMAIN, workdir, proc.pid, log_file, list(accounts),
                             http_port=http_port, direct_tls_port=direct_tls_port or 0,
                             websocket_url=f"ws://127.0.0.1:{http_port}/ws" if "websocket" in features else "",
-                            push_jid="push." + DOMAIN if "push" in features else "")
+                            push_jid="push." + DOMAIN if "push" in features else "", push_port=push_port or 0)
     try:
         await wait_started(proc, log_file)
         for port in (http_port, c2s_port, component_port):
