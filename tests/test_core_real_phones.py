@@ -12,6 +12,8 @@ from mdm.events import (
     ClientStateChanged,
     Deliver,
     DropHeld,
+    MdsPublish,
+    MdsUpdated,
     MessageFromUser,
     MessageToUser,
     PresenceSent,
@@ -181,3 +183,41 @@ def test_R9_4_calls_ring_every_device_and_with_nobody_active_the_usual_rule(core
     # nobody active (both in the background, quiet mode): a JMI offer flushes and rings everywhere
     assert set(deliveries(actions)) == {LAPTOP, MOBILE}
     assert ("alice@localhost", "f3") not in core.file_offers
+
+
+# --- R4.3 ------------------------------------------------------------------------------------
+
+SID = "urn:xmpp:sid:0"
+
+
+def archived(to: str, msg_id: str, sid: str):
+    m = message(to, extra=f"<stanza-id xmlns='{SID}' id='{sid}' by='{ALICE}'/>")
+    m.set("id", msg_id)
+    return m
+
+
+def marker(to: str, frm: str, msg_id: str):
+    return message(to, frm=frm, body=None, extra=f"<displayed xmlns='urn:xmpp:chat-markers:0' id='{msg_id}'/>")
+
+
+def test_R4_3_a_displayed_marker_moves_the_mds_node(core):
+    core.handle(MessageToUser("1", archived(ALICE, "m1", "S1")), 2.0)
+    actions = core.handle(MessageFromUser(MOBILE, marker("bob@localhost/desktop", MOBILE, "m1")), 3.0)
+    assert [a for a in actions if isinstance(a, MdsPublish)] == [MdsPublish(ALICE, "bob@localhost", "S1")]
+    # the publish coming back from PEP is not turned into a marker again
+    assert core.handle(MdsUpdated(ALICE, "bob@localhost", "S1", MOBILE), 4.0) == []
+    # nor is a marker for a message we never saw
+    assert not [a for a in core.handle(MessageFromUser(MOBILE, marker("bob@localhost", MOBILE, "zz")), 5.0)
+                if isinstance(a, MdsPublish)]
+
+
+def test_R4_3_an_mds_publish_reaches_markers_only_clients_without_waking_a_background_one(core):
+    core.handle(MessageToUser("1", archived(ALICE, "m2", "S2")), 2.0)
+    d = deliveries(core.handle(MdsUpdated(ALICE, "bob@localhost", "S2", LAPTOP), 3.0))
+    assert set(d) == {MOBILE} and d[MOBILE].carbon == "sent" and d[MOBILE].notify is None
+    assert d[MOBILE].stanza.find("{urn:xmpp:chat-markers:0}displayed").get("id") == "m2"
+    core.handle(MessageToUser("2", archived(ALICE, "m3", "S3")), 4.0)
+    core.handle(ClientStateChanged(MOBILE, False), 5.0)
+    actions = core.handle(MdsUpdated(ALICE, "bob@localhost", "S3", LAPTOP), 6.0)
+    assert not [a for a in actions if isinstance(a, Deliver)]  # R4.2: held, not a wake-up
+    assert [a.jid for a in actions if isinstance(a, StoreHeld)] == [MOBILE]

@@ -24,6 +24,8 @@ from .events import (
     ClientStateChanged,
     Deliver,
     Event,
+    MdsPublish,
+    MdsUpdated,
     MessageFromUser,
     MessageToUser,
     NodeDown,
@@ -145,6 +147,10 @@ def decode_events(stanza: Stanza, host: str) -> Decoded:
             elif name == "sync":
                 synced = Resync(host, node, tuple(el.get("nodes", "").split()))
                 out.events.append(synced)
+            elif name == "mds":
+                # R4.3: a XEP-0490 publish by one of the user's clients
+                out.events.append(MdsUpdated(_jid_attr(el), _jid_attr(el, "peer"), _jid_attr(el, "stanza-id"),
+                                             el.get("publisher")))
             elif name == "node-down":
                 out.events.append(NodeDown(host, _jid_attr(el, "node")))
             else:
@@ -260,5 +266,11 @@ def encode_commands(actions: Iterable[Action], component_jid: str, node: str = "
             if a.jid is not None:
                 el.set("jid", a.jid)
                 el.set("for", f"{a.remaining:.0f}")
+        elif isinstance(a, MdsPublish):
+            # R4.3: the bridge publishes to the user's XEP-0490 node (PEP)
+            el = etree.SubElement(commands_for(domain(a.user)), ns.q(B, "mds-publish"))
+            el.set("user", a.user)
+            el.set("peer", a.peer)
+            el.set("stanza-id", a.stanza_id)
         # StoreHeld / DropHeld are for the component's store, not the bridge.
     return [cmds.getparent() for cmds in per_host.values()]

@@ -31,7 +31,7 @@ The rules, by requirement:
   client while there is one, and the rest of that offer (retract, accept, reject, proceed) follows
   it; calls ring every device.
 * R4.1: read markers (XEP-0333) are chat messages without body: copied like any chat message,
-  never notifying (R4.2).
+  never notifying (R4.2). R4.3: markers and XEP-0490 MDS are translated both ways (mdm.readstate).
 * R1.3: with MDM disabled the core behaves like the server's own mod_carbons: native routing plus
   plain XEP-0280 copies, no hints, nothing held, no counter moves.
 * R5: every delivery for a session in the background goes through ``_out``, which holds it or
@@ -64,6 +64,8 @@ from .events import (
     Deliver,
     DropHeld,
     Event,
+    MdsPublish,
+    MdsUpdated,
     MessageFromUser,
     MessageToUser,
     NodeDown,
@@ -79,6 +81,7 @@ from .events import (
     SyncDone,
 )
 from .jid import bare, domain, is_full
+from .readstate import ReadState, displayed_id, displayed_marker, stanza_id
 from .sessions import Session, SessionTable
 
 log = logging.getLogger(__name__)
@@ -122,6 +125,7 @@ class MdmCore:
         self._told_active: dict[str, tuple[str, float]] = {}
         # R9.4: file-transfer offers (user, JMI id) -> the session that got the offer
         self.file_offers: dict[tuple[str, str], str] = {}
+        self.read_state = ReadState()  # R4.3: message ids <-> archive stanza-ids
 
     # R1.2: a live reload swaps the config; sessions and their state stay.
     def reconfigure(self, config: CoreConfig, now: float | None = None) -> list[Action]:
@@ -187,6 +191,8 @@ class MdmCore:
                 return self._message_to_user(event, now)
             case MessageFromUser():
                 return self._message_from_user(event, now)
+            case MdsUpdated():
+                return self._mds_updated(event, now)
             case StanzaToSession():
                 return self._stanza_to_session(event, now)
             case PresenceSent(jid=jid, available=available, priority=priority, idle=idle, client=client):
@@ -262,6 +268,10 @@ class MdmCore:
         to = stanza.get("to") or ""
         user = bare(to)
         kind = classify(stanza, incoming=True)
+        if kind.im and stanza.get("id") and self.config.enabled:
+            sid = stanza_id(stanza, user)  # R4.3: the archive's name for it, for MDS
+            if sid is not None:
+                self.read_state.remember(user, bare(stanza.get("from") or ""), stanza.get("id"), sid)
         mdm = self.sessions.mdm_sessions(user)
         if not kind.copy or not mdm:
             # R2.5 private, R9.2 groupchat, errors …; or nobody to copy to: RFC 6121 as usual,
@@ -365,9 +375,34 @@ class MdmCore:
             return []
         notify = False if kind.im and self.config.enabled else None  # a sent copy never notifies
         actions: list[Action] = []
+        marked = displayed_id(stanza) if self.config.enabled else None
+        if marked is not None:  # R4.3: the marker also moves the user's MDS node
+            peer = bare(to)
+            sid = self.read_state.stanza_id_of(user, peer, marked)
+            if sid is not None and self.read_state.read_up_to.get((user, peer)) != sid:
+                self.read_state.read_up_to[(user, peer)] = sid
+                actions.append(MdsPublish(user, peer, sid))
         for other in self.sessions.mdm_sessions(user):
             if other.jid != sender:
                 actions.extend(self._out(other, Deliver(other.jid, stanza, notify, "sent"), now))  # R2.3
+        return actions
+
+    def _mds_updated(self, event: MdsUpdated, now: float) -> list[Action]:
+        """R4.3: an MDS publish reaches the clients that only know markers, as the <displayed/>
+        the publishing client would have sent (a silent <sent/> copy; held for a background
+        session like any marker, R4.2)."""
+        user, peer = event.user, event.peer
+        if not self.config.enabled or self.read_state.read_up_to.get((user, peer)) == event.stanza_id:
+            return []  # our own publish coming back, or nothing new
+        self.read_state.read_up_to[(user, peer)] = event.stanza_id
+        found = self.read_state.message_of(user, event.stanza_id)
+        if found is None or found[0] != peer:
+            return []  # a message we never handed out: nothing a marker could name
+        marker = displayed_marker(user, peer, found[1])
+        actions: list[Action] = []
+        for s in self.sessions.mdm_sessions(user):
+            if s.jid != event.publisher:
+                actions.extend(self._out(s, Deliver(s.jid, marker, None, "sent"), now))
         return actions
 
     # --- silent and quiet mode (R5) --------------------------------------------------------

@@ -113,6 +113,16 @@ class NodeDown:
 
 
 @dataclass(frozen=True, slots=True)
+class MdsUpdated:
+    """XEP-0490: a client of ``user`` published to its Message Displayed Synchronization node: the
+    conversation with ``peer`` is read up to the message the archive calls ``stanza_id`` (R4.3)."""
+    user: str  # bare JID
+    peer: str  # bare JID of the conversation (the item id)
+    stanza_id: str
+    publisher: str | None = None  # full JID of the session that published, if known
+
+
+@dataclass(frozen=True, slots=True)
 class MessageFromUser:
     """A message a local session sent; it goes on to its recipient natively, we only copy it."""
     sender: str  # full JID of the sending session
@@ -120,7 +130,8 @@ class MessageFromUser:
 
 
 Event = Resync | SyncDone | NodeDown | SessionBound | SessionUnbound | CarbonsToggled | PresenceSent \
-    | ClientStateChanged | MessageToUser | StanzaToSession | MessageFromUser
+    | ClientStateChanged | MessageToUser | StanzaToSession | MessageFromUser | MdsUpdated \
+    | PushRegistration | SessionHibernated
 
 
 # --- actions (core -> bridge) ------------------------------------------------------------------
@@ -190,4 +201,13 @@ class ActiveClient:
     remaining: float = 0.0
 
 
-Action = Deliver | Route | Ack | StoreHeld | DropHeld | ActiveClient
+@dataclass(frozen=True, slots=True)
+class MdsPublish:
+    """R4.3: publish to ``user``'s XEP-0490 node that the conversation with ``peer`` is read up to
+    ``stanza_id`` (a XEP-0333 <displayed/> from one of the user's clients, turned into MDS)."""
+    user: str
+    peer: str
+    stanza_id: str
+
+
+Action = Deliver | Route | Ack | StoreHeld | DropHeld | ActiveClient | MdsPublish

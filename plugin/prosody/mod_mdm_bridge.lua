@@ -43,6 +43,8 @@
 local st = require "util.stanza";
 local filters = require "util.filters";
 local jid_bare = require "util.jid".bare;
+local jid_split = require "util.jid".split;
+local mds_publish; -- R4.3, below
 local now = require "util.time".now;
 local modulemanager = require "core.modulemanager";
 
@@ -537,6 +539,42 @@ module:hook("cloud_notify/push", function(event)
 	return true;
 end, 10);
 
+-- R4.3: XEP-0490 Message Displayed Synchronization in the user's PEP (mod_pep). The component
+-- turns a <displayed/> marker into a publish here (the node is created as XEP-0490 asks:
+-- whitelist access, items kept); and a client's own publish is reported to it, so clients that
+-- only do markers get a <displayed/>. Our own publishes are not reported back.
+local xmlns_mds, xmlns_sid = "urn:xmpp:mds:displayed:0", "urn:xmpp:sid:0";
+local mds_publishing = false;
+mds_publish = function(user, peer, stanza_id)
+	local pep = modulemanager.get_module(host, "pep");
+	local username, user_host = jid_split(user or "");
+	if not (pep and pep.get_pep_service and username and user_host == host and peer and stanza_id) then return; end
+	local service = pep.get_pep_service(username);
+	if not service.nodes[xmlns_mds] then
+		service:create(xmlns_mds, true, { access_model = "whitelist", persist_items = true,
+			max_items = "max", send_last_published_item = "never" });
+	end
+	local item = st.stanza("item", { xmlns = "http://jabber.org/protocol/pubsub", id = peer })
+		:tag("displayed", { xmlns = xmlns_mds })
+			:tag("stanza-id", { xmlns = xmlns_sid, id = stanza_id, by = user }):up():up();
+	mds_publishing = true;
+	local ok, err = service:publish(xmlns_mds, true, peer, item);
+	mds_publishing = false;
+	if not ok then module:log("warn", "MDM: MDS publish for %s (%s) failed: %s", user, peer, tostring(err)); end
+end
+module:handle_items("pep-service", function(event)
+	local service = event.item.service;
+	service.events.add_handler("item-published/" .. xmlns_mds, function(published)
+		if mds_publishing or not component_connected() then return; end
+		local sid = published.item and published.item:find("{" .. xmlns_mds .. "}displayed/{" .. xmlns_sid .. "}stanza-id");
+		local actor = published.actor;
+		if sid and sid.attr.id and published.id then
+			send_events(st.stanza("mds", { jid = service.config.jid, peer = published.id, ["stanza-id"] = sid.attr.id,
+				publisher = type(actor) == "string" and actor:find("/", 1, true) and actor or nil }));
+		end
+	end);
+end, function() end, true);
+
 -- Commands from the component, accepted only from the configured component JID.
 local function normalise(el, parent_ns)
 	local ns = el.attr.xmlns or parent_ns;
@@ -632,6 +670,8 @@ module:hook("message/host", function(event)
 		elseif name == "ack" then
 			local p = ref and pending[ref];
 			if p then finish(ref, p, p.reached, cmd.attr.held == "true"); end
+		elseif name == "mds-publish" then
+			mds_publish(cmd.attr.user, cmd.attr.peer, cmd.attr["stanza-id"]);
 		elseif name == "active" then
 			-- R3.6: who is active for this push user, and for how long
 			local user, seconds = cmd.attr.user, tonumber(cmd.attr["for"]);

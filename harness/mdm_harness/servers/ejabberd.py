@@ -121,6 +121,10 @@ def render_config(c2s_port: int, component_port: int, http_port: int, *, bridge:
         modules["mod_stream_mgmt"] = "{resume_timeout: 300}"
     if "push" in features:
         modules["mod_push"] = "{include_body: true, include_sender: true}"
+    if "pep" in features:  # XEP-0163, for XEP-0490 MDS (R4.3)
+        modules["mod_caps"] = "{}"
+        modules["mod_pubsub"] = '{plugins: ["flat", "pep"]}'
+
     for m in without_modules:
         modules.pop(m, None)
     for m in extra_modules:

@@ -53,7 +53,7 @@ def render_config(workdir: Path, c2s_port: int, component_port: int, *, bridge: 
     modules += [m for m in (*extra_modules, *profile.modules) if m not in modules and m not in without]
     # issue 11: what phones and remote clients use (mod_smacks, mod_cloud_notify, mod_websocket)
     for feature, mods in (("stream-management", ("smacks",)), ("push", ("cloud_notify",)),
-                          ("websocket", ("websocket",))):
+                          ("websocket", ("websocket",)), ("pep", ("pep",))):
         if feature in features:
             modules += [m for m in mods if m not in modules]
     if bridge:
