@@ -95,8 +95,8 @@ async def _probe(cfg: Config, host: str, port: int, timeout: float, login: bool)
         lines.append(f"ok   {host}:{port} accepts a component stream for {cfg.jid}")
         if not login:
             return True, lines
+        digest = hashlib.sha1(bytes(m.group(1)) + cfg.secret.encode()).hexdigest()
         del buf[:m.end()]
-        digest = hashlib.sha1(m.group(1) + cfg.secret.encode()).hexdigest()
         writer.write(f"<handshake>{digest}</handshake>".encode())
         m2 = await _read_until(reader, re.compile(rb"<handshake\s*/>|<handshake>\s*</handshake>|</stream:stream>|"
                                                   rb"<stream:error>.*?</stream:error>", re.S), timeout, buf)
@@ -115,7 +115,7 @@ async def _probe(cfg: Config, host: str, port: int, timeout: float, login: bool)
             m3 = await _read_until(reader, sync, end - loop.time(), buf)
             if m3 is None:
                 break
-            sender = m3.group(1).decode()
+            sender = bytes(m3.group(1)).decode()
             missing.discard(sender)
             lines.append(f"ok   the bridge on {sender} answered (it sent <sync/> and its sessions)")
             del buf[:m3.end()]

@@ -1,0 +1,179 @@
+"""Issue 12: the bridges install the way each server's own modules do, and ``mdm-component setup``
+says what is wrong with a server's config before anything starts.
+
+* Prosody: ``mdm-component setup prosody --write`` puts the ``mod_mdm_bridge/`` folder
+  (prosody-modules layout) into a ``plugin_paths`` directory and ``conf.d/mdm.cfg.lua`` beside an
+  admin's Debian-style config; Prosody, started as the prosody user, loads it, and
+  ``mdm-component doctor`` gets the bridge's answer.
+* ejabberd: ``setup ejabberd --write`` puts the sources (ejabberd-contrib layout) into the contrib
+  modules dir, ``ejabberdctl module_install mod_mdm_bridge`` builds, installs and starts it in a
+  running ejabberd (run by ejabberdctl as the ejabberd user, on its own epmd), its conf file opens
+  the component's listener, and ``doctor`` gets the bridge's answer.
+* The checks: modules that fight with the component, a second copy of the bridge, a host with its
+  own module list, missing stock modules on ejabberd, the module configured twice.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from .serverinstall import (
+    EjabberdInstall,
+    ProsodyInstall,
+    free_metrics_port,
+    have_user,
+    missing_tools,
+    run,
+    setup_args,
+    wait_log,
+    world_dir,
+)
+
+MDM_COMPONENT = [sys.executable, "-m", "mdm.cli"]
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="runs the servers as their own users (needs root)")
+
+
+def _prosody_ready() -> bool:
+    return not missing_tools("prosody", "prosodyctl", "lua5.4") and have_user("prosody")
+
+
+def _ejabberd_ready() -> bool:
+    return not missing_tools("ejabberdctl", "erlc", "epmd") and have_user("ejabberd")
+
+
+@pytest.fixture
+def root():
+    import shutil
+    d = world_dir("mdm-install-")
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+# --- Prosody -----------------------------------------------------------------------------------
+
+@needs_root
+@pytest.mark.skipif(not _prosody_ready(), reason="needs Debian's prosody and lua5.4")
+def test_prosody_module_installed_by_setup_is_loaded_and_answers(root: Path):
+    server = ProsodyInstall(root)
+    server.write_admin_config()
+    r = run([*MDM_COMPONENT, *setup_args("prosody", root, server.component_port, server.cfg, [])])
+    assert r.returncode == 0, r.stdout + r.stderr
+    module = server.modules / "mod_mdm_bridge" / "mod_mdm_bridge.lua"
+    assert module.is_file() and not module.is_symlink()
+    assert (server.modules / "mod_mdm_bridge" / "README.md").is_file()
+    snippet = (server.etc / "conf.d" / "mdm.cfg.lua").read_text()
+    assert 'modules_enabled = { "mdm_bridge" }' in snippet and 'Component "mdm.localhost"' in snippet
+    toml = root / "mdm" / "mdm-component.toml"
+    free_metrics_port(toml)
+    assert (root / "systemd" / "mdm-component.service").is_file()
+    # the check is clean on the config it wrote: setup says the bridge and the component are there
+    again = run([*MDM_COMPONENT, "setup", "prosody", "--config", str(server.cfg), "--component-config", str(toml)])
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert '"mdm_bridge" is enabled for localhost and Component mdm.localhost exists' in again.stdout
+    server.start()
+    try:
+        doctor = run([*MDM_COMPONENT, "doctor", "--config", str(toml), "--timeout", "15"])
+        assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+        assert "the bridge on localhost answered" in doctor.stdout
+        wait_log(server.log, "MDM component mdm.localhost connected")
+    finally:
+        server.stop()
+
+
+@pytest.mark.skipif(not _prosody_ready(), reason="needs Debian's prosody and lua5.4")
+def test_prosody_setup_refuses_modules_that_fight_and_finds_an_old_copy(tmp_path: Path):
+    old = tmp_path / "old-checkout"
+    (old / "mod_mdm_bridge").mkdir(parents=True)
+    (old / "mod_mdm_bridge" / "mod_mdm_bridge.lua").write_text("-- an old bridge\n")
+    cfg = tmp_path / "prosody.cfg.lua"
+    cfg.write_text(f"""plugin_paths = {{ "{old}", "{tmp_path / 'modules'}" }}
+modules_enabled = {{ "roster", "carbons", "csi_simple", "csi_battery_saver" }}
+VirtualHost "example.org"
+VirtualHost "chat.example.org"
+    modules_enabled = {{ "roster", "muc_mam" }}
+""")
+    base = [*MDM_COMPONENT, "setup", "prosody", "--config", str(cfg), "--component-config", str(tmp_path / "c.toml"),
+            "--modules-dir", str(tmp_path / "modules")]
+    r = run([*base, "--host", "example.org"])
+    assert r.returncode == 1
+    assert 'error: "csi_battery_saver" is in modules_enabled: remove it' in r.stdout
+    assert f"another mod_mdm_bridge on plugin_paths: {old / 'mod_mdm_bridge' / 'mod_mdm_bridge.lua'}" in r.stdout
+    assert '"carbons" stays enabled' in r.stdout
+    # --write refuses while there are errors: nothing is written
+    w = run([*base, "--host", "example.org", "--write", "--unit-dir", ""])
+    assert w.returncode == 1 and not (tmp_path / "modules").exists() and not (tmp_path / "c.toml").exists()
+    # two hosts: which one must be said
+    assert "pass --host" in run(base).stdout
+    # a host with its own modules_enabled: re-opening it would replace that list, so setup asks
+    # for one line by hand instead
+    h = run([*base, "--host", "chat.example.org"])
+    assert 'add "mdm_bridge" to the modules_enabled of VirtualHost "chat.example.org"' in h.stdout
+
+
+def test_prosody_setup_on_a_missing_config_is_one_error(tmp_path: Path):
+    r = run([*MDM_COMPONENT, "setup", "prosody", "--config", str(tmp_path / "nope.cfg.lua"),
+             "--component-config", str(tmp_path / "c.toml")])
+    assert r.returncode == 1 and "error:" in r.stdout and "Traceback" not in r.stderr
+
+
+# --- ejabberd ----------------------------------------------------------------------------------
+
+@needs_root
+@pytest.mark.skipif(not _ejabberd_ready(), reason="needs Debian's ejabberd and erlang-dev")
+def test_ejabberd_module_install_builds_enables_and_answers(root: Path):
+    server = EjabberdInstall(root)
+    server.write_admin_config()
+    r = run([*MDM_COMPONENT, *setup_args("ejabberd", root, server.component_port, server.cfg,
+                                         ["--contrib-dir", str(server.contrib)])])
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "ejabberdctl module_install mod_mdm_bridge" in r.stdout
+    sources = server.contrib / "sources" / "mod_mdm_bridge"
+    for f in ("mod_mdm_bridge.spec", "src/mod_mdm_bridge.erl", "conf/mod_mdm_bridge.yml", "README.txt", "COPYING"):
+        assert (sources / f).is_file(), f
+    assert (sources / "conf" / "mod_mdm_bridge.yml").stat().st_uid == __import__("pwd").getpwnam("ejabberd").pw_uid
+    toml = root / "mdm" / "mdm-component.toml"
+    free_metrics_port(toml)
+    server.start()
+    try:
+        assert "mod_mdm_bridge" in server.ctl("modules_available").stdout
+        install = server.ctl("module_install", "mod_mdm_bridge")
+        assert install.returncode == 0, install.stdout + install.stderr + server.log.read_text(errors="replace")
+        assert "Module mod_mdm_bridge has been installed and started" in install.stdout
+        assert (server.contrib / "mod_mdm_bridge" / "ebin" / "mod_mdm_bridge.beam").is_file()
+        assert "mod_mdm_bridge" in server.ctl("modules_installed").stdout
+        log = wait_log(server.log, "MDM bridge started on localhost")
+        assert "is not loaded on localhost: mod_mdm_bridge needs it" not in log
+        doctor = run([*MDM_COMPONENT, "doctor", "--config", str(toml), "--timeout", "15"])
+        assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+        assert "the bridge on localhost answered" in doctor.stdout
+        wait_log(server.log, "MDM component mdm.localhost connected")
+    finally:
+        server.stop()
+
+
+def test_ejabberd_setup_needs_the_stock_modules_and_one_place_for_the_bridge(tmp_path: Path):
+    cfg = tmp_path / "ejabberd.yml"
+    cfg.write_text("""hosts: ["example.org"]
+listen:
+  - port: 5347
+    module: ejabberd_service
+    hosts:
+      "mdm.example.org":
+        password: "from-ejabberd-yml"
+modules:
+  mod_carboncopy: {}
+  mod_mdm_bridge: {}
+""")
+    r = run([*MDM_COMPONENT, "setup", "ejabberd", "--config", str(cfg), "--component-config", str(tmp_path / "c.toml"),
+             "--contrib-dir", str(tmp_path / "contrib")])
+    assert r.returncode == 1
+    assert "error: mod_client_state is not under modules:" in r.stdout
+    assert "warning: mod_mdm_bridge is configured in" in r.stdout
+    assert "the listener for mdm.example.org is in" in r.stdout
+    # the listener is in ejabberd.yml already: the module's conf does not open a second one
+    assert "listen:" not in r.stdout.split("conf/mod_mdm_bridge.yml:")[1]
