@@ -59,6 +59,7 @@ from ..waiting import poll_until
 from . import ejabberd as native_ejabberd
 from . import prosody as native_prosody
 from .base import Account, ServerHandle, plugin_dir
+from .tls import self_signed
 
 log = logging.getLogger(__name__)
 
@@ -89,9 +90,15 @@ class Engine:
     run_dir: Path | None = None
     lock: Any = None  # the open lock file while our dockerd uses the data root
     built: dict[str, str] = field(default_factory=dict)  # image name -> id, built in this process
+    hosts: dict[str, str] = field(default_factory=dict)  # image name -> its long-lived container
 
     def stop(self) -> None:
-        """Stop our dockerd (SIGTERM by pid, SIGKILL after 30 s) and its temp dir."""
+        """Remove the containers we started; stop our dockerd (SIGTERM by pid, SIGKILL after
+        30 s) and remove its temp dir."""
+        for cid in self.hosts.values():
+            with contextlib.suppress(Exception):
+                self.client.api.remove_container(cid, force=True, v=True)
+        self.hosts.clear()
         with contextlib.suppress(Exception):
             self.client.close()
         if self.proc is not None:
@@ -107,6 +114,12 @@ class Engine:
             with contextlib.suppress(FileNotFoundError):
                 (cache_dir() / "dockerd.pid").unlink()
         if self.run_dir is not None:
+            # dockerd leaves its default network namespace mounted in the exec root
+            prefix = str(self.run_dir) + "/"
+            with open("/proc/self/mounts") as mounts:
+                points = [line.split()[1] for line in mounts if line.split()[1].startswith(prefix)]
+            for point in sorted(points, reverse=True):
+                subprocess.run(["umount", "--lazy", point], capture_output=True)
             shutil.rmtree(self.run_dir, ignore_errors=True)
             self.run_dir = None
         if self.lock is not None:
@@ -115,7 +128,7 @@ class Engine:
 
 
 _engine: Engine | None = None
-_engine_lock = threading.Lock()
+_engine_lock = threading.RLock()
 
 
 def engine() -> Engine:
@@ -327,74 +340,119 @@ def build_images(names: tuple[str, ...] = ("prosody", "ejabberd", "component")) 
 
 
 # --- the servers -----------------------------------------------------------------------------
+#
+# Creating a container copies the image's whole filesystem on the vfs driver (~15 s for these
+# images here), so each image gets one long-lived container per process (docker-init as its
+# pid 1, the host's network, the temp dir bind-mounted at the same path), and every scenario
+# starts a fresh server process in it with ``docker exec``: its own config, data dir, log and
+# free ports in the scenario's temp dir, stopped by its pid in the container (SIGTERM, SIGKILL
+# after 10 s) like the native backends stop theirs. The containers are removed when the
+# engine is stopped (at exit), and by the next run if this one was killed.
 
-class ContainerMixin:
-    """Stop and remove the server's container (instead of a pid)."""
+def _host_container(eng: Engine, name: str, image: str) -> str:
+    """The long-lived container of ``open-mdm/<name>`` (created once per process)."""
+    with _engine_lock:
+        if name in eng.hosts:
+            return eng.hosts[name]
+        tmp = str(Path(tempfile.gettempdir()).resolve())
+        container = eng.client.containers.run(
+            image, entrypoint=["sleep", "infinity"], user="0:0", network_mode="host", init=True, detach=True,
+            labels={LABEL: name}, name=f"mdm-{name}-{os.getpid()}-{int(time.time())}",
+            volumes={tmp: {"bind": tmp, "mode": "rw"}})
+        eng.hosts[name] = container.id
+        return container.id
+
+
+def _exec(eng: Engine, cid: str, script: str, env: dict[str, str] | None = None, detach: bool = True) -> str:
+    exec_id = eng.client.api.exec_create(cid, ["sh", "-c", script], environment=env or {}, user="0:0")["Id"]
+    eng.client.api.exec_start(exec_id, detach=detach)
+    return exec_id
+
+
+def _exec_running(eng: Engine, exec_id: str) -> tuple[bool, int | None]:
+    info = eng.client.api.exec_inspect(exec_id)
+    return info["Running"], info["ExitCode"]
+
+
+class ContainerServerMixin:
+    """A server process started with ``docker exec``: stopped by its pid inside the container."""
     container_id: str
-    workdir: Path
+    exec_id: str
+    pid_file: Path | None
+    kind: str
 
     async def stop(self) -> None:
-        if not self.container_id:
+        if not self.exec_id:
             return
-        cid, self.container_id = self.container_id, ""
-        await asyncio.to_thread(_remove_container, cid)
+        exec_id, self.exec_id = self.exec_id, ""
+        await asyncio.to_thread(_stop_exec, self.container_id, exec_id, self.pid_file)
 
 
-def _remove_container(cid: str) -> None:
-    docker = _docker()
+def _stop_exec(cid: str, exec_id: str, pid_file: Path | None) -> None:
     eng = engine()
     try:
-        container = eng.client.containers.get(cid)
-    except docker.errors.NotFound:
-        return
-    with contextlib.suppress(docker.errors.APIError):
-        container.stop(timeout=10)  # SIGTERM to the server (the container's pid 1), SIGKILL after 10 s
-    container.remove(force=True, v=True)
+        pid = int(pid_file.read_text()) if pid_file is not None else 0
+    except (OSError, ValueError):
+        pid = 0
+    if pid:
+        for sig, wait in (("TERM", 10.0), ("KILL", 10.0)):
+            if not _exec_running(eng, exec_id)[0]:
+                return
+            _exec(eng, cid, f"kill -{sig} {pid} 2>/dev/null", detach=False)
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline and _exec_running(eng, exec_id)[0]:
+                time.sleep(0.05)
+            if sig == "TERM" and _exec_running(eng, exec_id)[0]:
+                log.warning("server pid %s in container %s did not stop after SIGTERM; killing it", pid, cid[:12])
 
 
 @dataclass
-class DockerServerHandle(ContainerMixin, ServerHandle):
+class DockerServerHandle(ContainerServerMixin, ServerHandle):
     container_id: str = ""
+    exec_id: str = ""
+    pid_file: Path | None = None
 
 
 @dataclass
-class DockerEjabberdHandle(ContainerMixin, native_ejabberd.EjabberdHandle):
+class DockerEjabberdHandle(ContainerServerMixin, native_ejabberd.EjabberdHandle):
     container_id: str = ""
+    exec_id: str = ""
+    pid_file: Path | None = None
 
 
-def _run_container(image: str, kind: str, workdir: Path, script: str, env: dict[str, str] | None = None) -> str:
-    """The server's container: host network, the scenario's dir at the same path, as root (like
-    the native backends, which run the server as the harness's own user)."""
+def _in_tmp(workdir: Path) -> None:
+    tmp = Path(tempfile.gettempdir()).resolve()
+    if not workdir.resolve().is_relative_to(tmp):
+        raise RuntimeError(f"the docker backends need the server's directory under {tmp} "
+                           f"(bind-mounted into the container), not {workdir}")
+
+
+async def _start_in_container(name: str, workdir: Path, script: str,
+                              env: dict[str, str] | None = None) -> tuple[str, str, Path]:
+    """``script`` (ending in ``exec`` of the server) in the image's container; its pid in a file."""
+    _in_tmp(workdir)
+    eng = await asyncio.to_thread(engine)
+    image = await asyncio.to_thread(ensure_image, eng, name)
+    cid = await asyncio.to_thread(_host_container, eng, name, image)
+    pid_file = workdir / "server.pid"
+    script = f"echo $$ > {shlex.quote(str(pid_file))}\ncd {shlex.quote(str(workdir))}\nset -e\n" + script
+    exec_id = await asyncio.to_thread(_exec, eng, cid, script, env)
+    return cid, exec_id, pid_file
+
+
+async def _wait_ready(handle: DockerServerHandle | DockerEjabberdHandle, ready: Any, what: str,
+                      timeout: float) -> None:
+    """Until ``ready()``; a clear error with the server's output if it exits first."""
     eng = engine()
-    container = eng.client.containers.run(
-        image, entrypoint=["sh", "-c", script], user="0:0", network_mode="host", detach=True,
-        environment=env or {}, labels={LABEL: kind}, name=f"mdm-{kind}-{os.getpid()}-{workdir.name}",
-        volumes={str(workdir): {"bind": str(workdir), "mode": "rw"}}, working_dir=str(workdir))
-    return container.id
-
-
-def _container_state(cid: str) -> tuple[str, int, str]:
-    container = engine().client.containers.get(cid)
-    state = container.attrs["State"]
-    logs = "" if state["Status"] == "running" else container.logs(tail=40).decode(errors="replace")
-    return state["Status"], state.get("ExitCode", 0), logs
-
-
-async def _wait_ready(handle: ServerHandle, cid: str, ready: Any, what: str, timeout: float) -> None:
-    """Until ``ready()``; a clear error with the container's output if it exits first."""
-    last_check = 0.0
 
     async def check() -> bool:
-        nonlocal last_check
         if await ready():
             return True
-        now = time.monotonic()
-        if now - last_check > 0.5:
-            last_check = now
-            status, code, logs = await asyncio.to_thread(_container_state, cid)
-            if status != "running":
-                raise RuntimeError(f"the {handle.kind} container exited ({status}, {code}):\n{logs}\n"
-                                   f"{handle.log_tail()}")
+        running, code = await asyncio.to_thread(_exec_running, eng, handle.exec_id)
+        if not running:
+            out = "\n".join((handle.workdir / f).read_text(errors="replace")[-2000:]
+                            for f in ("server.out",) if (handle.workdir / f).exists())
+            raise RuntimeError(f"{handle.kind} exited with {code} in its container:\n{out}\n{handle.log_tail()}")
         return False
     await poll_until(check, timeout, f"{handle.kind}: {what} within {timeout}s; see {handle.log_file}", 0.05)
 
@@ -410,89 +468,106 @@ async def _accepts(port: int) -> bool:
 
 async def start_docker_prosody(accounts: list[Account], workdir: Path, *, bridge: bool = True,
                                extra_modules: tuple[str, ...] = (), without_modules: tuple[str, ...] = (),
-                               ack_timeout: float = 2.0, profile: ServerProfile | None = None) -> ServerHandle:
-    eng = await asyncio.to_thread(engine)
-    image = await asyncio.to_thread(ensure_image, eng, "prosody")
+                               ack_timeout: float = 2.0, profile: ServerProfile | None = None,
+                               features: tuple[str, ...] = ()) -> ServerHandle:
+    """As prosody.start_prosody, with Prosody and the bridge from the image."""
     workdir.mkdir(parents=True, exist_ok=True)
     c2s_port, component_port = free_ports(2)
-    http_port = free_ports(1)[0] if profile is not None and profile.needs_http else None
+    needs_http = (profile is not None and profile.needs_http) or "websocket" in features
+    http_port = free_ports(1)[0] if needs_http else None
+    direct_tls_port = free_ports(1)[0] if "direct-tls" in features else None
+    tls = await self_signed(workdir) if direct_tls_port else None
     (workdir / "data").mkdir(exist_ok=True)
     level = "debug" if os.environ.get("MDM_HARNESS_DEBUG") else "info"
     text = native_prosody.render_config(workdir, c2s_port, component_port, bridge=bridge,
                                         extra_modules=extra_modules, without_modules=without_modules,
                                         log_level=level, ack_timeout=ack_timeout, profile=profile,
-                                        http_port=http_port)
+                                        http_port=http_port, features=features, direct_tls_port=direct_tls_port,
+                                        tls=tls)
     # the bridge the image installed, not the checkout's
     text, n = re.subn(r"^plugin_paths = .*$", f'plugin_paths = {{ "{PROSODY_PLUGINS}" }}', text, count=1,
                       flags=re.M)
     if n != 1:
         raise RuntimeError("no plugin_paths line in the generated Prosody config")
-    cfg = workdir / "prosody.cfg.lua"
-    cfg.write_text(text)
-    # accounts as the native backend makes them (prosodyctl register), in the container, then Prosody
-    script = "set -e\n" + "".join(
-        f"prosodyctl --root --config {shlex.quote(str(cfg))} register {shlex.quote(a.user)} "
-        f"{native_prosody.DOMAIN} {shlex.quote(a.password)}\n" for a in accounts)
-    script += f"exec prosody --config {shlex.quote(str(cfg))} 2>>{shlex.quote(str(workdir / 'prosody.stderr'))}\n"
-    cid = await asyncio.to_thread(_run_container, image, "docker-prosody", workdir, script)
-    handle = DockerServerHandle("docker-prosody", native_prosody.DOMAIN, c2s_port, component_port,
-                                "mdm." + native_prosody.DOMAIN, native_prosody.SECRET,
-                                "conference." + native_prosody.DOMAIN, workdir, None, workdir / "prosody.log",
-                                list(accounts), container_id=cid)
+    cfg = shlex.quote(str(workdir / "prosody.cfg.lua"))
+    (workdir / "prosody.cfg.lua").write_text(text)
+    # accounts as the native backend makes them (prosodyctl register, before the server starts)
+    out = shlex.quote(str(workdir / "server.out"))
+    script = "".join(f"prosodyctl --root --config {cfg} register {shlex.quote(a.user)} "
+                     f"{native_prosody.DOMAIN} {shlex.quote(a.password)} >>{out} 2>&1\n" for a in accounts)
+    script += f"exec prosody --config {cfg} >>{out} 2>&1\n"
+    cid, exec_id, pid_file = await _start_in_container("prosody", workdir, script)
+    domain = native_prosody.DOMAIN
+    handle = DockerServerHandle("docker-prosody", domain, c2s_port, component_port, "mdm." + domain,
+                                native_prosody.SECRET, "conference." + domain, workdir, None,
+                                workdir / "prosody.log", list(accounts), direct_tls_port=direct_tls_port or 0,
+                                websocket_url=f"ws://127.0.0.1:{http_port}/xmpp-websocket"
+                                if "websocket" in features else "",
+                                push_jid="push." + domain if "push" in features else "",
+                                push_port=component_port if "push" in features else 0,
+                                container_id=cid, exec_id=exec_id, pid_file=pid_file)
     try:
         for port in (c2s_port, component_port):
-            await _wait_ready(handle, cid, functools.partial(_accepts, port), f"did not listen on {port}", 60.0)
+            await _wait_ready(handle, functools.partial(_accepts, port), f"did not listen on {port}", 60.0)
     except BaseException:
         await handle.stop()
         raise
-    log.debug("docker-prosody container %s: c2s %s, component %s, dir %s", cid[:12], c2s_port,
-              component_port, workdir)
+    log.debug("docker-prosody in %s: c2s %s, component %s, dir %s", cid[:12], c2s_port, component_port, workdir)
     return handle
 
 
 async def start_docker_ejabberd(accounts: list[Account], workdir: Path, *, bridge: bool = True,
                                 extra_modules: tuple[str, ...] = (), without_modules: tuple[str, ...] = (),
-                                ack_timeout: float = 2.0) -> ServerHandle:
-    eng = await asyncio.to_thread(engine)
-    image = await asyncio.to_thread(ensure_image, eng, "ejabberd")
+                                ack_timeout: float = 2.0, features: tuple[str, ...] = (),
+                                **config: Any) -> ServerHandle:
+    """As ejabberd.start_ejabberd, with ejabberd and the bridge's .beam from the image; ``config``:
+    further render_config options (e.g. sql), passed on."""
     workdir.mkdir(parents=True, exist_ok=True)
     c2s_port, component_port, http_port = free_ports(3)
+    direct_tls_port = free_ports(1)[0] if "direct-tls" in features else None
+    push_port = free_ports(1)[0] if "push" in features else None
+    tls_pem = None
+    if direct_tls_port:
+        cert, key = await self_signed(workdir)
+        tls_pem = workdir / "localhost.pem"  # ejabberd takes the certificate and its key in one file
+        tls_pem.write_text(cert.read_text() + key.read_text())
+        tls_pem.chmod(0o600)
     cfg = workdir / "ejabberd.yml"
     level = "debug" if os.environ.get("MDM_HARNESS_DEBUG") else "info"
     cfg.write_text(native_ejabberd.render_config(c2s_port, component_port, http_port, bridge=bridge,
                                                  extra_modules=extra_modules, without_modules=without_modules,
-                                                 log_level=level, ack_timeout=ack_timeout))
+                                                 log_level=level, ack_timeout=ack_timeout, features=features,
+                                                 direct_tls_port=direct_tls_port, tls_pem=tls_pem,
+                                                 push_port=push_port, **config))
     spool = workdir / "spool"
     spool.mkdir(exist_ok=True)
     log_file = workdir / "ejabberd.log"
-    # as servers/ejabberd.py launches it: erl directly, not distributed, the image's bridge on the path
+    # as ejabberd.launch starts it: erl directly, not distributed, the image's bridge on the path
     env = {"EJABBERD_CONFIG_PATH": str(cfg), "EJABBERD_LOG_PATH": str(log_file),
            "ERL_CRASH_DUMP": str(workdir / "erl_crash.dump"), "ERL_CRASH_DUMP_BYTES": "0", "HOME": str(workdir)}
     pa = f"-pa {EJABBERD_EBIN} " if bridge else ""
     script = ('lib=$(ls -d /usr/lib/*/ejabberd-*/ebin | sort -V | tail -n1)\n'
               'export ERL_LIBS="$(dirname "$(dirname "$lib")")"\n'
               f"exec erl -noinput -noshell +K true {pa}-mnesia dir {shlex.quote(json.dumps(str(spool)))} "
-              f"-s ejabberd >>{shlex.quote(str(workdir / 'ejabberd.stdout'))} 2>&1\n")
-    cid = await asyncio.to_thread(_run_container, image, "docker-ejabberd", workdir, script, env)
-    handle = DockerEjabberdHandle("docker-ejabberd", native_ejabberd.DOMAIN, c2s_port, component_port,
-                                  "mdm." + native_ejabberd.DOMAIN, native_ejabberd.SECRET,
-                                  "conference." + native_ejabberd.DOMAIN, workdir, None, log_file,
-                                  list(accounts), http_port=http_port, container_id=cid)
+              f"-s ejabberd >>{shlex.quote(str(workdir / 'server.out'))} 2>&1\n")
+    cid, exec_id, pid_file = await _start_in_container("ejabberd", workdir, script, env)
+    domain = native_ejabberd.DOMAIN
+    handle = DockerEjabberdHandle("docker-ejabberd", domain, c2s_port, component_port, "mdm." + domain,
+                                  native_ejabberd.SECRET, "conference." + domain, workdir, None, log_file,
+                                  list(accounts), http_port=http_port, direct_tls_port=direct_tls_port or 0,
+                                  websocket_url=f"ws://127.0.0.1:{http_port}/ws" if "websocket" in features else "",
+                                  push_jid="push." + domain if "push" in features else "",
+                                  push_port=push_port or 0, container_id=cid, exec_id=exec_id, pid_file=pid_file)
 
     async def started() -> bool:
         return log_file.exists() and " is started in the node " in log_file.read_text(errors="replace")
     try:
-        await _wait_ready(handle, cid, started, "did not start", 90.0)
+        await _wait_ready(handle, started, "did not start", 90.0)
         for port in (http_port, c2s_port, component_port):
-            await _wait_ready(handle, cid, functools.partial(_accepts, port), f"did not listen on {port}", 60.0)
-        for a in accounts:
-            answer = await handle.api("register", {"user": a.user, "host": native_ejabberd.DOMAIN,
-                                                   "password": a.password})
-            if "successfully registered" not in str(answer):
-                raise RuntimeError(f"ejabberd did not register {a.user}: {answer}")
+            await _wait_ready(handle, functools.partial(_accepts, port), f"did not listen on {port}", 60.0)
+        await handle.register(accounts)
     except BaseException:
         await handle.stop()
         raise
-    log.debug("docker-ejabberd container %s: c2s %s, component %s, dir %s", cid[:12], c2s_port,
-              component_port, workdir)
+    log.debug("docker-ejabberd in %s: c2s %s, component %s, dir %s", cid[:12], c2s_port, component_port, workdir)
     return handle
