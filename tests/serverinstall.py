@@ -38,9 +38,10 @@ from mdm_harness.servers.base import Account, ServerHandle
 CONFORMANCE = Path(__file__).resolve().parents[1] / "conformance"
 
 # Debian 12's default modules_enabled (prosody 0.12.3), "posix" included: the server runs as the
-# prosody user, as Debian runs it, so posix does not close the listeners.
+# prosody user, as Debian runs it, so posix does not close the listeners. Without "tls": the test
+# clients log in plaintext on loopback and there is no certificate for the test host.
 DEBIAN_PROSODY_MODULES = (
-    "disco", "roster", "saslauth", "tls", "blocklist", "bookmarks", "carbons", "dialback", "limits", "pep",
+    "disco", "roster", "saslauth", "blocklist", "bookmarks", "carbons", "dialback", "limits", "pep",
     "private", "smacks", "vcard4", "vcard_legacy", "csi_simple", "invites", "invites_adhoc", "invites_register",
     "ping", "register", "time", "uptime", "version", "admin_adhoc", "admin_shell", "posix")
 
@@ -167,7 +168,7 @@ class ProsodyInstall:
         self.proc: subprocess.Popen | None = None
 
     def write_admin_config(self, extra_modules: tuple[str, ...] = ()) -> None:
-        for d in (self.etc / "conf.d", self.modules, self.data, self.log.parent):
+        for d in (self.etc / "conf.d", self.etc / "certs", self.modules, self.data, self.log.parent):
             d.mkdir(parents=True, exist_ok=True)
         mods = "; ".join(f'"{m}"' for m in (*DEBIAN_PROSODY_MODULES, *extra_modules))
         self.cfg.write_text(f"""-- an admin's prosody.cfg.lua, as Debian ships it, on test ports

@@ -84,6 +84,12 @@ async def _probe(cfg: Config, host: str, port: int, timeout: float, login: bool)
         return False, [f"FAIL {host}:{port}: no connection ({e.strerror if isinstance(e, OSError) else 'timeout'}); "
                        f"is the server running, and is this its component port?"]
     buf = bytearray()
+    if not login:
+        # The component is connected: only see that the port answers. Opening a second stream for
+        # its JID would make Prosody fire component-disconnected when it closes, and the bridge
+        # would fall back to stock delivery while the real component is still connected.
+        writer.close()
+        return True, [f"ok   {host}:{port} accepts connections (the component's link)"]
     try:
         writer.write(_header(cfg.jid))
         m = await _read_until(reader, re.compile(rb"<stream:stream[^>]*\sid=['\"]([^'\"]+)['\"][^>]*>"), timeout, buf)
@@ -93,8 +99,6 @@ async def _probe(cfg: Config, host: str, port: int, timeout: float, login: bool)
             return False, [f"FAIL {host}:{port}: no XEP-0114 stream for {cfg.jid}: {why or 'no answer'}; is a "
                            f"Component (Prosody) / ejabberd_service listener (ejabberd) configured for it?"]
         lines.append(f"ok   {host}:{port} accepts a component stream for {cfg.jid}")
-        if not login:
-            return True, lines
         digest = hashlib.sha1(bytes(m.group(1)) + cfg.secret.encode()).hexdigest()
         del buf[:m.end()]
         writer.write(f"<handshake>{digest}</handshake>".encode())

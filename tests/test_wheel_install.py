@@ -1,0 +1,163 @@
+"""Issue 12: a fresh-machine install, from a wheel built from the checkout.
+
+The wheel goes into a fresh virtualenv (the system's Python, no extras): only what the package
+ships is used from there on. On each server, the steps of docs/install-prosody.md and
+docs/install-ejabberd.md: ``mdm-component setup … --write`` from that virtualenv (paths pointed
+into a temp dir instead of /etc and /var/lib), the server run as its own user (Prosody as
+``prosody``; ejabberd by ``ejabberdctl`` as ``ejabberd``, the module built by ``ejabberdctl
+module_install``), the component started from the virtualenv with the config setup wrote, and
+then the R10 flow walkthrough (conformance/R10-flow-walkthrough.scs) played by the harness's
+clients against that installation. Nothing written for the servers or the component points into
+the source checkout.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .serverinstall import (
+    ComponentProcess,
+    EjabberdInstall,
+    ProsodyInstall,
+    free_metrics_port,
+    have_user,
+    missing_tools,
+    run,
+    scenario_accounts,
+    setup_args,
+    wait_log,
+    walkthrough,
+    world_dir,
+)
+
+CHECKOUT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="runs the servers as their own users (needs root)")
+
+
+@pytest.fixture(scope="module")
+def installed():
+    """(virtualenv dir, its mdm-component): the wheel built from a copy of the checkout's files."""
+    base = world_dir("mdm-wheel-")
+    try:
+        src = base / "src"
+        src.mkdir()
+        files = subprocess.run(["git", "-C", str(CHECKOUT), "ls-files", "-co", "--exclude-standard", "-z"],
+                               capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-C", str(CHECKOUT), "--null", "-T", "-", "-cf", str(base / "src.tar")],
+                       input=files, check=True, capture_output=True)
+        subprocess.run(["tar", "-C", str(src), "-xf", str(base / "src.tar")], check=True)
+        r = run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--disable-pip-version-check",
+                 "-w", str(base / "dist"), str(src)], timeout=600)
+        assert r.returncode == 0, r.stdout + r.stderr
+        wheel = next((base / "dist").glob("open_mdm-*.whl"))
+        shutil.rmtree(src)
+        python = shutil.which("python3") or sys.executable
+        venv = base / "venv"
+        r = run([python, "-m", "venv", str(venv)])
+        assert r.returncode == 0, r.stderr
+        r = run([str(venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check", str(wheel)], timeout=600)
+        assert r.returncode == 0, r.stdout + r.stderr
+        yield venv, str(venv / "bin" / "mdm-component")
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _no_checkout_paths(*paths: Path) -> None:
+    for p in paths:
+        for f in ([p] if p.is_file() else [x for x in p.rglob("*") if x.is_file()]):
+            assert not f.is_symlink(), f
+            assert str(CHECKOUT) not in f.read_text(errors="replace"), f"{f} points into the checkout"
+
+
+def test_the_wheel_installs_the_component_alone(installed):
+    venv, exe = installed
+    r = run([exe, "--version"])
+    assert r.returncode == 0 and r.stdout.strip() == "mdm-component 0.1.0"
+    files = run([exe, "files"]).stdout
+    assert str(CHECKOUT) not in files and str(venv) in files
+    for line in files.splitlines():
+        assert Path(line.split(": ", 1)[1]).exists(), line
+    # the component alone: no harness, no PostgreSQL driver, no test tools
+    py = str(venv / "bin" / "python")
+    for module in ("aioxmpp", "asyncpg", "pytest"):
+        assert run([py, "-c", f"import {module}"]).returncode != 0, f"{module} was installed with the component"
+    hint = run([str(venv / "bin" / "mdm-harness"), "--help"])
+    assert hint.returncode == 2 and "pip install 'open-mdm[harness]'" in hint.stderr
+    assert "``" not in run([exe, "--help"]).stdout
+
+
+@pytest.mark.skipif(bool(missing_tools("prosody", "prosodyctl", "lua5.4")) or not have_user("prosody"),
+                    reason="needs Debian's prosody")
+@pytest.mark.asyncio
+async def test_fresh_install_on_prosody_passes_the_flow_walkthrough(installed):
+    venv, exe = installed
+    root = world_dir("mdm-fresh-prosody-")
+    server = ProsodyInstall(root)
+    component = None
+    try:
+        server.write_admin_config()
+        r = run([exe, *setup_args("prosody", root, server.component_port, server.cfg, [])])
+        assert r.returncode == 0, r.stdout + r.stderr
+        toml = root / "mdm" / "mdm-component.toml"
+        free_metrics_port(toml)
+        _no_checkout_paths(server.etc, server.modules, toml, root / "systemd")
+        assert f"ExecStart={exe} --config {toml}" in (root / "systemd" / "mdm-component.service").read_text()
+        server.register(scenario_accounts())
+        server.start()
+        component = ComponentProcess(exe, toml, root / "mdm-component.log")
+        await component.start()
+        log = wait_log(server.log, "MDM component mdm.localhost connected; reported the sessions of localhost")
+        doctor = run([exe, "doctor", "--config", str(toml)])
+        assert doctor.returncode == 0 and "connected and serving" in doctor.stdout, doctor.stdout
+        await walkthrough(server.handle(toml), component)
+        log = server.log.read_text(errors="replace")
+        assert "\terror\t" not in log, log
+        print("prosody warnings:", *[line for line in log.splitlines() if "\twarn\t" in line], sep="\n")
+    finally:
+        if component is not None:
+            await component.stop()
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.skipif(bool(missing_tools("ejabberdctl", "erlc", "epmd")) or not have_user("ejabberd"),
+                    reason="needs Debian's ejabberd and erlang-dev")
+@pytest.mark.asyncio
+async def test_fresh_install_on_ejabberd_passes_the_flow_walkthrough(installed):
+    venv, exe = installed
+    root = world_dir("mdm-fresh-ejabberd-")
+    server = EjabberdInstall(root)
+    component = None
+    try:
+        server.write_admin_config()
+        r = run([exe, *setup_args("ejabberd", root, server.component_port, server.cfg,
+                                  ["--contrib-dir", str(server.contrib)])])
+        assert r.returncode == 0, r.stdout + r.stderr
+        toml = root / "mdm" / "mdm-component.toml"
+        free_metrics_port(toml)
+        _no_checkout_paths(server.contrib, toml, root / "systemd")
+        server.start()
+        install = server.ctl("module_install", "mod_mdm_bridge")
+        assert install.returncode == 0, install.stdout + install.stderr
+        wait_log(server.log, "MDM bridge started on localhost")
+        server.register(scenario_accounts())
+        component = ComponentProcess(exe, toml, root / "mdm-component.log")
+        await component.start()
+        wait_log(server.log, "MDM component mdm.localhost connected")
+        doctor = run([exe, "doctor", "--config", str(toml)])
+        assert doctor.returncode == 0 and "connected and serving" in doctor.stdout, doctor.stdout
+        await walkthrough(server.handle(toml), component)
+        log = server.log.read_text(errors="replace")
+        assert "[error]" not in log, log
+        print("ejabberd warnings:", *[line for line in log.splitlines() if "[warning]" in line], sep="\n")
+    finally:
+        if component is not None:
+            await component.stop()
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
