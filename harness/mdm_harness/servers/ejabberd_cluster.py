@@ -26,6 +26,7 @@ from pathlib import Path
 from ..ports import free_ports
 from .base import Account, ServerHandle, reap, stop_pid
 from .ejabberd import DOMAIN, SECRET, EjabberdHandle, bridge_ebin, launch, render_config, wait_started
+from .tls import self_signed
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +146,7 @@ async def _control(handle: EjabberdClusterHandle, expr: str, timeout: float = 90
 async def start_ejabberd_cluster(accounts: list[Account], workdir: Path, *, nodes: int = DEFAULT_NODES,
                                  bridge: bool = True, extra_modules: tuple[str, ...] = (),
                                  without_modules: tuple[str, ...] = (),
-                                 ack_timeout: float = 2.0) -> ServerHandle:
+                                 ack_timeout: float = 2.0, features: tuple[str, ...] = ()) -> ServerHandle:
     if nodes < 2:
         raise ValueError("a cluster has at least 2 nodes")
     ebin = bridge_ebin() if bridge else None
@@ -163,15 +164,32 @@ async def start_ejabberd_cluster(accounts: list[Account], workdir: Path, *, node
         "ejabberd-cluster", DOMAIN, first.c2s_port, first.component_port, "mdm." + DOMAIN, SECRET,
         "conference." + DOMAIN, workdir, None, first.log_file, list(accounts), http_port=first.http_port,
         nodes=members, cookie=secrets.token_hex(16), epmd_port=ports[-1])
+    # issue 11: every node gets the modules a feature needs; the first node also the listeners a
+    # test reaches one way (direct TLS, WebSocket, the push app server double's component port)
+    direct_tls_port = free_ports(1)[0] if "direct-tls" in features else None
+    push_port = free_ports(1)[0] if "push" in features else None
+    tls_pem = None
+    if direct_tls_port:
+        cert, key = await self_signed(workdir)
+        tls_pem = workdir / "localhost.pem"
+        tls_pem.write_text(cert.read_text() + key.read_text())
+        tls_pem.chmod(0o600)
+    handle.direct_tls_port = direct_tls_port or 0
+    handle.push_port = push_port or 0
+    handle.push_jid = "push." + DOMAIN if push_port else ""
+    handle.websocket_url = f"ws://127.0.0.1:{first.http_port}/ws" if "websocket" in features else ""
     try:
         epmd = await _start_epmd(handle.epmd_port, workdir)
         handle.epmd_pid = epmd.pid
         procs = []
         for n in members:
             cfg = n.workdir / "ejabberd.yml"
+            lead = n is first
             cfg.write_text(render_config(n.c2s_port, n.component_port, n.http_port, bridge=bridge,
                                          extra_modules=extra_modules, without_modules=without_modules,
-                                         log_level=level, ack_timeout=ack_timeout))
+                                         log_level=level, ack_timeout=ack_timeout, features=features,
+                                         direct_tls_port=direct_tls_port if lead else None,
+                                         tls_pem=tls_pem, push_port=push_port if lead else None))
             dist = ["-sname", n.name, "-setcookie", handle.cookie,
                     "-kernel", "inet_dist_use_interface", "{127,0,0,1}"]
             proc = await launch(cfg, n.workdir, ebin, dist_args=dist, extra_env=handle.env())
