@@ -69,3 +69,37 @@ def test_R3_6_push_summary_alerting_is_a_body():
             field.getparent().remove(field)
     assert summary(publish).get("alerting") == "false"
     assert push_node("Juliet's phone") == "juliet-s-phone-push"
+
+
+FEATURES = ("stream-management", "push", "direct-tls", "websocket", "pep")
+
+
+def test_R9_5_R3_6_ejabberd_config_with_every_feature(tmp_path):
+    import yaml
+
+    from mdm_harness.push import SECRET as PUSH_SECRET
+    from mdm_harness.servers import ejabberd
+    cfg = yaml.safe_load(ejabberd.render_config(1, 2, 3, features=FEATURES, direct_tls_port=4,
+                                                tls_pem=tmp_path / "c.pem", push_port=5))
+    mods = cfg["modules"]
+    assert mods["mod_stream_mgmt"] == {"resume_timeout": 300}
+    assert mods["mod_push"] == {"include_body": True, "include_sender": True}
+    assert "pep" in mods["mod_pubsub"]["plugins"]
+    services = {lst["port"]: lst for lst in cfg["listen"] if lst["module"] == "ejabberd_service"}
+    # the push double on a listener of its own: ejabberd_service registers every host of a listener
+    assert services[2]["hosts"] == {"mdm.localhost": {"password": ejabberd.SECRET}}
+    assert services[5]["hosts"] == {"push.localhost": {"password": PUSH_SECRET}}
+    (tls,) = [lst for lst in cfg["listen"] if lst["port"] == 4]
+    assert tls["module"] == "ejabberd_c2s" and tls["tls"] is True and cfg["certfiles"] == [str(tmp_path / "c.pem")]
+    (http,) = [lst for lst in cfg["listen"] if lst["module"] == "ejabberd_http"]
+    assert http["request_handlers"]["/ws"] == "ejabberd_http_ws"
+
+
+def test_R9_5_R3_6_prosody_config_with_every_feature(tmp_path):
+    from mdm_harness.servers import prosody
+    text = prosody.render_config(tmp_path, 1, 2, features=FEATURES, direct_tls_port=4, http_port=6,
+                                 tls=(tmp_path / "c.crt", tmp_path / "c.key"))
+    for module in ("smacks", "cloud_notify", "websocket", "pep"):
+        assert f'"{module}"' in text
+    assert "c2s_direct_tls_ports = { 4 }" in text and 'Component "push.localhost"' in text
+    assert "push_notification_with_body = true" in text
