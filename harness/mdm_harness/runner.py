@@ -373,6 +373,8 @@ async def run_scenario(scenario: Scenario, server_kind: str, emit: Callable[[str
         options["profile"] = scenario_profile(scenario, profile)
         if scenario.features:
             options["features"] = scenario.features
+        if "hibernation-timeout" in scenario.meta:  # R5.7/R5.4: seconds a hibernated session is kept
+            options["hibernation_timeout"] = int(scenario.meta["hibernation-timeout"])
         server = await start_server(server_kind, accounts_of([scenario]), workdir, **options)
         component = ComponentControl(server)
         await component.start()

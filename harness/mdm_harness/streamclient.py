@@ -213,6 +213,7 @@ class StreamClient:
         self.endpoint = endpoint
         self.inactive = False
         self.sm_id, self.handled = None, 0
+        self.full_jid = ""  # a new session: bound below
         await self._login()
         self.send_nowait(f"<iq xmlns='{CLIENT_NS}' type='set' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
                          f"<resource>{self.resource}</resource></bind></iq>")

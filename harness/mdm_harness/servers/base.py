@@ -142,7 +142,8 @@ MODULES["docker-prosody"], MODULES["docker-ejabberd"] = MODULES["prosody"], MODU
 async def start_server(kind: str, accounts: list[Account], workdir: Path, *,
                        bridge_ack_timeout: float = 2.0, bridge: bool = True,
                        extra_modules: tuple[str, ...] = (), without_modules: tuple[str, ...] = (),
-                       profile: ServerProfile | None = None, features: tuple[str, ...] = ()) -> ServerHandle:
+                       profile: ServerProfile | None = None, features: tuple[str, ...] = (),
+                       hibernation_timeout: int | None = None) -> ServerHandle:
     """``bridge_ack_timeout``: seconds before the bridge delivers an unanswered message natively
     (short by default, so fail-open scenarios stay quick). ``bridge=False`` is the baseline: the
     server's own carbons instead of the bridge. Module names are the server's own (MODULES).
@@ -156,6 +157,8 @@ async def start_server(kind: str, accounts: list[Account], workdir: Path, *,
         raise ValueError(f"unknown server feature(s) {', '.join(sorted(unknown))} (known: {', '.join(FEATURES)})")
     if features:
         options["features"] = tuple(features)
+    if hibernation_timeout is not None:  # R5.7/R5.4: seconds a hibernated XEP-0198 session is kept
+        options["hibernation_timeout"] = hibernation_timeout
     if profile is not None and not profile.empty:
         if kind not in ("prosody", "docker-prosody"):
             raise ValueError(f"server profile {profile.name!r}: profiles are rendered for Prosody only, not {kind}")

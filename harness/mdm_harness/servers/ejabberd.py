@@ -96,7 +96,7 @@ def render_config(c2s_port: int, component_port: int, http_port: int, *, bridge:
                   extra_modules: tuple[str, ...] = (), without_modules: tuple[str, ...] = (),
                   log_level: str = "info", ack_timeout: float = 2.0, features: tuple[str, ...] = (),
                   direct_tls_port: int | None = None, tls_pem: Path | None = None,
-                  push_port: int | None = None) -> str:
+                  push_port: int | None = None, hibernation_timeout: int | None = None) -> str:
     modules: dict[str, str] = {
         "mod_roster": "{}",
         "mod_disco": "{}",
@@ -118,7 +118,7 @@ def render_config(c2s_port: int, component_port: int, http_port: int, *, bridge:
     # issue 11: what phones use (XEP-0198 with resumption, XEP-0357 with the summary fields the
     # harness's push app server double records)
     if "stream-management" in features:
-        modules["mod_stream_mgmt"] = "{resume_timeout: 300}"
+        modules["mod_stream_mgmt"] = f"{{resume_timeout: {int(hibernation_timeout or 300)}}}"
     if "push" in features:
         modules["mod_push"] = "{include_body: true, include_sender: true}"
     if "pep" in features:  # XEP-0163, for XEP-0490 MDS (R4.3)
@@ -235,7 +235,8 @@ async def wait_started(proc: asyncio.subprocess.Process, log_file: Path, timeout
 
 async def start_ejabberd(accounts: list[Account], workdir: Path, *, bridge: bool = True,
                          extra_modules: tuple[str, ...] = (), without_modules: tuple[str, ...] = (),
-                         ack_timeout: float = 2.0, features: tuple[str, ...] = ()) -> ServerHandle:
+                         ack_timeout: float = 2.0, features: tuple[str, ...] = (),
+                         hibernation_timeout: int | None = None) -> ServerHandle:
     ebin = bridge_ebin() if bridge else None
     workdir.mkdir(parents=True, exist_ok=True)
     c2s_port, component_port, http_port = free_ports(3)
@@ -252,7 +253,8 @@ async def start_ejabberd(accounts: list[Account], workdir: Path, *, bridge: bool
     cfg.write_text(render_config(c2s_port, component_port, http_port, bridge=bridge,
                                  extra_modules=extra_modules, without_modules=without_modules,
                                  log_level=level, ack_timeout=ack_timeout, features=features,
-                                 direct_tls_port=direct_tls_port, tls_pem=tls_pem, push_port=push_port))
+                                 direct_tls_port=direct_tls_port, tls_pem=tls_pem, push_port=push_port,
+                                 hibernation_timeout=hibernation_timeout))
     proc = await launch(cfg, workdir, ebin)
     log_file = workdir / "ejabberd.log"
     handle = EjabberdHandle("ejabberd", DOMAIN, c2s_port, component_port, "mdm." + DOMAIN, SECRET,

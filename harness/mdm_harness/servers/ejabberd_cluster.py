@@ -146,7 +146,8 @@ async def _control(handle: EjabberdClusterHandle, expr: str, timeout: float = 90
 async def start_ejabberd_cluster(accounts: list[Account], workdir: Path, *, nodes: int = DEFAULT_NODES,
                                  bridge: bool = True, extra_modules: tuple[str, ...] = (),
                                  without_modules: tuple[str, ...] = (),
-                                 ack_timeout: float = 2.0, features: tuple[str, ...] = ()) -> ServerHandle:
+                                 ack_timeout: float = 2.0, features: tuple[str, ...] = (),
+                                 hibernation_timeout: int | None = None) -> ServerHandle:
     if nodes < 2:
         raise ValueError("a cluster has at least 2 nodes")
     ebin = bridge_ebin() if bridge else None
@@ -189,7 +190,8 @@ async def start_ejabberd_cluster(accounts: list[Account], workdir: Path, *, node
                                          extra_modules=extra_modules, without_modules=without_modules,
                                          log_level=level, ack_timeout=ack_timeout, features=features,
                                          direct_tls_port=direct_tls_port if lead else None,
-                                         tls_pem=tls_pem, push_port=push_port if lead else None))
+                                         tls_pem=tls_pem, push_port=push_port if lead else None,
+                                         hibernation_timeout=hibernation_timeout))
             dist = ["-sname", n.name, "-setcookie", handle.cookie,
                     "-kernel", "inet_dist_use_interface", "{127,0,0,1}"]
             proc = await launch(cfg, n.workdir, ebin, dist_args=dist, extra_env=handle.env())

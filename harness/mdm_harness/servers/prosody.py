@@ -45,7 +45,7 @@ def render_config(workdir: Path, c2s_port: int, component_port: int, *, bridge: 
                   log_level: str = "info", ack_timeout: float = 2.0,
                   profile: ServerProfile | None = None, http_port: int | None = None,
                   features: tuple[str, ...] = (), direct_tls_port: int | None = None,
-                  tls: tuple[Path, Path] | None = None) -> str:
+                  tls: tuple[Path, Path] | None = None, hibernation_timeout: int | None = None) -> str:
     profile = profile or ServerProfile()
     without = set(without_modules) | set(profile.disable)
     modules = [m for m in ("roster", "saslauth", "disco", "ping", "presence", "message", "iq", "offline",
@@ -74,6 +74,8 @@ def render_config(workdir: Path, c2s_port: int, component_port: int, *, bridge: 
     if "websocket" in features:
         # plaintext ws:// on loopback, as the plain c2s port; requests for 127.0.0.1 go to our host
         extra_global += f'consider_websocket_secure = true\nhttp_default_host = {_lua(DOMAIN)}\n'
+    if hibernation_timeout is not None:
+        extra_global += f"smacks_hibernation_time = {int(hibernation_timeout)}\n"
     if "push" in features:
         # the summary fields the push app server double records (XEP-0357 §7)
         extra_global += "push_notification_with_body = true\npush_notification_with_sender = true\n"
@@ -142,7 +144,7 @@ async def register_accounts(exe: str, cfg: Path, domain: str, accounts: list[Acc
 async def start_prosody(accounts: list[Account], workdir: Path, *, bridge: bool = True,
                         extra_modules: tuple[str, ...] = (), without_modules: tuple[str, ...] = (),
                         ack_timeout: float = 2.0, profile: ServerProfile | None = None,
-                        features: tuple[str, ...] = ()) -> ServerHandle:
+                        features: tuple[str, ...] = (), hibernation_timeout: int | None = None) -> ServerHandle:
     exe = shutil.which("prosody")
     ctl = shutil.which("prosodyctl")
     if exe is None or ctl is None:
@@ -160,7 +162,8 @@ async def start_prosody(accounts: list[Account], workdir: Path, *, bridge: bool 
     cfg.write_text(render_config(workdir, c2s_port, component_port, bridge=bridge,
                                  extra_modules=extra_modules, without_modules=without_modules, log_level=level,
                                  ack_timeout=ack_timeout, profile=profile, http_port=http_port,
-                                 features=features, direct_tls_port=direct_tls_port, tls=tls))
+                                 features=features, direct_tls_port=direct_tls_port, tls=tls,
+                                 hibernation_timeout=hibernation_timeout))
     await register_accounts(ctl, cfg, DOMAIN, accounts)
     with open(workdir / "prosody.stderr", "wb") as stderr:
         proc = await asyncio.create_subprocess_exec(
