@@ -96,7 +96,11 @@ def render_config(c2s_port: int, component_port: int, http_port: int, *, bridge:
                   extra_modules: tuple[str, ...] = (), without_modules: tuple[str, ...] = (),
                   log_level: str = "info", ack_timeout: float = 2.0, features: tuple[str, ...] = (),
                   direct_tls_port: int | None = None, tls_pem: Path | None = None,
-                  push_port: int | None = None, hibernation_timeout: int | None = None) -> str:
+                  push_port: int | None = None, sql: dict[str, object] | None = None,
+                  hibernation_timeout: int | None = None) -> str:
+    """``sql``: PostgreSQL for the archive (keys server, port, database, username; the schema of
+    Debian's /usr/share/ejabberd/sql/pg.sql loaded; needs erlang-p1-pgsql): benchmarks with the
+    archive on, since the Mnesia archive manages ~110 IM/s here (issue 15)."""
     modules: dict[str, str] = {
         "mod_roster": "{}",
         "mod_disco": "{}",
@@ -129,6 +133,13 @@ def render_config(c2s_port: int, component_port: int, http_port: int, *, bridge:
         modules.pop(m, None)
     for m in extra_modules:
         modules.setdefault(m, "{}")
+    sql_lines = ""
+    if sql is not None:
+        if "mod_mam" in modules:
+            modules["mod_mam"] = "{default: always, db_type: sql}"
+        sql_lines = (f"sql_type: pgsql\nsql_server: {_q(str(sql['server']))}\nsql_port: {sql['port']}\n"
+                     f"sql_database: {_q(str(sql['database']))}\nsql_username: {_q(str(sql['username']))}\n"
+                     'sql_password: ""\n')
     if bridge:
         timeout = max(1, round(ack_timeout))  # whole seconds in ejabberd's option
         modules["mod_mdm_bridge"] = "{component: " + _q("mdm." + DOMAIN) + f", ack_timeout: {timeout}}}"
@@ -178,7 +189,7 @@ listen:
     module: ejabberd_http
     request_handlers:
       /api: mod_http_api
-{websocket}s2s_access: none
+{websocket}{sql_lines}s2s_access: none
 auth_method: internal
 auth_password_format: plain
 # no rate limits: tests and benchmarks must not measure the limiter
@@ -236,7 +247,7 @@ async def wait_started(proc: asyncio.subprocess.Process, log_file: Path, timeout
 async def start_ejabberd(accounts: list[Account], workdir: Path, *, bridge: bool = True,
                          extra_modules: tuple[str, ...] = (), without_modules: tuple[str, ...] = (),
                          ack_timeout: float = 2.0, features: tuple[str, ...] = (),
-                         hibernation_timeout: int | None = None) -> ServerHandle:
+                         sql: dict[str, object] | None = None, hibernation_timeout: int | None = None) -> ServerHandle:
     ebin = bridge_ebin() if bridge else None
     workdir.mkdir(parents=True, exist_ok=True)
     c2s_port, component_port, http_port = free_ports(3)
@@ -254,7 +265,7 @@ async def start_ejabberd(accounts: list[Account], workdir: Path, *, bridge: bool
                                  extra_modules=extra_modules, without_modules=without_modules,
                                  log_level=level, ack_timeout=ack_timeout, features=features,
                                  direct_tls_port=direct_tls_port, tls_pem=tls_pem, push_port=push_port,
-                                 hibernation_timeout=hibernation_timeout))
+                                 sql=sql, hibernation_timeout=hibernation_timeout))
     proc = await launch(cfg, workdir, ebin)
     log_file = workdir / "ejabberd.log"
     handle = EjabberdHandle("ejabberd", DOMAIN, c2s_port, component_port, "mdm." + DOMAIN, SECRET,

@@ -109,6 +109,10 @@ authentication = "internal_plain"
 storage = "internal"
 -- no rate limits: tests and benchmarks must not measure the limiter
 limits = {{ }}
+-- TCP_NODELAY on every connection (Prosody 0.12 has no per-port switch): otherwise Nagle's
+-- algorithm holds the bridge's small writes to the component until the peer's delayed ACK
+-- (issue 15; docs/benchmarks.md)
+network_settings = {{ nagle = false }}
 muc_room_locking = false
 archive_expires_after = "never"
 default_archive_policy = true
