@@ -13,6 +13,7 @@ the source checkout.
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import subprocess
@@ -161,3 +162,35 @@ async def test_fresh_install_on_ejabberd_passes_the_flow_walkthrough(installed):
             await component.stop()
         server.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+# The component's own unit tests (no harness, no servers) under each other declared Python found.
+COMPONENT_UNIT_TESTS = ["test_bridge_protocol.py", "test_capacity.py", "test_core.py", "test_core_real_phones.py",
+                        "test_limits.py", "test_silent_mode.py", "test_stream.py"]
+
+
+@pytest.mark.parametrize("version", ["3.12"])
+def test_the_wheel_on_another_python(installed, version: str):
+    found = [shutil.which(f"python{version}"),
+             *sorted(glob.glob(os.path.expanduser(f"~/.pyenv/versions/{version}.*/bin/python{version}")))]
+    python = next((p for p in found if p and run([p, "-c", "import sys"]).returncode == 0), None)
+    if python is None:
+        pytest.skip(f"no Python {version} here")
+    wheel_venv, _ = installed
+    base = world_dir(f"mdm-py{version}-")
+    try:
+        venv = base / "venv"
+        assert run([python, "-m", "venv", str(venv)]).returncode == 0
+        wheel = next(wheel_venv.parent.glob("dist/open_mdm-*.whl"))
+        r = run([str(venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check", str(wheel),
+                 "pytest==9.2.0", "pytest-asyncio==1.5.0"], timeout=600)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert run([str(venv / "bin" / "mdm-component"), "--version"]).stdout.startswith("mdm-component ")
+        # from the checkout's tests, the installed package (not the checkout's plugin/): --noconftest,
+        # the shared conftest needs the harness
+        r = run([str(venv / "bin" / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider", "--noconftest",
+                 *[f"tests/{t}" for t in COMPONENT_UNIT_TESTS]], cwd=str(CHECKOUT), timeout=600)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+        assert str(venv) in run([str(venv / "bin" / "python"), "-c", "import mdm; print(mdm.__file__)"]).stdout
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
