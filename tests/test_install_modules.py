@@ -70,7 +70,11 @@ def test_prosody_module_installed_by_setup_is_loaded_and_answers(root: Path):
     assert 'modules_enabled = { "mdm_bridge" }' in snippet and 'Component "mdm.localhost"' in snippet
     toml = root / "mdm" / "mdm-component.toml"
     free_metrics_port(toml)
-    assert (root / "systemd" / "mdm-component.service").is_file()
+    unit = root / "systemd" / "mdm-component.service"
+    assert f"ExecStart={sys.executable} -m mdm.cli --config {toml}" in unit.read_text()
+    if not missing_tools("systemd-analyze"):  # the unit as systemd reads it
+        check = run(["systemd-analyze", "verify", str(unit)], timeout=60)
+        assert check.returncode == 0 and not check.stderr.strip(), check.stderr
     # the check is clean on the config it wrote: setup says the bridge and the component are there
     again = run([*MDM_COMPONENT, "setup", "prosody", "--config", str(server.cfg), "--component-config", str(toml)])
     assert again.returncode == 0, again.stdout + again.stderr
