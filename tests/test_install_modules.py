@@ -181,3 +181,19 @@ modules:
     assert "the listener for mdm.example.org is in" in r.stdout
     # the listener is in ejabberd.yml already: the module's conf does not open a second one
     assert "listen:" not in r.stdout.split("conf/mod_mdm_bridge.yml:")[1]
+
+
+def test_setup_finds_secrets_that_differ(tmp_path: Path):
+    toml = tmp_path / "c.toml"
+    toml.write_text('[component]\njid = "mdm.example.org"\nsecret = "from-toml"\n')
+    cfg = tmp_path / "prosody.cfg.lua"
+    cfg.write_text('VirtualHost "example.org"\nComponent "mdm.example.org"\n    component_secret = "from-prosody"\n')
+    r = run([*MDM_COMPONENT, "setup", "prosody", "--config", str(cfg), "--component-config", str(toml)])
+    assert r.returncode == 1 and "component_secret of Component mdm.example.org differs" in r.stdout
+    yml = tmp_path / "ejabberd.yml"
+    yml.write_text('hosts: ["example.org"]\nlisten:\n  - port: 5347\n    module: ejabberd_service\n    hosts:\n'
+                   '      "mdm.example.org":\n        password: "from-ejabberd"\n'
+                   'modules:\n  mod_carboncopy: {}\n  mod_client_state: {}\n')
+    r = run([*MDM_COMPONENT, "setup", "ejabberd", "--config", str(yml), "--component-config", str(toml),
+             "--contrib-dir", str(tmp_path / "contrib")])
+    assert r.returncode == 1 and "listener's password for mdm.example.org" in r.stdout

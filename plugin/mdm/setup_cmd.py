@@ -237,10 +237,16 @@ def check_prosody(args: argparse.Namespace) -> int:
     comp_iface = _first_str(glob_opts.get("component_interfaces"), "127.0.0.1")
     if comp_iface in ("*", "0.0.0.0", "::"):
         comp_iface = "127.0.0.1"
-    secret = _existing_secret(args) or (str(copts["component_secret"]) if copts.get("component_secret") else "") \
-        or secrets.token_urlsafe(24)
+    toml_secret = _existing_secret(args)
+    server_secret = str(copts.get("component_secret") or "")
     has_component = copts.get("component_module") == "component"
     conf_d = _conf_d(cfg_path)
+    owned = conf_d is not None and (conf_d / "mdm.cfg.lua").exists() and \
+        f"Component {_lua_str(comp_jid)}" in (conf_d / "mdm.cfg.lua").read_text(errors="replace")
+    if toml_secret and server_secret and toml_secret != server_secret and not owned:
+        report.errors.append(f"the component_secret of Component {comp_jid} differs from component.secret in "
+                             f"{args.component_config}: make them equal")
+    secret = toml_secret or server_secret or secrets.token_urlsafe(24)
     target = (conf_d / "mdm.cfg.lua") if conf_d else None
 
     lines = [f"-- open-mdm: written by mdm-component setup prosody ({__version__})",
@@ -256,12 +262,10 @@ def check_prosody(args: argparse.Namespace) -> int:
         manual.append(f'add "mdm_bridge" to the modules_enabled of VirtualHost "{host}" (it has its own list)')
     if str(modules_dir) not in plugin_paths:
         manual.append(f'add "{modules_dir}" to plugin_paths in {cfg_path} (global section)')
-    if has_component and target is not None:
+    if has_component and target is not None and not owned:
         # the Component block exists already (not from us): keep it, write only the host part
-        owned = target.exists() and f"Component {_lua_str(comp_jid)}" in target.read_text(errors="replace")
-        if not owned:
-            lines = lines[:lines.index("")] + [""]
-            report.notes.append(f"Component {comp_jid} is configured already (its secret is reused)")
+        lines = lines[:lines.index("")] + [""]
+        report.notes.append(f"Component {comp_jid} is configured already (its secret is reused)")
     if "mdm_bridge" in enabled and has_component:
         report.notes.append(f'"mdm_bridge" is enabled for {host} and Component {comp_jid} exists')
 
@@ -404,7 +408,11 @@ def check_ejabberd(args: argparse.Namespace) -> int:
         entry, opts = listener
         comp_port = int(entry.get("port", comp_port))
         comp_ip = str(entry.get("ip", comp_ip)) if entry.get("ip") not in (None, "::", "0.0.0.0") else "127.0.0.1"
-        secret = secret or str(opts.get("password") or entry.get("password") or "")
+        password = str(opts.get("password") or entry.get("password") or "")
+        if secret and password and secret != password:
+            report.errors.append(f"the listener's password for {comp_jid} in {cfg_path} differs from "
+                                 f"component.secret in {args.component_config}: make them equal")
+        secret = secret or password
         report.notes.append(f"the listener for {comp_jid} is in {cfg_path} already (port {comp_port})")
     secret = secret or secrets.token_urlsafe(24)
     yml = [f"# open-mdm: written by mdm-component setup ejabberd ({__version__})",
