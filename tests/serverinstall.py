@@ -209,14 +209,16 @@ Include "conf.d/*.cfg.lua"
     def _env(self) -> dict[str, str]:
         return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/var/lib/prosody"}
 
-    def start(self) -> None:
+    def start(self, component: bool = True) -> None:
+        """Until Prosody listens (on the component port too, unless the config has no component)."""
         with open(self.root / "prosody.stderr", "wb") as err:
             self.proc = subprocess.Popen(["prosody", "-F", "--config", str(self.cfg)], user="prosody",
                                          group="prosody", extra_groups=[], env=self._env(), stdin=subprocess.DEVNULL,
                                          stdout=subprocess.DEVNULL, stderr=err, start_new_session=True,
                                          cwd=str(self.root))
         wait_port(self.c2s_port, self.proc, "prosody", self.log)
-        wait_port(self.component_port, self.proc, "prosody", self.log)
+        if component:
+            wait_port(self.component_port, self.proc, "prosody", self.log)
 
     def stop(self) -> None:
         stop(self.proc)
