@@ -58,7 +58,9 @@ def installed():
         assert r.returncode == 0, r.stdout + r.stderr
         wheel = next((base / "dist").glob("open_mdm-*.whl"))
         shutil.rmtree(src)
-        python = shutil.which("python3") or sys.executable
+        # the distribution's Python (Debian 12: 3.11), as an admin would use it
+        python = next((p for p in ("/usr/bin/python3", shutil.which("python3")) if p and os.path.exists(p)),
+                      sys.executable)
         venv = base / "venv"
         r = run([python, "-m", "venv", str(venv)])
         assert r.returncode == 0, r.stderr
