@@ -75,6 +75,11 @@ def test_prosody_module_installed_by_setup_is_loaded_and_answers(root: Path):
     if not missing_tools("systemd-analyze"):  # the unit as systemd reads it
         check = run(["systemd-analyze", "verify", str(unit)], timeout=60)
         assert check.returncode == 0 and not check.stderr.strip(), check.stderr
+    # the guide's next step: Prosody's own check accepts what setup wrote
+    check = run(["prosodyctl", "--config", str(server.cfg), "check", "config"], user="prosody", group="prosody",
+                extra_groups=[], env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/var/lib/prosody"})
+    assert check.returncode == 0 and "All checks passed" in check.stdout, check.stdout + check.stderr
+    assert str(server.etc / "conf.d" / "mdm.cfg.lua") in check.stdout
     # the check is clean on the config it wrote: setup says the bridge and the component are there
     again = run([*MDM_COMPONENT, "setup", "prosody", "--config", str(server.cfg), "--component-config", str(toml)])
     assert again.returncode == 0, again.stdout + again.stderr
