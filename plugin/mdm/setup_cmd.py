@@ -485,11 +485,11 @@ def _write_component_side(args: argparse.Namespace, jid: str, secret: str, host:
     path = Path(args.component_config)
     state = Path(args.state_dir)
     user = args.user
+    _ensure_user(user)
     if path.exists():
         print(f"kept {path} (exists; its secret was used above)")
     else:
         path.parent.mkdir(parents=True, exist_ok=True)
-        _ensure_user(user)
         _write_private(path, component_toml(jid, secret, host, server_host, server_port, state), group=user)
         print(f"wrote {path}")
     state.mkdir(parents=True, exist_ok=True)
