@@ -1,5 +1,6 @@
-"""No Docker engine runs here: the images and the compose file are checked statically, against
-the same config loader and the same Lua syntax checker the live setup uses."""
+"""The images and the compose files checked statically, against the same config loader and the
+same Lua syntax checker the live setup uses (quick, no engine). They are built and run for real
+by tests/test_docker_compose.py and the docker-* harness backends."""
 
 import json
 import re
@@ -63,7 +64,7 @@ def test_compose_services_build_from_existing_files_and_agree_on_the_component()
     assert cfg.store_path.startswith("/var/lib/mdm-component/")  # the volume
 
 
-def test_prosody_config_is_valid_lua_and_replaces_carbons_and_csi_queueing():
+def test_prosody_config_is_valid_lua_and_keeps_stock_carbons_and_csi_for_fail_open():
     cfg = DOCKER / "prosody" / "prosody.cfg.lua"
     luac = shutil.which("luac5.4") or shutil.which("luac")
     assert luac, "lua5.4 is installed by scripts/install"
@@ -72,7 +73,7 @@ def test_prosody_config_is_valid_lua_and_replaces_carbons_and_csi_queueing():
     modules = re.search(r"modules_enabled = \{(.*?)\n\}", cfg.read_text(), re.S).group(1)
     code = "\n".join(line for line in modules.splitlines() if not line.strip().startswith("--"))
     names = set(re.findall(r'"([^"]+)"', code))
-    assert "mdm_bridge" in names and "carbons" not in names and "csi_simple" not in names, names
+    assert {"mdm_bridge", "carbons", "csi_simple"} <= names, names  # R9.10: stock when the component is down
 
 
 def test_prosody_bridge_is_valid_lua():
@@ -100,7 +101,8 @@ def test_ejabberd_compose_and_configs_agree_on_the_component():
     assert service["hosts"][cfg.jid]["password"] == cfg.secret
     assert ej["modules"]["mod_mdm_bridge"]["component"] == cfg.jid
     assert set(cfg.hosts) <= set(ej["hosts"])
-    assert "mod_carboncopy" not in ej["modules"] and "mod_client_state" not in ej["modules"]
+    # the bridge requires them (R9.10: stock delivery while the component is down)
+    assert "mod_carboncopy" in ej["modules"] and "mod_client_state" in ej["modules"]
 
 
 def test_ejabberd_image_puts_the_built_bridge_on_the_code_path():
@@ -133,5 +135,5 @@ async def test_ejabberd_image_config_loads_in_a_real_ejabberd(tmp_path):
         await handle.stop()
     log = (tmp_path / "ejabberd.log").read_text()
     started = log[:log.index(" is started in the node ")]
-    assert "MDM bridge started on example.org for component mdm.example.org" in started
+    assert re.search(r"MDM bridge started on example\.org .*for component mdm\.example\.org", started), started[-3000:]
     assert "[error]" not in started and "[critical]" not in started, started[-3000:]

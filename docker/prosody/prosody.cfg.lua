@@ -9,7 +9,9 @@ component_interfaces = { "*" }  -- the component connects from its own container
 modules_enabled = {
     "roster", "saslauth", "tls", "disco", "ping", "presence", "message", "iq", "offline",
     "mam", "blocklist", "time", "version", "smacks",
-    -- not "carbons" nor "csi_simple": the MDM component copies and holds
+    -- Prosody's own carbons and CSI queueing (the bridge loads both itself anyway): idle while
+    -- the component serves, their stock job whenever it is down (R9.10)
+    "carbons", "csi_simple",
     "mdm_bridge",
 }
 archive_expires_after = "1w"

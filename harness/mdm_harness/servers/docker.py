@@ -285,13 +285,22 @@ def _wheelhouse() -> Path:
     return wheels
 
 
+# Build arguments are part of the layer cache key: the wheelhouse is served on a fixed port, so an
+# unchanged pyproject.toml keeps the dependencies' layer (a free port instead if it is taken).
+WHEELHOUSE_PORT = 38517
+
+
 @contextlib.contextmanager
 def _serving(directory: Path):
-    """``directory`` over HTTP on a free loopback port, for the duration (pip's --find-links)."""
+    """``directory`` over HTTP on loopback, for the duration (pip's --find-links)."""
     class Quiet(http.server.SimpleHTTPRequestHandler):
         def log_message(self, *args: object) -> None:
             pass
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(directory)))
+    handler = functools.partial(Quiet, directory=str(directory))
+    try:
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", WHEELHOUSE_PORT), handler)
+    except OSError:
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
