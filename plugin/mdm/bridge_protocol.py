@@ -52,6 +52,13 @@ EVENTS = ns.q(B, "events")
 COMMANDS = ns.q(B, "commands")
 _FORWARDED = ns.q(ns.FORWARD, "forwarded")
 _TRUE = {"true", "1"}
+# Bridge event elements by their full tag (a dict lookup per element: QName objects cost more
+# than the rest of decoding an IM, issue 15); any other tag is an unknown event.
+_EVENT_NAMES = {ns.q(B, name): name for name in (
+    "message-in", "session-out", "message-out", "bind", "unbind", "carbons", "presence", "push",
+    "hibernated", "csi", "sync", "mds", "node-down")}
+_MESSAGE = ns.q(ns.COMPONENT, "message")
+_FANOUT = ns.q(B, "fanout")
 
 
 class ProtocolError(ValueError):
@@ -70,10 +77,15 @@ class Decoded:
 def _forwarded(el: Stanza, only: str | None = None) -> Stanza:
     """The one stanza inside ``el``'s <forwarded/> (of local name ``only``, if given)."""
     fwd = el.find(_FORWARDED)
-    if fwd is None or len(fwd) != 1 or (only is not None and etree.QName(fwd[0]).localname != only):
+    if fwd is None or len(fwd) != 1 or (only is not None and _localname(fwd[0]) != only):
         what = f"<{only}/>" if only else "stanza"
         raise ProtocolError(f"<{etree.QName(el).localname}> needs one <forwarded>{what}</forwarded>")
     return fwd[0]
+
+
+def _localname(el: Stanza) -> str:
+    tag = el.tag
+    return tag.rpartition("}")[2] if isinstance(tag, str) else etree.QName(el).localname
 
 
 def _check_attributes(el: Stanza) -> None:
@@ -104,7 +116,7 @@ def decode_events(stanza: Stanza, host: str) -> Decoded:
     for el in events:
         if not isinstance(el.tag, str):
             continue  # comments, processing instructions
-        name = etree.QName(el).localname if etree.QName(el).namespace == B else None
+        name = _EVENT_NAMES.get(el.tag)
         try:
             _check_attributes(el)
             if name in ("message-in", "session-out"):
@@ -222,9 +234,7 @@ def encode_commands(actions: Iterable[Action], component_jid: str, node: str = "
     def commands_for(host: str) -> Stanza:
         cmds = per_host.get(host)
         if cmds is None:
-            msg = etree.Element(ns.q(ns.COMPONENT, "message"), nsmap={None: ns.COMPONENT})
-            msg.set("from", component_jid)
-            msg.set("to", host)
+            msg = etree.Element(_MESSAGE, {"from": component_jid, "to": host}, nsmap={None: ns.COMPONENT})
             cmds = per_host[host] = etree.SubElement(msg, COMMANDS, nsmap={None: B})
             if node:
                 cmds.set("node", node)
@@ -247,12 +257,12 @@ def encode_commands(actions: Iterable[Action], component_jid: str, node: str = "
             fwd = etree.SubElement(el, _FORWARDED, nsmap={None: ns.FORWARD})
             fwd.append(render_delivery(a))
         elif isinstance(a, Ack) and a.ref in fanouts:
-            el = etree.SubElement(commands_for(domain(a.user)), ns.q(B, "fanout"))
-            el.set("ref", a.ref)
+            attrib = {"ref": a.ref}
             for attr, want in (("notify", True), ("silent", False), ("plain", None)):
                 sids = [d.sid for d in fanouts[a.ref] if d.notify is want]
                 if sids:
-                    el.set(attr, " ".join(sids))  # type: ignore[arg-type]
+                    attrib[attr] = " ".join(sids)  # type: ignore[arg-type]
+            etree.SubElement(commands_for(domain(a.user)), _FANOUT, attrib)
         elif isinstance(a, Route | Ack):
             el = etree.SubElement(commands_for(domain(a.user)), ns.q(B, "route" if isinstance(a, Route)
                                                                      else "ack"))
