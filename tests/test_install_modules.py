@@ -202,3 +202,22 @@ def test_setup_finds_secrets_that_differ(tmp_path: Path):
     r = run([*MDM_COMPONENT, "setup", "ejabberd", "--config", str(yml), "--component-config", str(toml),
              "--contrib-dir", str(tmp_path / "contrib")])
     assert r.returncode == 1 and "listener's password for mdm.example.org" in r.stdout
+
+
+@pytest.mark.skipif(not _prosody_ready(), reason="needs Debian's prosody and lua5.4")
+def test_setup_write_twice_keeps_the_secret_and_the_config(tmp_path: Path):
+    (tmp_path / "conf.d").mkdir()
+    cfg = tmp_path / "prosody.cfg.lua"
+    cfg.write_text(f'plugin_paths = {{ "{tmp_path / "modules"}" }}\nmodules_enabled = {{ "roster", "carbons" }}\n'
+                   'VirtualHost "example.org"\nInclude "conf.d/*.cfg.lua"\n')
+    args = [*MDM_COMPONENT, *setup_args("prosody", tmp_path, 5347, cfg, [])]
+    args[args.index("--host") + 1] = "example.org"
+    first = run(args)
+    assert first.returncode == 0, first.stdout + first.stderr
+    snippet, toml = (tmp_path / "conf.d" / "mdm.cfg.lua").read_text(), (tmp_path / "mdm" / "mdm-component.toml")
+    before = toml.read_text()
+    second = run(args)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert f"kept {toml}" in second.stdout and toml.read_text() == before
+    assert (tmp_path / "conf.d" / "mdm.cfg.lua").read_text() == snippet
+    assert '"mdm_bridge" is enabled for example.org and Component mdm.example.org exists' in second.stdout

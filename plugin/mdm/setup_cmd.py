@@ -214,7 +214,8 @@ def check_prosody(args: argparse.Namespace) -> int:
 
     global_mods = list(glob_opts.get("modules_enabled", []) or [])  # type: ignore[arg-type]
     host_mods = hopts.get("modules_enabled")
-    own_host_list = host_mods is not None and host_mods != global_mods
+    # a host list of its own replaces nothing of ours only if it is the one mdm.cfg.lua adds
+    own_host_list = host_mods is not None and host_mods != global_mods and host_mods != ["mdm_bridge"]
     enabled = set(global_mods) | set(host_mods or [])  # type: ignore[arg-type]
     disabled = set(hopts.get("modules_disabled", []) or [])  # type: ignore[arg-type]
     for m, why in PROSODY_FIGHTING.items():
