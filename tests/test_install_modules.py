@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from mdm.config import load as load_config
+
 from .serverinstall import (
     EjabberdInstall,
     ProsodyInstall,
@@ -221,3 +223,18 @@ def test_setup_write_twice_keeps_the_secret_and_the_config(tmp_path: Path):
     assert f"kept {toml}" in second.stdout and toml.read_text() == before
     assert (tmp_path / "conf.d" / "mdm.cfg.lua").read_text() == snippet
     assert '"mdm_bridge" is enabled for example.org and Component mdm.example.org exists' in second.stdout
+
+
+def test_ejabberd_setup_write_twice_keeps_the_secret(tmp_path: Path):
+    yml = tmp_path / "ejabberd.yml"
+    yml.write_text('hosts: ["example.org"]\nmodules:\n  mod_carboncopy: {}\n  mod_client_state: {}\n')
+    args = [*MDM_COMPONENT, *setup_args("ejabberd", tmp_path, 5347, yml, ["--contrib-dir", str(tmp_path / "contrib")])]
+    args[args.index("--host") + 1] = "example.org"
+    conf = tmp_path / "contrib" / "sources" / "mod_mdm_bridge" / "conf" / "mod_mdm_bridge.yml"
+    assert run(args).returncode == 0
+    first = conf.read_text()
+    secret = load_config(tmp_path / "mdm" / "mdm-component.toml").secret
+    assert f'password: "{secret}"' in first and '"mdm.example.org":' in first
+    again = run(args)
+    assert again.returncode == 0 and conf.read_text() == first
+    assert "ejabberdctl module_install mod_mdm_bridge" in again.stdout
