@@ -292,7 +292,7 @@ def check_prosody(args: argparse.Namespace) -> int:
               f"  mdm-component doctor --config {args.component_config}")
         return 1 if manual and any("modules_enabled" in m for m in manual) else 0
     print("\nTo do (or run again with --write):")
-    print(f"  1. copy the module: cp -r {ours} {modules_dir}/")
+    print(f"  1. copy the module: cp -rL {ours} {modules_dir}/")
     for m in manual:
         print(f"     and {m}")
     where = target or f"the end of {cfg_path}"
@@ -444,7 +444,7 @@ def check_ejabberd(args: argparse.Namespace) -> int:
               f"  mdm-component doctor --config {args.component_config}")
         return 0
     print("\nTo do (or run again with --write):")
-    print(f"  1. copy the module sources: cp -r {bridge_dir('ejabberd')} {sources}; "
+    print(f"  1. copy the module sources: cp -rL {bridge_dir('ejabberd')} {sources}; "
           f"chown -R ejabberd: {contrib}")
     print(f"  2. write {sources}/conf/mod_mdm_bridge.yml:\n{_indent(snippet)}")
     print(f"  3. {install_cmd}")
