@@ -230,7 +230,7 @@ def check_prosody(args: argparse.Namespace) -> int:
     ours = bridge_dir("prosody")
     for p in plugin_paths:
         for cand in (Path(p) / "mod_mdm_bridge" / "mod_mdm_bridge.lua", Path(p) / "mod_mdm_bridge.lua"):
-            if cand.exists() and Path(p) != modules_dir and \
+            if cand.exists() and cand != modules_dir / "mod_mdm_bridge" / "mod_mdm_bridge.lua" and \
                     cand.read_bytes() != (ours / "mod_mdm_bridge.lua").read_bytes():
                 report.warnings.append(f"another mod_mdm_bridge on plugin_paths: {cand} (Prosody loads the first "
                                        f"one it finds: remove the old copy)")
