@@ -93,19 +93,6 @@ def test_prosody_module_installed_by_setup_is_loaded_and_answers(root: Path):
         assert doctor.returncode == 0, doctor.stdout + doctor.stderr
         assert "the bridge on localhost answered" in doctor.stdout
         wait_log(server.log, "MDM component mdm.localhost connected")
-        # the guide's update route: setup again (it says to upgrade), then module_upgrade
-        again = run([*MDM_COMPONENT, *setup_args("ejabberd", root, server.component_port, server.cfg,
-                                                 ["--contrib-dir", str(server.contrib)])])
-        assert again.returncode == 0 and "ejabberdctl module_upgrade mod_mdm_bridge" in again.stdout, again.stdout
-        upgrade = server.ctl("module_upgrade", "mod_mdm_bridge")
-        assert upgrade.returncode == 0, upgrade.stdout + upgrade.stderr
-        assert "mod_mdm_bridge" in server.ctl("modules_installed").stdout
-        end = time.monotonic() + 30
-        while server.log.read_text(errors="replace").count("MDM bridge started on localhost") < 2:
-            assert time.monotonic() < end, "the bridge did not start again after module_upgrade"
-            time.sleep(0.1)
-        doctor = run([*MDM_COMPONENT, "doctor", "--config", str(toml), "--timeout", "15"])
-        assert doctor.returncode == 0, doctor.stdout + doctor.stderr
     finally:
         server.stop()
 
@@ -177,6 +164,19 @@ def test_ejabberd_module_install_builds_enables_and_answers(root: Path):
         assert doctor.returncode == 0, doctor.stdout + doctor.stderr
         assert "the bridge on localhost answered" in doctor.stdout
         wait_log(server.log, "MDM component mdm.localhost connected")
+        # the guide's update route: setup again (it says to upgrade), then module_upgrade
+        again = run([*MDM_COMPONENT, *setup_args("ejabberd", root, server.component_port, server.cfg,
+                                                 ["--contrib-dir", str(server.contrib)])])
+        assert again.returncode == 0 and "ejabberdctl module_upgrade mod_mdm_bridge" in again.stdout, again.stdout
+        upgrade = server.ctl("module_upgrade", "mod_mdm_bridge")
+        assert upgrade.returncode == 0, upgrade.stdout + upgrade.stderr
+        assert "mod_mdm_bridge" in server.ctl("modules_installed").stdout
+        end = time.monotonic() + 30
+        while server.log.read_text(errors="replace").count("MDM bridge started on localhost") < 2:
+            assert time.monotonic() < end, "the bridge did not start again after module_upgrade"
+            time.sleep(0.1)
+        doctor = run([*MDM_COMPONENT, "doctor", "--config", str(toml), "--timeout", "15"])
+        assert doctor.returncode == 0, doctor.stdout + doctor.stderr
     finally:
         server.stop()
 
