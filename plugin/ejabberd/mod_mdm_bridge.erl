@@ -14,7 +14,12 @@
 %%%  * "route" gives the message back to ejabberd_sm (marked, so it is not taken twice):
 %%%    RFC 6121 delivery or offline storage, exactly as without the bridge.
 %%%  * a session in the background (CSI inactive) has every stanza for it taken in
-%%%    c2s_filter_send and handed over as session-out (R5).
+%%%    c2s_filter_send and handed over as session-out (R5); so has a hibernated one (XEP-0198
+%%%    pending, R5.7), before mod_stream_mgmt queues it and mod_push pushes for it.
+%%%  * phones (issue 11): mod_push has no veto, so while the component says a push user has an
+%%%    active client (<active/>) the bridge archives that user's messages itself in
+%%%    store_mam_message (before mod_push) and ends the hook: no alerting push (R3.6). XEP-0490
+%%%    MDS is published and reported through mod_pubsub (R4.3).
 %%%  * fail-open is stock (R9.10): ejabberd's own mod_carboncopy (XEP-0280) and mod_client_state
 %%%    (XEP-0352) stay loaded and serve whenever the component does not. The bridge answers the
 %%%    carbons iq itself and keeps each session's choice; mod_carboncopy copies by the
@@ -59,7 +64,8 @@
          sm_remove_connection_hook/3, c2s_authenticated_packet/2,
          c2s_filter_send/1, c2s_handle_info/2, local_send_to_resource/1,
          c2s_session_pending/1, c2s_session_resumed/1, c2s_copy_session/2,
-         component_connected/1, component_disconnected/2, iq_carbons/1, filter_packet/1]).
+         component_connected/1, component_disconnected/2, iq_carbons/1, filter_packet/1,
+         store_mam_message/7, pubsub_publish_item/6]).
 
 -include("logger.hrl").
 -include("xmpp.hrl").
@@ -67,6 +73,9 @@
 
 -define(NS_BRIDGE, <<"urn:x-open-mdm:bridge:0">>).
 -define(NS_NOTIFY, <<"urn:x-open-mdm:notify:0">>).
+-define(NS_MDS, <<"urn:xmpp:mds:displayed:0">>).   % XEP-0490 (R4.3)
+-define(NS_SID, <<"urn:xmpp:sid:0">>).
+-define(NS_JMI, <<"urn:xmpp:jingle-message:0">>).
 -define(TICK, 1000).
 -define(MAX_DEPTH, 1000).            % the component reads 2048 levels; hand over no deeper than this
 -define(MAX_EVENT, 508 * 1024).      % one event, well under the component's 1 MiB stanza limit
@@ -217,7 +226,8 @@ component_can_matter(U, S) ->
 %% changed.
 set_matters(#jid{luser = U, lserver = S, lresource = R} = JID) ->
     case ets:lookup(sessions_tab(S), key(jid:tolower(JID))) of
-        [#s{carbons = C, csi = Csi}] -> ejabberd_sm:set_user_info(U, S, R, mdm, C orelse Csi == inactive);
+        [#s{carbons = C, csi = Csi, hibernated = H}] ->
+            ejabberd_sm:set_user_info(U, S, R, mdm, C orelse Csi == inactive orelse H);  % R5.7
         [] -> ok
     end.
 
@@ -377,6 +387,7 @@ c2s_copy_session(State, _) ->
 
 hibernated(Host, JID, Hibernated) ->
     update(Host, key(jid:tolower(JID)), {#s.hibernated, Hibernated}),
+    set_matters(JID),  % R5.7: a hibernated session's messages go to the component
     event(Host, el(<<"hibernated">>, [{<<"jid">>, jid:encode(JID)},
                                       {<<"state">>, atom_to_binary(Hibernated, latin1)}])).
 
@@ -437,7 +448,18 @@ c2s_filter_send({#iq{type = T, id = Id} = Pkt, #{mdm_push_iq := Id, jid := JID, 
     c2s_filter_send({Pkt, maps:remove(mdm_push_iq, State)});
 c2s_filter_send({Pkt, #{mdm_csi := inactive, jid := JID, lserver := Host} = State} = Acc)
   when ?is_stanza(Pkt) ->
-    %% not serving: mod_client_state, after us, holds as it would without us (R9.10)
+    hold_out(Pkt, JID, Host, State, Acc);
+%% R5.7: a hibernated session (XEP-0198 pending) is held the same way, so neither
+%% mod_stream_mgmt's queue nor mod_push (both in c2s_handle_send, after this filter) sees what the
+%% component holds for it; the component lets everything through when nobody else is active.
+c2s_filter_send({Pkt, #{mgmt_state := pending, jid := JID, lserver := Host} = State} = Acc)
+  when ?is_stanza(Pkt) ->
+    hold_out(Pkt, JID, Host, State, Acc);
+c2s_filter_send(Acc) ->
+    Acc.
+
+hold_out(Pkt, JID, Host, State, Acc) ->
+    %% not serving: mod_client_state / mod_stream_mgmt, after us, act as they would without us (R9.10)
     case xmpp:get_meta(Pkt, mdm_bypass, false) orelse not connected(Host) orelse not fits(Pkt) of
         true -> Acc;
         false ->
@@ -449,9 +471,82 @@ c2s_filter_send({Pkt, #{mdm_csi := inactive, jid := JID, lserver := Host} = Stat
                                                          {<<"jid">>, Full}],
                                                 children = [forwarded(Pkt)]}}),
             {stop, {drop, State}}
+    end.
+
+%% R3.6: ejabberd 23.01's mod_push offers no veto. It pushes for every archived message to the
+%% devices that keep a registration but are not online (store_mam_message, priority 50). While the
+%% user has an active client (as the component last said, <active/>), this handler runs first,
+%% archives the message itself with mod_mam (what mod_mam's own handler at 100 does) and ends the
+%% hook: the message is archived once, and no push alerts the user's other devices. Calls (Jingle
+%% Message Initiation with RTP) ring as stock; with no active client everything is stock.
+store_mam_message(#message{} = Pkt, U, S, Peer, Nick, chat, recv) ->
+    case user_active(S, <<U/binary, "@", S/binary>>) andalso not is_call(Pkt) of
+        true -> {stop, mod_mam:store_mam_message(Pkt, U, S, Peer, Nick, chat, recv)};
+        false -> Pkt
     end;
-c2s_filter_send(Acc) ->
-    Acc.
+store_mam_message(Pkt, _U, _S, _Peer, _Nick, _Type, _Dir) ->
+    Pkt.
+
+user_active(Host, Bare) ->
+    try ets:lookup(misc_tab(Host), {active, Bare}) of
+        [{_, Until}] -> erlang:system_time(millisecond) < Until;
+        [] -> false
+    catch error:badarg -> false
+    end.
+
+is_call(Pkt) ->
+    case fxml:get_subtag_with_xmlns(xmpp:encode(Pkt), <<"propose">>, ?NS_JMI) of
+        false -> false;
+        Propose -> fxml:get_subtag_with_xmlns(Propose, <<"description">>, <<"urn:xmpp:jingle:apps:rtp:1">>) /= false
+    end.
+
+%% R4.3: XEP-0490 Message Displayed Synchronization in the user's PEP (mod_pubsub). The component
+%% turns a <displayed/> marker into a publish (mds_publish, below); a client's own publish is
+%% reported to it, so clients that only do markers get a <displayed/>. Our own publishes are not.
+pubsub_publish_item(ServerHost, ?NS_MDS, Publisher, #jid{luser = U, lserver = S}, ItemId, Payload)
+  when U /= <<>> ->
+    case get(mdm_mds_publishing) /= true andalso connected(ServerHost) of
+        true ->
+            Ids = [Id || #xmlel{name = <<"displayed">>} = D <- Payload,
+                         #xmlel{name = <<"stanza-id">>} = Sid <- D#xmlel.children,
+                         Id <- [fxml:get_tag_attr_s(<<"id">>, Sid)], Id /= <<>>],
+            Who = case Publisher of
+                      #jid{lresource = R} when R /= <<>> -> [{<<"publisher">>, jid:encode(Publisher)}];
+                      _ -> []
+                  end,
+            [event(ServerHost, el(<<"mds">>, [{<<"jid">>, <<U/binary, "@", S/binary>>}, {<<"peer">>, ItemId},
+                                              {<<"stanza-id">>, Id} | Who])) || Id <- lists:sublist(Ids, 1)],
+            ok;
+        false -> ok
+    end;
+pubsub_publish_item(_ServerHost, _Node, _Publisher, _Service, _ItemId, _Payload) ->
+    ok.
+
+mds_publish(User, Peer, StanzaId) ->
+    case catch jid:decode(User) of
+        #jid{luser = U, lserver = S} when U /= <<>>, Peer /= <<>>, StanzaId /= <<>> ->
+            Item = #xmlel{name = <<"displayed">>, attrs = [{<<"xmlns">>, ?NS_MDS}],
+                          children = [#xmlel{name = <<"stanza-id">>,
+                                             attrs = [{<<"xmlns">>, ?NS_SID}, {<<"id">>, StanzaId},
+                                                      {<<"by">>, User}]}]},
+            %% XEP-0490's node configuration: only the owner reads it, items are kept
+            Opts = [{access_model, whitelist}, {persist_items, true}],
+            Publish = fun(O) -> mod_pubsub:publish_item({U, S, <<>>}, S, ?NS_MDS, jid:make(U, S), Peer,
+                                                        [Item], O, all) end,
+            put(mdm_mds_publishing, true),
+            Result = try case Publish(Opts) of
+                             {error, _} -> Publish([]);  % created by a client with another config
+                             R -> R
+                         end
+                     catch C:E -> {error, {C, E}}
+                     end,
+            erase(mdm_mds_publishing),
+            case Result of
+                {result, _} -> ok;
+                Err -> ?WARNING_MSG("MDM: MDS publish for ~ts (~ts) failed: ~p", [User, Peer, Err])
+            end;
+        _ -> ok
+    end.
 
 %% A delivery the bridge process asks this session's c2s process to make, as is.
 c2s_handle_info(State, {mdm_deliver, Pkt}) ->
@@ -540,6 +635,8 @@ add_hooks(Host) ->
     ejabberd_hooks:add(c2s_authenticated_packet, Host, ?MODULE, c2s_authenticated_packet, 50),
     %% before mod_client_state's filters (50, and they sort before ours by name)
     ejabberd_hooks:add(c2s_filter_send, Host, ?MODULE, c2s_filter_send, 49),
+    ejabberd_hooks:add(store_mam_message, Host, ?MODULE, store_mam_message, 49),  % before mod_push (R3.6)
+    ejabberd_hooks:add(pubsub_publish_item, Host, ?MODULE, pubsub_publish_item, 50),
     ejabberd_hooks:add(c2s_handle_info, Host, ?MODULE, c2s_handle_info, 50),
     ejabberd_hooks:add(local_send_to_resource_hook, Host, ?MODULE, local_send_to_resource, 50),
     ejabberd_hooks:add(c2s_session_pending, Host, ?MODULE, c2s_session_pending, 50),
@@ -562,6 +659,8 @@ del_hooks(Host) ->
     ejabberd_hooks:delete(sm_remove_connection_hook, Host, ?MODULE, sm_remove_connection_hook, 50),
     ejabberd_hooks:delete(c2s_authenticated_packet, Host, ?MODULE, c2s_authenticated_packet, 50),
     ejabberd_hooks:delete(c2s_filter_send, Host, ?MODULE, c2s_filter_send, 49),
+    ejabberd_hooks:delete(store_mam_message, Host, ?MODULE, store_mam_message, 49),
+    ejabberd_hooks:delete(pubsub_publish_item, Host, ?MODULE, pubsub_publish_item, 50),
     ejabberd_hooks:delete(c2s_handle_info, Host, ?MODULE, c2s_handle_info, 50),
     ejabberd_hooks:delete(local_send_to_resource_hook, Host, ?MODULE, local_send_to_resource, 50),
     ejabberd_hooks:delete(c2s_session_pending, Host, ?MODULE, c2s_session_pending, 50),
@@ -598,6 +697,13 @@ handle_cast({commands, From, El}, #state{component = Comp} = State) ->
 handle_cast({node_commands, El}, State) ->
     %% Forwarded by the bridge of the node the component is connected to (checked there).
     {noreply, run_commands(El#xmlel.children, State)};
+handle_cast({active, User, Until}, #state{host = Host} = State) ->
+    %% R3.6: every node archives, so every node keeps the component's word on who is active
+    case Until > 0 of
+        true -> ets:insert(misc_tab(Host), {{active, User}, Until});
+        false -> ets:delete(misc_tab(Host), {active, User})
+    end,
+    {noreply, State};
 handle_cast(check_route, State) ->
     {noreply, check_route(State)};
 handle_cast({reload, Opts}, State) ->
@@ -609,6 +715,7 @@ handle_info(flush, State) ->
     {noreply, flush_events(State)};
 handle_info({'DOWN', Mon, process, _Pid, Reason}, #state{comp_mon = Mon, host = Host, component = Comp} = State) ->
     ets:insert(misc_tab(Host), {connected, false}),
+    ets:match_delete(misc_tab(Host), {{active, '_'}, '_'}),  % R3.6: stock pushes while it is gone
     ?WARNING_MSG("MDM component ~ts disconnected (~p); stock delivery until it is back", [Comp, Reason]),
     %% R9.10: stock carbons first, so what was held is delivered natively with its stock copies
     switch_mode(Host, stock),
@@ -728,6 +835,7 @@ on_connected(#state{host = Host, component = Comp} = State, Pid) ->
     Mon = erlang:monitor(process, Pid),
     switch_mode(Host, mdm),  % the component copies from now on, not mod_carboncopy (R9.10)
     ets:insert(misc_tab(Host), {connected, true}),
+    ets:match_delete(misc_tab(Host), {{active, '_'}, '_'}),  % R3.6: the component tells again
     Now = now_ms(),
     Events = lists:flatmap(fun(S) -> session_events(S, Now) end, ets:tab2list(sessions_tab(Host)))
         ++ [push_event(Host, U, true) || gen_mod:is_loaded(Host, mod_push),
@@ -820,6 +928,20 @@ run_commands([#xmlel{name = Name, attrs = Attrs} = Cmd | Rest], #state{pending =
         <<"ack">> when P /= undefined ->
             Held = fxml:get_attr_s(<<"held">>, Attrs) == <<"true">>,
             run_commands(Rest, finish(Ref, P, false, Held, State));
+        <<"active">> ->
+            %% R3.6: who is active for this push user, for how many more seconds (none: stock pushes)
+            Until = case {fxml:get_attr_s(<<"jid">>, Attrs), catch binary_to_integer(fxml:get_attr_s(<<"for">>, Attrs))} of
+                        {J, For} when J /= <<>>, is_integer(For) -> erlang:system_time(millisecond) + For * 1000;
+                        _ -> 0
+                    end,
+            User = fxml:get_attr_s(<<"user">>, Attrs),
+            [gen_server:cast({proc(State#state.host), N}, {active, User, Until}) || N <- [node() | nodes()]],
+            run_commands(Rest, State);
+        <<"mds-publish">> ->
+            %% R4.3: a <displayed/> marker, as XEP-0490 MDS in the user's PEP
+            mds_publish(fxml:get_attr_s(<<"user">>, Attrs), fxml:get_attr_s(<<"peer">>, Attrs),
+                        fxml:get_attr_s(<<"stanza-id">>, Attrs)),
+            run_commands(Rest, State);
         _ when Name == <<"fanout">>; Name == <<"route">>; Name == <<"ack">> ->
             run_commands(Rest, State);  % a ref already delivered natively
         _ ->
