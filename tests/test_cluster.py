@@ -6,13 +6,21 @@ goodbye). The conformance suite runs on the cluster as well (tests/test_conforma
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import re
 
 import pytest
+import yaml
 from lxml import etree
 
 from mdm.component import Component
 from mdm.config import from_dict
+from mdm_harness.clients import ClientPool
+from mdm_harness.component_control import ComponentControl
 from mdm_harness.environment import DEFAULT_ACCOUNTS, MdmEnvironment
+from mdm_harness.ports import free_ports
+from mdm_harness.servers import ejabberd
+from mdm_harness.servers.base import wait_listening
 from mdm_harness.waiting import poll_until
 
 NOTIFY = "{urn:x-open-mdm:notify:0}notify"
@@ -127,3 +135,80 @@ async def test_R9_8_two_connections_for_one_component_jid_every_node_pairs_with_
         finally:
             await second.stop()
             await task
+
+
+async def _decoy_component(host: str, port: int, domain: str, secret: str) -> asyncio.StreamWriter:
+    """A bare XEP-0114 component that logs in as ``domain`` and answers every iq it is sent (the
+    route it shares with our component gets it some of the harness's barrier iqs)."""
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(f"<stream:stream xmlns='jabber:component:accept' xmlns:stream='http://etherx.jabber.org/streams' "
+                 f"to='{domain}'>".encode())
+    head = b""
+    while b"id=" not in head or b">" not in head.split(b"id=", 1)[1]:
+        head += await asyncio.wait_for(reader.read(4096), 10)
+    stream_id = head.split(b"id=", 1)[1][1:].split(head.split(b"id=", 1)[1][:1], 1)[0].decode()
+    writer.write(f"<handshake>{hashlib.sha1((stream_id + secret).encode()).hexdigest()}</handshake>".encode())
+    answer = b""
+    while b"handshake" not in answer:
+        answer += await asyncio.wait_for(reader.read(4096), 10)
+    assert b"error" not in answer, answer
+
+    async def answer_iqs() -> None:
+        buf = b""
+        while data := await reader.read(65536):
+            buf += data
+            for m in re.finditer(rb"<iq [^>]*>", buf):
+                attrs = dict(re.findall(rb"(\w+)=['\"]([^'\"]*)['\"]", m.group(0)))
+                if attrs.get(b"type") in (b"get", b"set"):
+                    writer.write(b"<iq type='result' id='" + attrs.get(b"id", b"") + b"' from='" + attrs.get(b"to", b"")
+                                 + b"' to='" + attrs.get(b"from", b"") + b"'/>")
+            buf = buf[buf.rfind(b">") + 1:]
+    writer.decoy_task = asyncio.create_task(answer_iqs())  # type: ignore[attr-defined]
+    return writer
+
+
+@pytest.mark.asyncio
+async def test_R9_8_another_component_on_the_same_listener_is_not_taken_for_ours(tmp_path):
+    """ejabberd registers every host of a component listener (sharing its password) for whichever
+    component logs in there: a second component on the MDM component's listener also gets a route
+    to mdm.<domain>. Connected first (a lower pid), it must still not be taken for ours: the
+    bridge pairs only with the connection that authenticated as the MDM component."""
+    cfg = yaml.safe_load(ejabberd.render_config(*free_ports(3), ack_timeout=2.0))
+    (service,) = [lst for lst in cfg["listen"] if lst["module"] == "ejabberd_service"]
+    service["hosts"]["decoy.localhost"] = {"password": ejabberd.SECRET}
+    (c2s,) = [lst for lst in cfg["listen"] if lst["module"] == "ejabberd_c2s"]
+    (http,) = [lst for lst in cfg["listen"] if lst["module"] == "ejabberd_http"]
+    workdir = tmp_path / "ejabberd"
+    workdir.mkdir()
+    (workdir / "ejabberd.yml").write_text(yaml.safe_dump(cfg))
+    proc = await ejabberd.launch(workdir / "ejabberd.yml", workdir, ejabberd.bridge_ebin())
+    server = ejabberd.EjabberdHandle("ejabberd", "localhost", c2s["port"], service["port"], "mdm.localhost",
+                                     ejabberd.SECRET, "conference.localhost", workdir, proc.pid,
+                                     workdir / "ejabberd.log", list(DEFAULT_ACCOUNTS), http_port=http["port"])
+    decoy = None
+    try:
+        await ejabberd.wait_started(proc, workdir / "ejabberd.log")
+        for port in (http["port"], c2s["port"], service["port"]):
+            await wait_listening(port, proc, "ejabberd", workdir / "ejabberd.log", timeout=60)
+        await server.register(DEFAULT_ACCOUNTS)
+        decoy = await _decoy_component(server.host, server.component_port, "decoy.localhost", ejabberd.SECRET)
+        env = MdmEnvironment("ejabberd", DEFAULT_ACCOUNTS)
+        env.server = server
+        env.component = ComponentControl(server)
+        await env.component.start()  # waits for the bridge's <sync/>: it reached our component
+        env.pool = ClientPool(server, env.component.sees_inactive)
+        laptop = await env.online("alice@localhost", "alice-password", "laptop")
+        mobile = await env.online("alice@localhost", "alice-password", "mobile")
+        bob = await env.online("bob@localhost", "bob-password", "desktop", carbons=False)
+        await bob.send("<message to='alice@localhost' type='chat' id='ours'><body>ours</body></message>")
+        got = [await laptop.next_stanza(), await mobile.next_stanza()]
+        # served by MDM (the hints), not failed open after the bridge's 2 s timeout
+        assert [s is not None and hint(s) for s in got] == ["false", "true"], got
+        assert "did not answer" not in server.log_tail(200)
+        await env.pool.close()
+        await env.component.stop()
+    finally:
+        if decoy is not None:
+            decoy.decoy_task.cancel()  # type: ignore[attr-defined]
+            decoy.close()
+        await server.stop()

@@ -818,13 +818,24 @@ check_route(#state{comp_pid = undefined, component = Comp} = State) ->
                  {ok, Rs} -> Rs;
                  _ -> []
              end,
-    Live = [P || #route{pid = P} <- Routes, is_pid(P), alive(P)],
+    Live = [P || #route{pid = P} <- Routes, is_pid(P), alive(P), authenticated_as(P, Comp)],
     case Live of
         [] -> State;
         _ -> on_connected(State, lists:min(Live))
     end;
 check_route(State) ->
     State.
+
+%% A component listener with several hosts registers all of them for any component that logs in
+%% there (ejabberd's global_routes): the route to our component's JID may lead to another
+%% component's connection. Pair only with a connection that authenticated as our component.
+authenticated_as(P, Comp) ->
+    try sys:get_state(P, 1000) of
+        #{remote_server := Comp} -> true;
+        #{remote_server := _} -> false;
+        _ -> true  % not a component stream we know: keep the route table's word
+    catch _:_ -> false  % gone, or not answering: not one to pair with now (the tick looks again)
+    end.
 
 alive(P) when node(P) == node() -> is_process_alive(P);
 alive(P) -> lists:member(node(P), nodes()).
