@@ -478,8 +478,9 @@ async def _accepts(port: int) -> bool:
 async def start_docker_prosody(accounts: list[Account], workdir: Path, *, bridge: bool = True,
                                extra_modules: tuple[str, ...] = (), without_modules: tuple[str, ...] = (),
                                ack_timeout: float = 2.0, profile: ServerProfile | None = None,
-                               features: tuple[str, ...] = ()) -> ServerHandle:
-    """As prosody.start_prosody, with Prosody and the bridge from the image."""
+                               features: tuple[str, ...] = (), **config: Any) -> ServerHandle:
+    """As prosody.start_prosody, with Prosody and the bridge from the image; ``config``: further
+    render_config options (e.g. hibernation_timeout), passed on."""
     workdir.mkdir(parents=True, exist_ok=True)
     c2s_port, component_port = free_ports(2)
     needs_http = (profile is not None and profile.needs_http) or "websocket" in features
@@ -492,7 +493,7 @@ async def start_docker_prosody(accounts: list[Account], workdir: Path, *, bridge
                                         extra_modules=extra_modules, without_modules=without_modules,
                                         log_level=level, ack_timeout=ack_timeout, profile=profile,
                                         http_port=http_port, features=features, direct_tls_port=direct_tls_port,
-                                        tls=tls)
+                                        tls=tls, **config)
     # the bridge the image installed, not the checkout's
     text, n = re.subn(r"^plugin_paths = .*$", f'plugin_paths = {{ "{PROSODY_PLUGINS}" }}', text, count=1,
                       flags=re.M)
