@@ -163,7 +163,8 @@ def _render(text: str, search_path: list[Path], server: str = "") -> str:
                              variable_start_string="{{", variable_end_string="}}")
     try:
         # an ejabberd cluster renders as ejabberd; ``cluster`` tells the two apart (R9.8)
-        return env.from_string(text).render(server=server.removesuffix("-cluster"),
+        # docker-ejabberd runs ejabberd too: the template sees the server, not how it is started
+        return env.from_string(text).render(server=server.removeprefix("docker-").removesuffix("-cluster"),
                                             cluster=server.endswith("-cluster"))
     except Exception as e:  # any template failure is the scenario's fault: say so, don't crash
         raise ScenarioError(f"template error: {type(e).__name__}: {e}") from None
