@@ -13,7 +13,7 @@ import pytest
 import pytest_asyncio
 
 from mdm_harness.environment import DEFAULT_ACCOUNTS
-from mdm_harness.faults import ComponentProcess, Device, Endpoint, FaultBench, LinkProxy
+from mdm_harness.faults import ComponentProcess, Device, Endpoint, FaultBench, cuts_summary, link_cuts
 from mdm_harness.servers import start_server
 
 RATE = 200.0  # IMs per second
@@ -123,32 +123,10 @@ async def test_R9_9_sigkill_standby_changes_nothing(prosody, postgres, tmp_path)
 
 @pytest.mark.asyncio
 async def test_R9_6_component_link_flaps_30_times_nothing_lost_or_duplicated(prosody, tmp_path):
-    proxy = LinkProxy(prosody.host, prosody.component_port)
-    await proxy.start()
-    component = ComponentProcess.for_server(prosody, tmp_path, "instance-a", str(tmp_path / "buffers.sqlite"),
-                         servers=[("127.0.0.1", proxy.port)])
-    bench = bench_for(prosody)
-    try:
-        await component.start()
-        await component.wait_metric("mdm_component_active", lambda v: v == 1)
-        await bench.connect()
-        bench.start_traffic(RATE)
-        await bench.wait_mdm()
-        for n in range(30):
-            fault = bench.mark(f"cut {n + 1}")
-            assert proxy.cut() == 1
-            await bench.wait_mdm_again(fault)
-        report = await bench.finish()
-        times = sorted(s for _, s in report.mdm_again)
-        print(f"\nR9.6 30 link cuts ({RATE:.0f} IM/s, Prosody):\n" + "\n".join(report.format().splitlines()[:4])
-              + f"\n  MDM again after a cut: median {times[len(times) // 2] * 1000:.0f} ms, "
-                f"max {times[-1] * 1000:.0f} ms")
-        report.assert_complete()
-        assert proxy.accepted == 31
-    finally:
-        await bench.close()
-        await component.stop()
-        await proxy.close()
+    report, accepted = await link_cuts(prosody, bench_for(prosody), tmp_path, 30, RATE)
+    print(f"\nR9.6 30 link cuts ({RATE:.0f} IM/s, Prosody):\n" + cuts_summary(report))
+    report.assert_complete()
+    assert accepted == 31
 
 
 @pytest.mark.asyncio

@@ -609,3 +609,37 @@ class LinkProxy:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
+
+
+async def link_cuts(server: ServerHandle, bench: FaultBench, workdir: Path, cuts: int = 30,
+                    rate: float = 200.0) -> tuple[FaultReport, int]:
+    """R9.6/R9.9: a component (SQLite store) whose link to ``server`` goes through a LinkProxy,
+    steady traffic at ``rate``, and ``cuts`` cuts of the link in a row, each as soon as MDM served
+    every device again. Returns the report and how many links the proxy accepted (cuts + 1)."""
+    proxy = LinkProxy(server.host, server.component_port)
+    await proxy.start()
+    component = ComponentProcess.for_server(server, workdir, "link-cuts", str(workdir / "link-cuts.sqlite"),
+                                            servers=[("127.0.0.1", proxy.port)])
+    try:
+        await component.start()
+        await component.wait_metric("mdm_component_active", lambda v: v == 1)
+        await bench.connect()
+        bench.start_traffic(rate)
+        await bench.wait_mdm()
+        for n in range(cuts):
+            fault = bench.mark(f"cut {n + 1}")
+            assert proxy.cut() == 1, f"cut {n + 1}: not exactly one link to cut"
+            await bench.wait_mdm_again(fault)
+        return await bench.finish(), proxy.accepted
+    finally:
+        await bench.close()
+        await component.stop()
+        await proxy.close()
+
+
+def cuts_summary(report: FaultReport) -> str:
+    """The report's first lines and the median / max time to MDM again after a cut."""
+    times = sorted(s for _, s in report.mdm_again)
+    return ("\n".join(report.format().splitlines()[:4])
+            + f"\n  MDM again after a cut: median {times[len(times) // 2] * 1000:.0f} ms, "
+              f"max {times[-1] * 1000:.0f} ms")
