@@ -16,6 +16,7 @@ says what is wrong with a server's config before anything starts.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -23,10 +24,12 @@ from pathlib import Path
 import pytest
 
 from mdm.config import load as load_config
+from mdm.setup_cmd import bridge_dir
 
 from .serverinstall import (
     EjabberdInstall,
     ProsodyInstall,
+    chown,
     free_metrics_port,
     have_user,
     missing_tools,
@@ -252,3 +255,48 @@ def test_ejabberd_setup_write_twice_keeps_the_secret(tmp_path: Path):
     again = run(args)
     assert again.returncode == 0 and conf.read_text() == first
     assert "ejabberdctl module_install mod_mdm_bridge" in again.stdout
+
+
+@needs_root
+@pytest.mark.skipif(not _prosody_ready(), reason="needs Debian's prosody and lua5.4")
+def test_prosody_bridge_says_at_load_what_is_misconfigured(root: Path):
+    """The bridge enabled without its Component, beside a CSI module that fights with it: two
+    errors in Prosody's log at start, not a bridge that silently never serves."""
+    server = ProsodyInstall(root)
+    server.write_admin_config(extra_modules=("csi_battery_saver",))
+    r = run([*MDM_COMPONENT, *setup_args("prosody", root, server.component_port, server.cfg, [])])
+    assert r.returncode == 1 and '"csi_battery_saver" is in modules_enabled' in r.stdout  # setup refuses
+    # the admin writes the host part by hand and forgets the Component
+    shutil.copytree(bridge_dir("prosody"), server.modules / "mod_mdm_bridge")
+    snippet = server.etc / "conf.d" / "mdm.cfg.lua"
+    snippet.write_text('VirtualHost "localhost"\n    modules_enabled = { "mdm_bridge" }\n')
+    snippet.chmod(0o644)
+    server.start(component=False)
+    try:
+        log = wait_log(server.log, 'No Component "mdm.localhost" in the config')
+        log = wait_log(server.log, "mod_csi_battery_saver is enabled beside mod_mdm_bridge")
+        assert "\terror\t" in log
+    finally:
+        server.stop()
+
+
+@needs_root
+@pytest.mark.skipif(not _ejabberd_ready(), reason="needs Debian's ejabberd and erlang-dev")
+def test_ejabberd_bridge_says_at_start_when_no_listener_takes_its_component(root: Path):
+    server = EjabberdInstall(root)
+    server.write_admin_config()
+    r = run([*MDM_COMPONENT, *setup_args("ejabberd", root, server.component_port, server.cfg,
+                                         ["--contrib-dir", str(server.contrib)])])
+    assert r.returncode == 0, r.stdout + r.stderr
+    # the admin keeps the module and drops the listener
+    conf = server.contrib / "sources" / "mod_mdm_bridge" / "conf" / "mod_mdm_bridge.yml"
+    conf.write_text("modules:\n  mod_mdm_bridge: {}\n")
+    chown(root, "ejabberd")
+    server.start()
+    try:
+        install = server.ctl("module_install", "mod_mdm_bridge")
+        assert install.returncode == 0, install.stdout + install.stderr
+        log = wait_log(server.log, "No ejabberd_service listener for mdm.localhost on this node")
+        assert "[error]" in log
+    finally:
+        server.stop()

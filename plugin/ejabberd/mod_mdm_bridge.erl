@@ -119,7 +119,32 @@ start(Host, Opts) ->
     [?ERROR_MSG("~ts is not loaded on ~ts: mod_mdm_bridge needs it to give users stock behaviour "
                 "while the MDM component is not serving (R9.10); add \"~ts: {}\" to modules", [M, Host, M])
      || M <- [mod_carboncopy, mod_client_state], not gen_mod:is_loaded(Host, M)],
+    check_listener(Host, Opts),
     gen_mod:start_child(?MODULE, Host, Opts).
+
+%% Issue 12: without an ejabberd_service listener for the component's JID the component can never
+%% connect and users get stock delivery: say so at start. (On a cluster the listener may be on
+%% other nodes only; then the line is expected on this one.)
+check_listener(Host, Opts) ->
+    Comp = component_of(Host, Opts),
+    Serves = fun({_, ejabberd_service, LOpts}) ->
+                     Get = if is_map(LOpts) -> fun(K) -> maps:get(K, LOpts, []) end;
+                              true -> fun(K) -> proplists:get_value(K, LOpts, []) end
+                           end,
+                     case Get(hosts) of
+                         [] -> true;  % no hosts: any JID with the listener's global password
+                         Hosts -> lists:keymember(Comp, 1, Hosts)
+                     end;
+                (_) -> false
+             end,
+    case catch lists:any(Serves, ejabberd_option:listen()) of
+        true -> ok;
+        false -> ?ERROR_MSG("No ejabberd_service listener for ~ts on this node: the MDM component cannot "
+                            "connect and users get stock delivery; add one (\"mdm-component setup ejabberd\" "
+                            "writes it), or set mod_mdm_bridge's component option to the component's JID",
+                            [Comp]);
+        _ -> ok
+    end.
 
 stop(Host) ->
     gen_mod:stop_child(?MODULE, Host).

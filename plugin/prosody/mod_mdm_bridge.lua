@@ -774,11 +774,39 @@ end
 if prosody.hosts[component_jid] then attach(component_jid); end
 module:hook_global("host-activated", attach);
 
-function module.load()
-	if modulemanager.is_loaded(host, "csi_battery_saver") then
-		module:log("error", "mod_csi_battery_saver is loaded beside mod_mdm_bridge: disable it; the bridge uses"
-			.. " mod_csi_simple while the MDM component is down and holds stanzas itself while it serves");
+-- Issue 12: obvious misconfiguration is an error at load, not a bridge that silently never serves.
+-- Modules that hold, drop or reorder what the component holds (the stock mod_carbons and
+-- mod_csi_simple are fine: the bridge loads them itself for fail-open, R9.10).
+local fighting = {
+	csi_battery_saver = "holds and reorders the stanzas the component holds";
+	throttle_presence = "holds presence for background sessions itself";
+	filter_chatstates = "drops chat states for background sessions";
+	csi_pump = "a second CSI queue beside the component's";
+};
+
+local function check_config()
+	local configmanager = require "core.configmanager";
+	if configmanager.get(component_jid, "component_module") ~= "component" then
+		module:log("error", "No Component %q in the config: the MDM component cannot connect and users get"
+			.. " stock delivery; add Component %q with a component_secret (\"mdm-component setup prosody\""
+			.. " prints it), or set mdm_component to the component's JID", component_jid, component_jid);
 	end
+	local enabled = {};
+	local lists = { configmanager.get("*", "modules_enabled") or {}, module:get_option_array("modules_enabled", {}) };
+	for _, list in ipairs(lists) do
+		for _, name in ipairs(list) do enabled[name] = true; end
+	end
+	for name, why in pairs(fighting) do
+		if enabled[name] or modulemanager.is_loaded(host, name) then
+			module:log("error", "mod_%s is enabled beside mod_mdm_bridge: disable it, it %s; the bridge uses"
+				.. " mod_csi_simple while the MDM component is down and holds stanzas itself while it serves",
+				name, why);
+		end
+	end
+end
+
+function module.load()
+	check_config();
 	-- Loaded while the component is connected (a module reload): it serves again from its next
 	-- handshake; until then, stock behaviour.
 	set_serving(false);
