@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING
 from lxml import etree
 
 from . import aioxmpp_adapter as adapter
+from .iq import IqRoundTrips
 from .streamclient import Endpoint, StreamClient
 from .waiting import poll_until
 
@@ -28,10 +28,9 @@ log = logging.getLogger(__name__)
 SM = "urn:xmpp:sm:3"
 CSI = "urn:xmpp:csi:0"
 DEFAULT_TIMEOUT = 5.0
-_ids = itertools.count(1)
 
 
-class Client:
+class Client(IqRoundTrips):
     """One connected device. ``received`` holds stanzas not yet consumed by an expectation."""
 
     def __init__(self, name: str, jid: str, password: str, resource: str | None = None) -> None:
@@ -128,22 +127,6 @@ class Client:
         await poll_until(lambda: self._client is None or self._cm is None or not adapter.unread_bytes(self._client),
                          timeout, f"{self.name}: unread data did not drain", interval=0)
         await asyncio.sleep(0)
-
-    async def iq(self, xml: str, timeout: float = DEFAULT_TIMEOUT) -> etree._Element:
-        """Send an <iq/> (its id attribute must be the placeholder {id}) and return the reply."""
-        iq_id = f"h{next(_ids)}"
-        fut: asyncio.Future[etree._Element] = asyncio.get_running_loop().create_future()
-        self._waiting_ids[iq_id] = fut
-        await self.send(xml.replace("{id}", iq_id))
-        try:
-            return await asyncio.wait_for(fut, timeout)
-        finally:
-            self._waiting_ids.pop(iq_id, None)
-
-    async def enable_carbons(self) -> None:
-        reply = await self.iq("<iq type='set' id='{id}'><enable xmlns='urn:xmpp:carbons:2'/></iq>")
-        if reply.get("type") != "result":
-            raise RuntimeError(f"{self.name}: carbons enable failed: {etree.tostring(reply).decode()}")
 
 
 class ClientPool:

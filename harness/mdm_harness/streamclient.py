@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import aiohttp
 from lxml import etree
 
+from .iq import IqRoundTrips
 from .waiting import poll_until
 
 log = logging.getLogger(__name__)
@@ -184,8 +185,11 @@ class _WebSocketLink(_Link):
                 conn.transport.abort()
 
 
-class StreamClient:
+class StreamClient(IqRoundTrips):
     """One device with its own stream. ``received`` holds stanzas not yet consumed."""
+
+    _iq_prefix = "s"
+    _error = StreamError
 
     def __init__(self, name: str, jid: str, password: str, resource: str | None = None) -> None:
         self.name = name
@@ -388,18 +392,3 @@ class StreamClient:
         await poll_until(lambda: link is None or not self._open or link.unread() == 0, timeout,
                          f"{self.name}: unread data did not drain", interval=0)
         await asyncio.sleep(0)
-
-    async def iq(self, xml: str, timeout: float = 5.0) -> etree._Element:
-        iq_id = f"s{next(_ids)}"
-        fut: asyncio.Future[etree._Element] = asyncio.get_running_loop().create_future()
-        self._waiting_ids[iq_id] = fut
-        await self.send(xml.replace("{id}", iq_id))
-        try:
-            return await asyncio.wait_for(fut, timeout)
-        finally:
-            self._waiting_ids.pop(iq_id, None)
-
-    async def enable_carbons(self) -> None:
-        reply = await self.iq("<iq type='set' id='{id}'><enable xmlns='urn:xmpp:carbons:2'/></iq>")
-        if reply.get("type") != "result":
-            raise StreamError(f"{self.name}: carbons enable failed: {etree.tostring(reply).decode()}")
