@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -29,6 +30,8 @@ from .events import (
     MessageFromUser,
     MessageToUser,
     NodeDown,
+    PlannedDelivery,
+    PlanRules,
     PresenceSent,
     PushRegistration,
     Resync,
@@ -56,7 +59,7 @@ _TRUE = {"true", "1"}
 # than the rest of decoding an IM, issue 15); any other tag is an unknown event.
 _EVENT_NAMES = {ns.q(B, name): name for name in (
     "message-in", "session-out", "message-out", "bind", "unbind", "carbons", "presence", "push",
-    "hibernated", "csi", "sync", "mds", "node-down")}
+    "hibernated", "csi", "sync", "mds", "node-down", "planned")}
 _MESSAGE = ns.q(ns.COMPONENT, "message")
 _FANOUT = ns.q(B, "fanout")
 
@@ -157,12 +160,16 @@ def decode_events(stanza: Stanza, host: str) -> Decoded:
                     raise ProtocolError(f"<csi> state must be active or inactive, got {state!r}")
                 out.events.append(ClientStateChanged(_jid_attr(el), state == "active"))
             elif name == "sync":
-                synced = Resync(host, node, tuple(el.get("nodes", "").split()))
+                synced = Resync(host, node, tuple(el.get("nodes", "").split()), el.get("plans") in _TRUE)
                 out.events.append(synced)
             elif name == "mds":
                 # R4.3: a XEP-0490 publish by one of the user's clients
                 out.events.append(MdsUpdated(_jid_attr(el), _jid_attr(el, "peer"), _jid_attr(el, "stanza-id"),
                                              el.get("publisher")))
+            elif name == "planned":
+                # issue 15: an IM the bridge delivered on its plan (reported for R4.3 only)
+                out.events.append(PlannedDelivery(_jid_attr(el, "to"), _jid_attr(el, "from"), _jid_attr(el, "id"),
+                                                  _jid_attr(el, "stanza-id")))
             elif name == "node-down":
                 out.events.append(NodeDown(host, _jid_attr(el, "node")))
             else:
@@ -262,6 +269,9 @@ def encode_commands(actions: Iterable[Action], component_jid: str, node: str = "
                 sids = [d.sid for d in fanouts[a.ref] if d.notify is want]
                 if sids:
                     attrib[attr] = " ".join(sids)  # type: ignore[arg-type]
+            if a.plan is not None:  # issue 15: reusable for the user's next plannable IMs
+                attrib["plan"] = "inf" if math.isinf(a.plan) else f"{a.plan:.1f}"
+                attrib["user"] = a.user
             etree.SubElement(commands_for(domain(a.user)), _FANOUT, attrib)
         elif isinstance(a, Route | Ack):
             el = etree.SubElement(commands_for(domain(a.user)), ns.q(B, "route" if isinstance(a, Route)
@@ -282,5 +292,9 @@ def encode_commands(actions: Iterable[Action], component_jid: str, node: str = "
             el.set("user", a.user)
             el.set("peer", a.peer)
             el.set("stanza-id", a.stanza_id)
+        elif isinstance(a, PlanRules):
+            # issue 15: which IMs a plan may carry; the bridge drops the plans it holds
+            el = etree.SubElement(commands_for(a.host), ns.q(B, "plan-rules"))
+            el.set("neutral", " ".join(a.neutral))
         # StoreHeld / DropHeld are for the component's store, not the bridge.
     return [cmds.getparent() for cmds in per_host.values()]

@@ -59,3 +59,43 @@ def classify(stanza: Stanza, *, incoming: bool) -> Kind:
             return Kind(True, True, "normal")
         return Kind(im_payload, False, "normal-im-payload" if im_payload else "normal-without-body")  # R2.7
     return Kind(False, False, mtype)  # error, groupchat, headline, unknown (R2.7: none of them is copied)
+
+
+# Issue 15, the delivery-plan fast path: the child namespaces that leave a chat IM's delivery to
+# the user's sessions exactly as for any other chat IM to the bare JID (none of them is private /
+# no-copy, a carbon, a MUC <x/>, a Jingle Message Initiation or a read marker the core acts on).
+# The core sends this table to the bridges (<plan-rules/>); a message with any other child takes
+# the round trip. Kept short on purpose: an unknown payload costs a round trip, never a wrong copy.
+PLAN_NEUTRAL = frozenset({
+    ns.CLIENT,  # body, subject, thread
+    "urn:xmpp:sid:0",  # XEP-0359 stanza-id / origin-id
+    "http://jabber.org/protocol/chatstates",  # XEP-0085 (with a body: an IM like any other)
+    "urn:xmpp:receipts",  # XEP-0184 request
+    ns.CHAT_MARKERS,  # XEP-0333 <markable/> (markers the user sends are outgoing, never planned)
+    "jabber:x:oob",  # XEP-0066 (file links)
+    "urn:xmpp:message-correct:0",  # XEP-0308
+    "urn:xmpp:reply:0",  # XEP-0461
+    "urn:xmpp:fallback:0",  # XEP-0428
+    "urn:xmpp:eme:0",  # XEP-0380
+    "eu.siacs.conversations.axolotl",  # OMEMO (XEP-0384, as deployed)
+    "urn:xmpp:omemo:2",  # OMEMO (XEP-0384)
+    "urn:xmpp:openpgp:0",  # XEP-0373
+    "urn:xmpp:delay",  # XEP-0203 (offline / archive replays)
+    "urn:xmpp:styling:0",  # XEP-0393 unstyled hint
+})
+
+
+def plannable(stanza: Stanza) -> bool:
+    """May a delivery plan carry this incoming IM (issue 15)? A chat message with a body whose
+    every child is in PLAN_NEUTRAL: copied, an IM, and handled by no rule but R2.1 / R3 / R5."""
+    if stanza.get("type") != "chat":
+        return False
+    has_body = False
+    for child in stanza:
+        tag = child.tag
+        if not isinstance(tag, str):
+            continue
+        if tag[1:].partition("}")[0] not in PLAN_NEUTRAL:
+            return False
+        has_body = has_body or tag == _BODY
+    return has_body

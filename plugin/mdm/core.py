@@ -40,6 +40,12 @@ The rules, by requirement:
   active client, so neither the server's stream-management queue nor its push module sees what
   it is sent; it is flushed when the session resumes in the foreground.
 * R6: the counters (mdm.counters) read the session table and the flush record.
+* Issue 15, delivery plans: when an IM to a bare JID is answered with plain deliveries only (no
+  session in the background, nothing held or flushed), the ack says for how long the bridge may
+  repeat those deliveries for the user's next plannable IMs without asking (``Ack.plan``): until
+  the active client's R3.1 window ends, or for ever if nobody is active. Nothing else the core
+  keeps changes those deliveries without an event about the user, and every such event makes the
+  bridge drop the plan (docs/bridge-protocol.md, "Delivery plans"); a config reload drops them all.
 
 The bridge holds every message it handed us under a ``ref`` until it gets exactly one final
 answer: ``Route`` (deliver natively) or ``Ack`` after our own ``Deliver`` actions.
@@ -49,11 +55,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from dataclasses import dataclass
 
 from . import buffers
 from .buffers import Buffer, Decision, Held
-from .classify import classify
+from .classify import PLAN_NEUTRAL, classify, plannable
 from .counters import FlushCounters
 from .events import (
     Ack,
@@ -69,6 +76,8 @@ from .events import (
     MessageFromUser,
     MessageToUser,
     NodeDown,
+    PlannedDelivery,
+    PlanRules,
     PresenceSent,
     PushRegistration,
     Resync,
@@ -89,6 +98,7 @@ log = logging.getLogger(__name__)
 JINGLE_MESSAGE = "urn:xmpp:jingle-message:0"
 JINGLE_FILE_TRANSFER = "urn:xmpp:jingle:apps:file-transfer:5"
 _JMI_OFFER_LIMIT = 10000  # R9.4: file-transfer offers remembered (oldest forgotten first)
+_PLAN_MARGIN = 1.0  # issue 15: seconds a plan ends before the active client's R3.1 window does
 
 
 def jingle_message(stanza) -> tuple[str, str, bool] | None:
@@ -126,6 +136,7 @@ class MdmCore:
         # R9.4: file-transfer offers (user, JMI id) -> the session that got the offer
         self.file_offers: dict[tuple[str, str], str] = {}
         self.read_state = ReadState()  # R4.3: message ids <-> archive stanza-ids
+        self.plan_hosts: set[str] = set()  # issue 15: hosts whose bridge delivers on plans
 
     # R1.2: a live reload swaps the config; sessions and their state stay.
     def reconfigure(self, config: CoreConfig, now: float | None = None) -> list[Action]:
@@ -133,8 +144,14 @@ class MdmCore:
         self.flushes.period = config.counter_period
         if now is None:
             return []
-        # R3.6 / R1.3: a changed window, or MDM switched off, changes what the bridges should veto
-        return [a for user in sorted(self.sessions.push_users) for a in self._tell_active(user, now)]
+        # R3.6 / R1.3: a changed window, or MDM switched off, changes what the bridges should veto;
+        # issue 15: the plans the bridges hold were computed under the old config: dropped
+        return [*(self._plan_rules(host) for host in sorted(self.plan_hosts)),
+                *(a for user in sorted(self.sessions.push_users) for a in self._tell_active(user, now))]
+
+    @staticmethod
+    def _plan_rules(host: str) -> PlanRules:
+        return PlanRules(host, tuple(sorted(PLAN_NEUTRAL)))
 
     def restore(self, jid: str, held: list[Held]) -> None:
         """Load buffers persisted before a restart (the component's store calls this)."""
@@ -158,7 +175,7 @@ class MdmCore:
         match event:
             case PushRegistration(user=user):
                 return [user] if user in push_users else []
-            case MessageToUser() | StanzaToSession() | Resync() | SessionBound():
+            case MessageToUser() | StanzaToSession() | Resync() | SessionBound() | PlannedDelivery():
                 return []
             case MessageFromUser(sender=jid) | PresenceSent(jid=jid) | ClientStateChanged(jid=jid) \
                     | SessionHibernated(jid=jid) | SessionUnbound(jid=jid):
@@ -233,11 +250,19 @@ class MdmCore:
                 for key in [k for k, v in self.file_offers.items() if v == jid]:
                     del self.file_offers[key]
                 return self._discard(jid)
-            case Resync(host=host, node=node):
+            case Resync(host=host, node=node, plans=plans):
                 self.sessions.drop_host(host, node)
                 # a reconnected bridge starts with no view of the active clients (R3.6)
                 for user in [u for u in self._told_active if domain(u) == host]:
                     del self._told_active[user]
+                if plans:  # issue 15: the bridge delivers on plans; it starts without any
+                    self.plan_hosts.add(host)
+                    return [self._plan_rules(host)]
+                self.plan_hosts.discard(host)
+            case PlannedDelivery(user=user, peer=peer, id=message_id, stanza_id=sid):
+                # R4.3: delivered on a plan; the read state still learns the archive's id for it
+                if self.config.enabled:
+                    self.read_state.remember(user, peer, message_id, sid)
             case SyncDone(host=host, node=node, nodes=nodes):
                 synced = self.synced.setdefault(host, set())
                 synced.add(node)
@@ -307,8 +332,29 @@ class MdmCore:
         actions: list[Action] = []
         for s, d in deliveries:
             actions.extend(self._out(s, d, now))
-        actions.append(Ack(event.ref, user, held=not any(isinstance(a, Deliver) for a in actions)))
+        held = not any(isinstance(a, Deliver) for a in actions)
+        plan = self._plan(user, stanza, direct, actions, now) if not held else None
+        actions.append(Ack(event.ref, user, held=held, plan=plan))
         return actions
+
+    def _plan(self, user: str, stanza, direct: Session | None, actions: list[Action],
+              now: float) -> float | None:
+        """Issue 15: for how long the bridge may repeat these deliveries for the user's next
+        plannable IMs, or None. Only plain deliveries of the message itself to sessions the
+        bridge names by id (nothing held, flushed or wrapped), to the bare JID, and only until
+        the active client's R3.1 window ends: the one change no event announces."""
+        if direct is not None or domain(user) not in self.plan_hosts or not plannable(stanza):
+            return None
+        for a in actions:
+            if not isinstance(a, Deliver) or a.sid is None or a.carbon is not None or a.delay is not None:
+                return None
+        active = self._notify_target(user, now)
+        if active is None:
+            return math.inf
+        started = now if active.last_activity is None else active.last_activity
+        # less a second: the bridge counts from when it gets the plan, a little later than now
+        remaining = started + self.config.active_window - now - _PLAN_MARGIN
+        return remaining if remaining > 0 else None
 
     def _file_offer_target(self, user: str, jmi: tuple[str, str, bool], now: float) -> Session | None:
         """R9.4: the one session a Jingle Message Initiation element goes to, or None for the usual

@@ -27,6 +27,7 @@ class Resync:
     host: str
     node: str = ""
     nodes: tuple[str, ...] = ()
+    plans: bool = False  # the bridge can deliver on a plan (issue 15: <sync plans='1'/>)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +124,16 @@ class MdsUpdated:
 
 
 @dataclass(frozen=True, slots=True)
+class PlannedDelivery:
+    """Issue 15: the bridge delivered an IM to ``user`` on its plan, without a round trip; reported
+    only so the read state (R4.3) learns the archive's stanza-id of message ``id`` from ``peer``."""
+    user: str  # bare JID
+    peer: str  # the sender's bare JID
+    id: str
+    stanza_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class MessageFromUser:
     """A message a local session sent; it goes on to its recipient natively, we only copy it."""
     sender: str  # full JID of the sending session
@@ -131,7 +142,7 @@ class MessageFromUser:
 
 Event = Resync | SyncDone | NodeDown | SessionBound | SessionUnbound | CarbonsToggled | PresenceSent \
     | ClientStateChanged | MessageToUser | StanzaToSession | MessageFromUser | MdsUpdated \
-    | PushRegistration | SessionHibernated
+    | PushRegistration | SessionHibernated | PlannedDelivery
 
 
 # --- actions (core -> bridge) ------------------------------------------------------------------
@@ -171,6 +182,10 @@ class Ack:
     ref: str
     user: str
     held: bool = False
+    # Issue 15: the deliveries of this ack may be repeated by the bridge, without asking, for the
+    # user's next plannable IMs (mdm.classify.plannable) for this many seconds (math.inf: until
+    # any event about the user), unless an event about the user came in meanwhile.
+    plan: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,4 +225,12 @@ class MdsPublish:
     stanza_id: str
 
 
-Action = Deliver | Route | Ack | StoreHeld | DropHeld | ActiveClient | MdsPublish
+@dataclass(frozen=True, slots=True)
+class PlanRules:
+    """Issue 15: tell a bridge that announced plans which child namespaces keep an IM plannable;
+    sent in answer to its sync, and again whenever plans must be dropped (a config reload)."""
+    host: str
+    neutral: tuple[str, ...]
+
+
+Action = Deliver | Route | Ack | StoreHeld | DropHeld | ActiveClient | MdsPublish | PlanRules

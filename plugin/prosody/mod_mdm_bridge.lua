@@ -34,6 +34,13 @@
 -- mod_cloud_notify's alerting pushes for that user's other devices (R3.6) through its
 -- `cloud_notify/push` event; calls (Jingle Message Initiation with RTP) are never blocked.
 --
+-- Delivery plans (issue 15, docs/bridge-protocol.md "Delivery plans"): when the component answers
+-- an IM to a bare JID with a <fanout plan=…/>, the bridge keeps that fanout as the user's plan and
+-- delivers the user's next plannable IMs (chat, a body, only the children <plan-rules/> lists) on
+-- it at once, without a round trip, until the plan expires or any event about the user goes to
+-- the component (which drops it). A plan is only taken from the answer to the user's latest
+-- handed-over message, so nothing overtakes a message still waiting for the component.
+--
 -- Options: mdm_component (default "mdm." .. host), mdm_ack_timeout (default 10),
 -- mdm_batch_size (events per stanza to the component, default 100), mdm_batch_bytes (default
 -- 262144), mdm_max_depth (default 1000), mdm_push_while_active ("none", the default: no push
@@ -80,10 +87,47 @@ local push_while_active = module:get_option_string("mdm_push_while_active", "non
 -- last said; only users with a push registration are told about.
 local active_until = {};
 
+-- Issue 15, delivery plans. plan_neutral: the child namespaces that keep an IM plannable, as the
+-- component sent them (nil: no plans). plans: bare JID -> { notify = {sid…}, silent = {…},
+-- plain = {…}, expires = util.time.now() deadline }. plan_gen: bare JID -> a counter moved by every
+-- event about the user, so an answer computed before the latest event is not taken as a plan.
+local plan_neutral = nil;
+local plans, plan_gen = {}, {};
+-- deferred: bare JID -> { held record, … }: messages that came while the user had a plan but
+-- earlier messages still waited for the component; they follow those, in order (flush_deferred).
+local deferred = {};
+local flush_deferred; -- below, with the incoming messages
+local function drop_plan(bare)
+	plans[bare] = nil;
+	plan_gen[bare] = (plan_gen[bare] or 0) + 1;
+	if deferred[bare] then flush_deferred(bare); end -- no plan for them any more: to the component
+end
+local function drop_plan_of(full_jid)
+	if full_jid then drop_plan(jid_bare(full_jid)); end
+end
+-- Users with a push registration, as last reported to the component: their sent IMs always
+-- matter to it (R3.6 needs their active client even with one session online).
+local push_users = {};
+-- Short ids for sessions, so the component's <fanout/> and plans name targets compactly.
+local by_sid = {};
+
 -- ref -> { event, name, handler, at } for a held message (message-in), or
 --        { session, stanza, at } for a stanza held on its way to a background session (session-out)
 local pending = {};
 local last_ref = 0;
+-- Issue 15: messages to each user still waiting for the component; a plan is used only when
+-- there are none, so an IM delivered on it never overtakes one handed over before it (later
+-- ones are deferred until then).
+local waiting = {};
+local function release(ref)
+	local p = pending[ref];
+	pending[ref] = nil;
+	local user = p and p.user;
+	if user then
+		local n = waiting[user] - 1;
+		waiting[user] = n > 0 and n or nil;
+	end
+end
 -- Stanzas the component (or the fail-open path) delivers: they pass our CSI filter untouched.
 local bypass = setmetatable({}, { __mode = "k" });
 
@@ -165,6 +209,8 @@ end
 -- so the attribute is restored right after. Returns false, queueing nothing, when the forwarded
 -- stanza is over the limits (R9.6): the caller sends it the native way.
 local function send_events(child, forwarded)
+	-- Issue 15: any event about a user may change what the component would deliver to them.
+	drop_plan_of(child.attr.jid);
 	if not forwarded then
 		queue_event(tostring(child));
 		return true;
@@ -220,11 +266,14 @@ local function in_order(refs)
 end
 
 local function fail_open_all(reason)
-	local refs = pending;
-	pending = {};
+	local refs, later = pending, deferred;
+	pending, waiting, deferred = {}, {}, {};
 	for _, ref in ipairs(in_order(refs)) do
 		module:log("debug", "Delivering held message %s natively: %s", ref, reason);
 		deliver_natively(refs[ref]);
+	end
+	for _, queue in pairs(later) do -- each user's after what was handed over for them
+		for i = 1, #queue do deliver_natively(queue[i]); end
 	end
 end
 
@@ -271,6 +320,90 @@ end
 -- the native path at once and reach a background session through the hold filter.
 local native_types = { groupchat = true, headline = true, error = true };
 
+-- Issue 15: an IM the user's plan may carry: chat, with a body, every child in plan_neutral.
+local function plannable(stanza)
+	if stanza.attr.type ~= "chat" then return false; end
+	local body = false;
+	local tags = stanza.tags;
+	for i = 1, #tags do
+		local tag = tags[i];
+		local ns = tag.attr.xmlns or xmlns_client;
+		if not plan_neutral[ns] then return false; end
+		if tag.name == "body" and ns == xmlns_client then body = true; end
+	end
+	return body;
+end
+
+-- Deliver on the plan; false when none of its sessions is left (the caller asks the component).
+local send_held, fanout_kinds; -- below, with the commands
+local xmlns_sid = "urn:xmpp:sid:0";
+local function deliver_on_plan(plan, event, bare)
+	local p = { event = event };
+	local any = false;
+	for attr, notify in pairs(fanout_kinds) do
+		local sids = plan[attr];
+		for i = 1, sids and #sids or 0 do
+			local session = by_sid[sids[i]];
+			if session and session.host == host then
+				send_held(p, session, notify or nil);
+				any = true;
+			end
+		end
+	end
+	if not any then return false; end
+	-- R4.3: the read state learns the archive's id of this IM (mod_mam added it, priority 0)
+	local stanza = event.stanza;
+	local id = stanza.attr.id;
+	if id and plan_neutral then
+		local sid = stanza:get_child("stanza-id", xmlns_sid);
+		if sid and sid.attr.by == bare and sid.attr.id and stanza.attr.from then
+			queue_event(tostring(st.stanza("planned", { to = bare, from = jid_bare(stanza.attr.from), id = id,
+				["stanza-id"] = sid.attr.id })));
+		end
+	end
+	return true;
+end
+
+-- Hand a held message to the component; false if it is over the limits (R9.6: the caller
+-- delivers it natively, with stock carbons).
+local function hand_over(p, bare)
+	local ref = tostring(last_ref + 1);
+	if not send_events(st.stanza("message-in", { ref = ref }), p.event.stanza) then return false; end
+	last_ref = last_ref + 1;
+	-- The answer becomes the user's plan only if no event about the user went to the component
+	-- after this message (plan_gen); an IM's own answer changes nothing there.
+	waiting[bare] = (waiting[bare] or 0) + 1;
+	p.at, p.user, p.gen = now(), bare, plan_gen[bare] or 0;
+	pending[ref] = p;
+	return true;
+end
+
+local function on_plan(bare, stanza, name)
+	local plan = plans[bare];
+	return plan ~= nil and name == "message/bare" and now() < plan.expires and plannable(stanza) and plan or nil;
+end
+
+-- The user's deferred messages, once nothing of theirs waits for the component (or their plan is
+-- gone): on the plan while it lasts, then to the component, in their order.
+flush_deferred = function(bare)
+	local queue = deferred[bare];
+	deferred[bare] = nil;
+	for i = 1, #queue do
+		local p = queue[i];
+		local plan = not waiting[bare] and on_plan(bare, p.event.stanza, p.name);
+		if not (plan and deliver_on_plan(plan, p.event, bare)) and not hand_over(p, bare) then
+			native_with_stock_carbons(p.event, bare);
+			deliver_natively(p);
+		end
+	end
+end
+
+-- After a message's final answer: the user's deferred messages may follow now.
+local function resume_user(p)
+	local user = p.user;
+	if user and not waiting[user] and deferred[user] then flush_deferred(user); end
+end
+
 local function incoming_handler(name)
 	local handler;
 	handler = function(event)
@@ -282,13 +415,24 @@ local function incoming_handler(name)
 		end
 		local bare = jid_bare(stanza.attr.to);
 		if not component_can_matter(bare) then return; end
-		local ref = tostring(last_ref + 1);
-		if not send_events(st.stanza("message-in", { ref = ref }), stanza) then
+		local p = { event = event, name = name, handler = handler };
+		local queue = deferred[bare];
+		if queue then -- behind the user's deferred messages, whatever it is
+			queue[#queue + 1] = p;
+			return true;
+		end
+		local plan = on_plan(bare, stanza, name);
+		if plan then -- issue 15: no round trip
+			if waiting[bare] then -- after what still waits for the component
+				deferred[bare] = { p };
+				return true;
+			end
+			if deliver_on_plan(plan, event, bare) then return true; end
+		end
+		if not hand_over(p, bare) then
 			native_with_stock_carbons(event, bare); -- over the limits (R9.6)
 			return;
 		end
-		last_ref = last_ref + 1;
-		pending[ref] = { event = event, name = name, handler = handler, at = now() };
 		return true;
 	end
 	return handler;
@@ -299,10 +443,27 @@ module:hook("message/full", incoming_handler("message/full"), -0.4);
 -- Outgoing: a copy of what a local session sends; the message itself goes on natively. Taken
 -- just before mod_carbons (-0.5), which copies nothing while the component serves, unless the
 -- message is over the limits (then stock carbons copy it, R9.6 / R9.10).
+-- Issue 15: what a user sends matters to the component only if the user has another session
+-- (R2.3 copies, R3.1 the active client), a push registration (R3.6 even with one session), or it
+-- is a read marker (R4.3 MDS) or a Jingle Message Initiation (R9.4); anything else is not handed
+-- over at all. A session that binds later learns the others' activity from their presence (bind).
+local xmlns_markers, xmlns_jmi = "urn:xmpp:chat-markers:0", "urn:xmpp:jingle-message:0";
+local function sent_can_matter(origin, stanza)
+	local bare = origin.username .. "@" .. origin.host;
+	if push_users[bare] then return true; end
+	local user = bare_sessions[bare];
+	if user and next(user.sessions, next(user.sessions)) ~= nil then return true; end
+	for _, tag in ipairs(stanza.tags) do
+		local ns = tag.attr.xmlns;
+		if ns == xmlns_markers or ns == xmlns_jmi then return true; end
+	end
+	return false;
+end
+
 local function outgoing_handler(event)
 	local origin = event.origin;
 	if event.stanza:get_child("body") then origin.mdm_active_at = now(); end
-	if not component_connected() or not origin.full_jid then return; end
+	if not component_connected() or not origin.full_jid or not sent_can_matter(origin, event.stanza) then return; end
 	if not send_events(st.stanza("message-out", { jid = origin.full_jid }), event.stanza) then
 		native_with_stock_carbons(event, jid_bare(origin.full_jid));
 	end
@@ -312,8 +473,6 @@ module:hook("pre-message/full", outgoing_handler, -0.45);
 module:hook("pre-message/host", outgoing_handler, -0.45);
 
 -- Sessions, carbons, presence.
--- Short ids for sessions, so the component's <fanout/> names targets compactly.
-local by_sid = {};
 local last_sid = 0;
 local function sid_of(session)
 	local sid = session.mdm_sid;
@@ -326,6 +485,16 @@ local function sid_of(session)
 	return sid;
 end
 
+-- The session's available presence as the component learns it in a sync: idle is how many
+-- seconds ago it last sent available presence or a message with a body, so a restarted component
+-- knows the active client again (R3.1).
+local function presence_event(session)
+	local active_at = session.mdm_active_at;
+	return st.stanza("presence", { jid = session.full_jid, available = "true",
+		priority = tostring(session.priority or 0), caps = caps_node(session.presence),
+		idle = active_at and string.format("%.3f", now() - active_at) or nil });
+end
+
 local function session_events(session, out)
 	out:tag("bind", { jid = session.full_jid, sid = sid_of(session) }):up();
 	if session.mdm_carbons then
@@ -334,23 +503,25 @@ local function session_events(session, out)
 	if session.mdm_csi_state then
 		out:tag("csi", { jid = session.full_jid, state = session.mdm_csi_state }):up();
 	end
-	if session.presence then
-		-- idle: seconds since the session last sent available presence or a message with a body,
-		-- so a restarted component knows the active client again (R3.1).
-		local active_at = session.mdm_active_at;
-		out:tag("presence", { jid = session.full_jid, available = "true",
-			priority = tostring(session.priority or 0), caps = caps_node(session.presence),
-			idle = active_at and string.format("%.3f", now() - active_at) or nil }):up();
-	end
+	if session.presence then out:add_child(presence_event(session)); end
 	if session.hibernating then
 		out:tag("hibernated", { jid = session.full_jid, state = "true" }):up();
 	end
 end
 
 module:hook("resource-bind", function(event)
-	local sid = sid_of(event.session);
+	local session = event.session;
+	local sid = sid_of(session);
 	if not component_connected() then return; end
-	send_events(st.stanza("bind", { jid = event.session.full_jid, sid = sid }));
+	send_events(st.stanza("bind", { jid = session.full_jid, sid = sid }));
+	-- Issue 15: a user alone on one session does not report the IMs it sends (sent_can_matter);
+	-- now that there are two, the others' last activity counts again (R3.1): reported as a sync does.
+	local user = bare_sessions[session.username .. "@" .. session.host];
+	for _, other in pairs(user and user.sessions or {}) do
+		if other ~= session and other.presence and other.mdm_active_at and other.full_jid then
+			send_events(presence_event(other));
+		end
+	end
 end);
 
 module:hook("resource-unbind", function(event)
@@ -487,9 +658,11 @@ end
 local function push_changed(event)
 	local username = event.origin.username;
 	add_task(0, function() -- after mod_cloud_notify answered and stored
+		local registered = push_registered(username);
+		push_users[username .. "@" .. host] = registered or nil;
 		if component_connected() then
 			send_events(st.stanza("push", { jid = username .. "@" .. host,
-				registered = push_registered(username) and "true" or "false" }));
+				registered = registered and "true" or "false" }));
 		end
 	end);
 end
@@ -514,7 +687,6 @@ end);
 -- component says) an alerting push (one with a body: mod_cloud_notify's "important") for an IM is
 -- blocked, or made silent (mdm_push_while_active = "silent"). Calls ring every device as stock
 -- (R9.4); non-alerting pushes go out.
-local xmlns_jmi = "urn:xmpp:jingle-message:0";
 local function is_call(stanza)
 	local propose = stanza and stanza.get_child and stanza:get_child("propose", xmlns_jmi);
 	return propose ~= nil and propose:get_child("description", "urn:xmpp:jingle:apps:rtp:1") ~= nil;
@@ -584,15 +756,24 @@ end
 
 -- Send a held stanza itself, plus the notification hint if any. The hint is added for this one
 -- send and taken off again: session.send has serialised (or, mod_smacks, cloned) the stanza by
--- the time it returns, so no copy is made per device.
-local function send_held(p, session, notify)
+-- the time it returns, so no copy is made per device. The two hints are built once and never
+-- changed (util.stanza's :tag() validates names and attributes on every call, issue 15).
+local hints = {
+	["true"] = st.stanza("notify", { xmlns = xmlns_notify, value = "true" });
+	["false"] = st.stanza("notify", { xmlns = xmlns_notify, value = "false" });
+};
+send_held = function(p, session, notify)
 	local held = p.event and p.event.stanza or p.stanza;
 	local old_xmlns = held.attr.xmlns;
 	held.attr.xmlns = nil;
-	if notify then held:tag("notify", { xmlns = xmlns_notify, value = notify }):up(); end
+	local hint = notify and hints[notify];
+	if hint then
+		held[#held + 1] = hint;
+		held.tags[#held.tags + 1] = hint;
+	end
 	bypass[held] = true;
 	session.send(held);
-	if notify then
+	if hint then
 		t_remove(held.tags);
 		t_remove(held);
 	end
@@ -600,15 +781,31 @@ local function send_held(p, session, notify)
 end
 
 local function finish(ref, p, reached, held_by_component)
-	pending[ref] = nil;
+	release(ref);
 	-- An ack whose deliveries all missed (the sessions left meanwhile) is a route: offline
 	-- storage keeps the message (R2.2). held="true": the component keeps it in a buffer.
 	if not reached and not p.session and not held_by_component then
 		deliver_natively(p);
 	end
+	resume_user(p);
 end
 
-local fanout_kinds = { notify = "true", silent = "false", plain = false };
+fanout_kinds = { notify = "true", silent = "false", plain = false };
+
+-- Issue 15: a fanout the component marked as the user's plan, kept if no event about the user
+-- went to the component since the message it answers was handed over.
+local function sid_list(list)
+	local out = {};
+	if list then for sid in list:gmatch("%S+") do out[#out + 1] = sid; end end
+	return out;
+end
+local function take_plan(cmd, p)
+	local seconds = cmd.attr.plan == "inf" and math.huge or tonumber(cmd.attr.plan);
+	local user = p.user;
+	if not (seconds and user and plan_neutral and (plan_gen[user] or 0) == p.gen and user == cmd.attr.user) then return; end
+	plans[user] = { notify = sid_list(cmd.attr.notify), silent = sid_list(cmd.attr.silent),
+		plain = sid_list(cmd.attr.plain), expires = now() + seconds };
+end
 
 module:hook("message/host", function(event)
 	local stanza = event.stanza;
@@ -659,19 +856,26 @@ module:hook("message/host", function(event)
 						end
 					end
 				end
+				if any and cmd.attr.plan then take_plan(cmd, p); end
 				finish(ref, p, any or p.reached, false);
 			end
 		elseif name == "route" then
 			local p = ref and pending[ref];
 			if p then
-				pending[ref] = nil;
+				release(ref);
 				deliver_natively(p);
+				resume_user(p);
 			end
 		elseif name == "ack" then
 			local p = ref and pending[ref];
 			if p then finish(ref, p, p.reached, cmd.attr.held == "true"); end
 		elseif name == "mds-publish" then
 			mds_publish(cmd.attr.user, cmd.attr.peer, cmd.attr["stanza-id"]);
+		elseif name == "plan-rules" then
+			-- issue 15: which IMs plans may carry; plans made under earlier rules are dropped
+			plan_neutral = {};
+			for ns in (cmd.attr.neutral or ""):gmatch("%S+") do plan_neutral[ns] = true; end
+			plans = {};
 		elseif name == "active" then
 			-- R3.6: who is active for this push user, and for how long
 			local user, seconds = cmd.attr.user, tonumber(cmd.attr["for"]);
@@ -687,14 +891,19 @@ end, 10);
 module:add_timer(1, function()
 	if next(pending) ~= nil then
 		local limit = now() - ack_timeout;
+		local late = 0;
 		for _, ref in ipairs(in_order(pending)) do
 			local p = pending[ref];
-			if p.at < limit then
-				pending[ref] = nil;
-				module:log("warn", "MDM component did not answer for message %s within %ds; delivering natively",
-					ref, ack_timeout);
+			if p and p.at < limit then
+				release(ref);
+				late = late + 1;
 				deliver_natively(p);
+				resume_user(p);
 			end
+		end
+		if late > 0 then -- one line a second at most, however many
+			module:log("warn", "MDM component %s did not answer for %d message(s) within %ds; delivering them natively",
+				component_jid, late, ack_timeout);
 		end
 	end
 	return 1;
@@ -704,6 +913,7 @@ end);
 -- CSI, as the component comes and goes.
 local function set_serving(on)
 	serving = on;
+	plans, plan_neutral = {}, nil; -- issue 15: a (re)connected component sends its rules again
 	active_until = {}; -- R3.6: a (re)connected component tells again; a gone one vetoes nothing (R9.10)
 	for _, user in pairs(prosody.hosts[host].sessions or {}) do
 		for _, session in pairs(user.sessions) do
@@ -743,7 +953,7 @@ local function attach(h)
 		-- Tell the (re)connected component everything it needs: it starts from a clean slate.
 		batch, batch_len, batch_bytes = nil, 0, 0; -- nothing queued before this connection belongs to it
 		set_serving(true); -- from here on the component copies and holds; stock modules stand by
-		queue_event("<sync/>");
+		queue_event("<sync plans='1'/>"); -- issue 15: this bridge delivers on plans
 		for _, user in pairs(prosody.hosts[host].sessions) do
 			for _, session in pairs(user.sessions) do
 				if session.full_jid then
@@ -754,8 +964,10 @@ local function attach(h)
 			end
 		end
 		if modulemanager.is_loaded(host, "cloud_notify") and push_store.users then
+			push_users = {};
 			for username in push_store:users() do
 				if push_registered(username) then
+					push_users[username .. "@" .. host] = true;
 					queue_event(tostring(st.stanza("push", { jid = username .. "@" .. host, registered = "true" })));
 				end
 			end
