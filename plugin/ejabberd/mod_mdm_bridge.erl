@@ -9,8 +9,11 @@
 %%%  * incoming messages are taken in sm_receive_packet (priority 100, after mod_mam's stanza id
 %%%    at 50), before ejabberd picks sessions or offline storage. The user's privacy/blocking
 %%%    list is checked first (a blocked message takes the native path and is bounced there, R2.6),
-%%%    and the message is archived right there by mod_mam, as ejabberd would on delivery: the
-%%%    component's deliveries go to one session each and must not be archived once per device.
+%%%    and the message is archived once by mod_mam, as ejabberd would on delivery (the
+%%%    component's deliveries go to one session each and must not be archived once per device),
+%%%    before it is handed over. Not in the sender's process, which would then wait for every
+%%%    archive write of its recipients (issue 15): by one of ?ARCHIVERS archive writers per node,
+%%%    the same one for all of a user's messages, so they stay in order.
 %%%  * "route" gives the message back to ejabberd_sm (marked, so it is not taken twice):
 %%%    RFC 6121 delivery or offline storage, exactly as without the bridge.
 %%%  * a session in the background (CSI inactive) has every stanza for it taken in
@@ -81,6 +84,7 @@
 -define(MAX_EVENT, 508 * 1024).      % one event, well under the component's 1 MiB stanza limit
 -define(MAX_BATCH, 256 * 1024).      % bytes of events in one <events/> stanza
 -define(FLIP_WAIT, 1000).            % ms to wait for the sessions to switch carbons mode
+-define(ARCHIVERS, 8).               % archive writers per node and host (issue 15)
 
 %% One row per bound session of this host, keyed by its lowercased {bare, resource}: written by
 %% the session's own c2s process (bind, carbons, CSI, presence), read by every hook.
@@ -438,16 +442,71 @@ sm_receive_packet(#message{to = #jid{luser = U, lserver = Host} = To, from = Fro
     case Skip of
         true -> Pkt;
         false ->
-            Pkt1 = archive(Host, To, Pkt),
-            {Ref, Wire} = next_ref(Host),
-            gen_server:cast(proc(Host), {hold, Ref, {in, Pkt1, now_ms()},
-                                         #xmlel{name = <<"message-in">>,
-                                                attrs = [{<<"ref">>, Wire}],
-                                                children = [forwarded(Pkt1)]}}),
+            case gen_mod:is_loaded(Host, mod_mam) of
+                true -> archive_then_hold(Host, U, To, Pkt);
+                false -> hold_in(Host, Pkt)
+            end,
             {stop, drop}
     end;
 sm_receive_packet(Acc) ->
     Acc.
+
+hold_in(Host, Pkt) ->
+    {Ref, Wire} = next_ref(Host),
+    gen_server:cast(proc(Host), {hold, Ref, {in, Pkt, now_ms()},
+                                 #xmlel{name = <<"message-in">>, attrs = [{<<"ref">>, Wire}],
+                                        children = [forwarded(Pkt)]}}).
+
+%% Issue 15: the archive write (a synchronous SQL insert with mod_mam on SQL) runs in the user's
+%% archive writer, not in the sender's process, as stock ejabberd runs it in the recipient's
+%% session. Without the writers (the module is stopping) it runs here, as before.
+archive_then_hold(Host, U, To, Pkt) ->
+    try persistent_term:get({?MODULE, archivers, Host}) of
+        Names -> element(1 + erlang:phash2(U, tuple_size(Names)), Names) ! {archive, Host, To, Pkt}
+    catch error:_ -> hold_in(Host, archive(Host, To, Pkt))
+    end.
+
+start_archivers(Host) ->
+    Names = list_to_tuple([gen_mod:get_module_proc(Host, list_to_atom("mod_mdm_archiver_" ++ integer_to_list(I)))
+                           || I <- lists:seq(1, ?ARCHIVERS)]),
+    [begin
+         case whereis(Name) of
+             undefined -> ok;
+             Old ->  % from before a module restart: let it finish what it holds
+                 MRef = monitor(process, Old),
+                 Old ! stop,
+                 receive {'DOWN', MRef, _, _, _} -> ok
+                 after 5000 -> exit(Old, kill), receive {'DOWN', MRef, _, _, _} -> ok end
+                 end
+         end,
+         register(Name, spawn(fun archiver/0))
+     end || Name <- tuple_to_list(Names)],
+    persistent_term:put({?MODULE, archivers, Host}, Names).
+
+%% What was queued before the stop is archived and handed over first (or delivered natively, when
+%% the component is gone meanwhile: the bridge process's {hold, …} does that).
+stop_archivers(Host) ->
+    try persistent_term:get({?MODULE, archivers, Host}) of
+        Names ->
+            persistent_term:erase({?MODULE, archivers, Host}),
+            [catch (Name ! stop) || Name <- tuple_to_list(Names)]
+    catch error:badarg -> ok
+    end.
+
+archiver() ->
+    receive
+        {archive, Host, To, Pkt} ->
+            Pkt1 = try archive(Host, To, Pkt)
+                   catch Class:Reason ->
+                           %% delivered all the same (unarchived), as a failed write in stock mod_mam
+                           ?ERROR_MSG("MDM: archiving a message for ~ts failed: ~p:~p",
+                                      [jid:encode(To), Class, Reason]),
+                           Pkt
+                   end,
+            hold_in(Host, Pkt1),
+            archiver();
+        stop -> ok
+    end.
 
 %% The user's default privacy list (XEP-0016 / XEP-0191 blocking), as ejabberd_sm checks it
 %% before offline storage.
@@ -635,6 +694,7 @@ init([Host, Opts]) ->
     ets:new(misc_tab(Host), [set, named_table, public, {read_concurrency, true}]),
     Tag = ejabberd_cluster:node_id(),
     ets:insert(misc_tab(Host), [{connected, false}, {last_ref, 0}, {tag, Tag}]),
+    start_archivers(Host),
     add_hooks(Host),
     ok = net_kernel:monitor_nodes(true),  % a dead node's sessions vanish without unbind (R9.8)
     State = configure(#state{host = Host, node = atom_to_binary(node(), utf8), tag = Tag}, Opts),
@@ -772,6 +832,7 @@ terminate(_Reason, #state{host = Host} = State) ->
     ets:insert(misc_tab(Host), {connected, false}),
     switch_mode(Host, stock),
     del_hooks(Host),
+    stop_archivers(Host),
     fail_open_all(State),
     ok.
 
