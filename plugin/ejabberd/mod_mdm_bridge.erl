@@ -190,6 +190,11 @@ connected(Host) ->
     catch error:badarg -> false
     end.
 
+%% Messages go to the component: it is connected and MDM is on (R1.3: with MDM off in its config
+%% it is told about sessions still, but ejabberd's own modules serve, as without it).
+serving(Host) ->
+    connected(Host) andalso mode(Host) == mdm.
+
 %% stock: mod_carboncopy copies (the component is not serving, R9.10); mdm: the component does.
 %% Set by the bridge process before it asks the sessions to switch, read by the carbons iq in the
 %% session's own process: a session that enables carbons meanwhile ends up right either way.
@@ -323,7 +328,7 @@ user_send_packet({#message{} = Pkt, #{jid := JID, lserver := Host}} = Acc) ->
         <<>> -> ok;
         _ -> update(Host, key(jid:tolower(JID)), {#s.active_at, now_ms()})
     end,
-    case connected(Host) of
+    case serving(Host) of
         true ->
             event(Host, #xmlel{name = <<"message-out">>, attrs = [{<<"jid">>, jid:encode(JID)}],
                                children = [forwarded(Pkt)]});
@@ -435,7 +440,7 @@ sm_receive_packet(#message{to = #jid{luser = U, lserver = Host} = To, from = Fro
         %% sent by the server on the account's behalf (archive results, PEP): never copied, and
         %% a round trip would reorder them against the iq result they belong to
         orelse (From#jid.luser == U andalso From#jid.lserver == Host andalso From#jid.lresource == <<>>)
-        orelse not connected(Host)
+        orelse not serving(Host)
         orelse not component_can_matter(U, Host)
         orelse not fits(Pkt)                       % over the limits: native path, stock carbons
         orelse not privacy_allows(Host, To, Pkt),
@@ -544,7 +549,7 @@ c2s_filter_send(Acc) ->
 
 hold_out(Pkt, JID, Host, State, Acc) ->
     %% not serving: mod_client_state / mod_stream_mgmt, after us, act as they would without us (R9.10)
-    case xmpp:get_meta(Pkt, mdm_bypass, false) orelse not connected(Host) orelse not fits(Pkt) of
+    case xmpp:get_meta(Pkt, mdm_bypass, false) orelse not serving(Host) orelse not fits(Pkt) of
         true -> Acc;
         false ->
             {Ref, Wire} = next_ref(Host),
@@ -787,6 +792,16 @@ handle_cast({active, User, Until}, #state{host = Host} = State) ->
     case Until > 0 of
         true -> ets:insert(misc_tab(Host), {{active, User}, Until});
         false -> ets:delete(misc_tab(Host), {active, User})
+    end,
+    {noreply, State};
+handle_cast({mode, Mode}, #state{host = Host, comp_pid = Pid} = State) when Pid /= undefined ->
+    case mode(Host) of
+        Mode -> ok;
+        _ ->
+            switch_mode(Host, Mode),
+            ?INFO_MSG("MDM ~ts on ~ts by the component's configuration",
+                      [case Mode of stock -> "disabled: ejabberd's own carbons and CSI serve";
+                                    mdm -> "enabled again" end, Host])
     end,
     {noreply, State};
 handle_cast(check_route, State) ->
@@ -1033,6 +1048,15 @@ run_commands([#xmlel{name = Name, attrs = Attrs} = Cmd | Rest], #state{pending =
                     end,
             User = fxml:get_attr_s(<<"user">>, Attrs),
             [gen_server:cast({proc(State#state.host), N}, {active, User, Until}) || N <- [node() | nodes()]],
+            run_commands(Rest, State);
+        <<"mode">> ->
+            %% R1.3: MDM switched off (stock: ejabberd's own carbons and CSI serve, as without the
+            %% component) or on again in the component's config; every node of the cluster switches
+            Mode = case fxml:get_attr_s(<<"value">>, Attrs) of
+                       <<"stock">> -> stock;
+                       _ -> mdm
+                   end,
+            [gen_server:cast({proc(State#state.host), N}, {mode, Mode}) || N <- [node() | nodes()]],
             run_commands(Rest, State);
         <<"mds-publish">> ->
             %% R4.3: a <displayed/> marker, as XEP-0490 MDS in the user's PEP

@@ -36,6 +36,7 @@ from .events import (
     PushRegistration,
     Resync,
     Route,
+    ServiceMode,
     SessionBound,
     SessionHibernated,
     SessionUnbound,
@@ -292,6 +293,10 @@ def encode_commands(actions: Iterable[Action], component_jid: str, node: str = "
             el.set("user", a.user)
             el.set("peer", a.peer)
             el.set("stanza-id", a.stanza_id)
+        elif isinstance(a, ServiceMode):
+            # R1.3: mdm, or the server's own carbons and CSI as if the component were not there
+            el = etree.SubElement(commands_for(a.host), ns.q(B, "mode"))
+            el.set("value", "mdm" if a.mdm else "stock")
         elif isinstance(a, PlanRules):
             # issue 15: which IMs a plan may carry; the bridge drops the plans it holds
             el = etree.SubElement(commands_for(a.host), ns.q(B, "plan-rules"))

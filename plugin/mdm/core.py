@@ -32,8 +32,10 @@ The rules, by requirement:
   it; calls ring every device.
 * R4.1: read markers (XEP-0333) are chat messages without body: copied like any chat message,
   never notifying (R4.2). R4.3: markers and XEP-0490 MDS are translated both ways (mdm.readstate).
-* R1.3: with MDM disabled the core behaves like the server's own mod_carbons: native routing plus
-  plain XEP-0280 copies, no hints, nothing held, no counter moves.
+* R1.3: with MDM disabled the bridges are told to leave delivery to the server's own carbons and
+  CSI modules (``ServiceMode``), exactly as without the component; what they still hand over
+  meanwhile (a bridge that has not switched yet) is served like the server's own mod_carbons:
+  native routing plus plain XEP-0280 copies, no hints, nothing held, no counter moves.
 * R5: every delivery for a session in the background goes through ``_out``, which holds it or
   flushes by the table in mdm.buffers; held stanzas are persisted (StoreHeld) before the ack.
   R5.7: a hibernated session (XEP-0198) is held like a CSI-inactive one while the user has another
@@ -82,6 +84,7 @@ from .events import (
     PushRegistration,
     Resync,
     Route,
+    ServiceMode,
     SessionBound,
     SessionHibernated,
     SessionUnbound,
@@ -140,13 +143,16 @@ class MdmCore:
 
     # R1.2: a live reload swaps the config; sessions and their state stay.
     def reconfigure(self, config: CoreConfig, now: float | None = None) -> list[Action]:
+        was_enabled = self.config.enabled
         self.config = config
         self.flushes.period = config.counter_period
         if now is None:
             return []
         # R3.6 / R1.3: a changed window, or MDM switched off, changes what the bridges should veto;
         # issue 15: the plans the bridges hold were computed under the old config: dropped
-        return [*(self._plan_rules(host) for host in sorted(self.plan_hosts)),
+        switched = config.enabled != was_enabled
+        return [*(ServiceMode(host, config.enabled) for host in sorted(self.synced) if switched),
+                *(self._plan_rules(host) for host in sorted(self.plan_hosts)),
                 *(a for user in sorted(self.sessions.push_users) for a in self._tell_active(user, now))]
 
     @staticmethod
@@ -255,10 +261,13 @@ class MdmCore:
                 # a reconnected bridge starts with no view of the active clients (R3.6)
                 for user in [u for u in self._told_active if domain(u) == host]:
                     del self._told_active[user]
+                # R1.3: a bridge starts serving MDM; with MDM off it hands the server back its own
+                mode: list[Action] = [] if self.config.enabled else [ServiceMode(host, False)]
                 if plans:  # issue 15: the bridge delivers on plans; it starts without any
                     self.plan_hosts.add(host)
-                    return [self._plan_rules(host)]
+                    return [*mode, self._plan_rules(host)]
                 self.plan_hosts.discard(host)
+                return mode
             case PlannedDelivery(user=user, peer=peer, id=message_id, stanza_id=sid):
                 # R4.3: delivered on a plan; the read state still learns the archive's id for it
                 if self.config.enabled:

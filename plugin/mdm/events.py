@@ -233,4 +233,13 @@ class PlanRules:
     neutral: tuple[str, ...]
 
 
-Action = Deliver | Route | Ack | StoreHeld | DropHeld | ActiveClient | MdsPublish | PlanRules
+@dataclass(frozen=True, slots=True)
+class ServiceMode:
+    """R1.3 / R9.10: whether the bridges of ``host`` hand messages over (``mdm``) or leave them
+    to the server's own carbons and CSI, exactly as without the component (MDM disabled); session
+    facts keep coming either way, so switching back needs no resync."""
+    host: str
+    mdm: bool
+
+
+Action = Deliver | Route | Ack | StoreHeld | DropHeld | ActiveClient | MdsPublish | PlanRules | ServiceMode

@@ -135,6 +135,12 @@ local bypass = setmetatable({}, { __mode = "k" });
 -- only then does the component serve this host's users. Kept here because mod_component still
 -- reports the link as connected while it runs "component-disconnected".
 local serving = false;
+-- R1.3: the component runs with MDM disabled (<mode value='stock'/>): sessions are still reported,
+-- but messages stay with Prosody's own carbons and CSI, exactly as without the component.
+local stock = false;
+-- The component serves MDM: it copies and holds; Prosody's stock modules stand by.
+local function mdm_on() return serving and not stock; end
+local apply_mode; -- below: switches every session to what mdm_on() says
 
 -- The component host starts after this VirtualHost: look its connection up when needed.
 local function component_session()
@@ -301,7 +307,7 @@ local function carbons_as_stock(bare, on)
 	local user = bare_sessions[bare];
 	if not user then return; end
 	for _, session in pairs(user.sessions) do
-		session.want_carbons = (on or not serving) and session.mdm_carbons or nil;
+		session.want_carbons = (on or not mdm_on()) and session.mdm_carbons or nil;
 	end
 end
 local function native_with_stock_carbons(event, bare)
@@ -407,7 +413,7 @@ end
 local function incoming_handler(name)
 	local handler;
 	handler = function(event)
-		if not component_connected() then return; end -- fail open: native delivery
+		if stock or not component_connected() then return; end -- fail open or MDM off: native delivery
 		local stanza, origin = event.stanza, event.origin;
 		if native_types[stanza.attr.type] then return; end
 		if stanza.attr.to == nil then -- a message to one's own bare JID (RFC 6120 §10.3.3)
@@ -463,7 +469,9 @@ end
 local function outgoing_handler(event)
 	local origin = event.origin;
 	if event.stanza:get_child("body") then origin.mdm_active_at = now(); end
-	if not component_connected() or not origin.full_jid or not sent_can_matter(origin, event.stanza) then return; end
+	if stock or not component_connected() or not origin.full_jid or not sent_can_matter(origin, event.stanza) then
+		return;
+	end
 	if not send_events(st.stanza("message-out", { jid = origin.full_jid }), event.stanza) then
 		native_with_stock_carbons(event, jid_bare(origin.full_jid));
 	end
@@ -538,7 +546,7 @@ local function toggle_carbons(event)
 	local origin, stanza = event.origin, event.stanza;
 	local enable = stanza.tags[1].name == "enable";
 	origin.mdm_carbons = enable and xmlns_carbons or nil;
-	origin.want_carbons = not serving and origin.mdm_carbons or nil;
+	origin.want_carbons = not mdm_on() and origin.mdm_carbons or nil;
 	origin.send(st.reply(stanza));
 	if component_connected() then
 		send_events(st.stanza("carbons", { jid = origin.full_jid, enabled = enable and "true" or "false" }));
@@ -557,7 +565,7 @@ module:depends("carbons");
 -- the component holds never reaches mod_smacks' queue or mod_cloud_notify.
 local function hold_filter(stanza, session)
 	if bypass[stanza] or not st.is_stanza(stanza) or stanza.attr.xmlns ~= nil
-		or (session.mdm_csi_state ~= "inactive" and not session.hibernating) or not component_connected() then
+		or (session.mdm_csi_state ~= "inactive" and not session.hibernating) or stock or not component_connected() then
 		return stanza;
 	end
 	local name = stanza.name;
@@ -600,7 +608,7 @@ local function csi_handler(state)
 		local session = event.origin;
 		session.mdm_csi_state = state;
 		if state == "inactive" then
-			if serving then bridge_holds(session); end
+			if mdm_on() then bridge_holds(session); end
 		elseif not session.hibernating then
 			filters.remove_filter(session, "stanzas/out", hold_filter);
 		end
@@ -617,7 +625,7 @@ module:hook("csi-client-inactive", csi_handler("inactive"), -1);
 -- while the bridge holds that session's stanzas.
 module:hook("c2s-ondrain", function(event)
 	local session = event.session;
-	if serving and session.mdm_csi_state == "inactive" then return true; end
+	if mdm_on() and session.mdm_csi_state == "inactive" then return true; end
 end, 1);
 
 -- Broadcast presence (no 'to'), before mod_presence (priority 0) handles and swallows it.
@@ -640,7 +648,7 @@ end, 1);
 module:hook("smacks-hibernation-start", function(event)
 	local session = event.origin;
 	if not session.full_jid then return; end
-	if serving then filters.add_filter(session, "stanzas/out", hold_filter, 500); end
+	if mdm_on() then filters.add_filter(session, "stanzas/out", hold_filter, 500); end
 	if component_connected() then
 		send_events(st.stanza("hibernated", { jid = session.full_jid, state = "true" }));
 		flush_events(); -- before anything else is routed to the session
@@ -675,7 +683,7 @@ module:hook("smacks-hibernation-end", function(event)
 	session.hibernating = nil;
 	-- mod_smacks gives the resumed session the new connection's filter list: ours is gone, and a
 	-- session still in the background would get native stanzas ahead of what the component holds.
-	if serving and session.mdm_csi_state == "inactive" then
+	if mdm_on() and session.mdm_csi_state == "inactive" then
 		filters.add_filter(session, "stanzas/out", hold_filter, 500);
 	end
 	if component_connected() and session.full_jid then
@@ -693,7 +701,7 @@ local function is_call(stanza)
 end
 local summary_hidden = { ["last-message-body"] = true, ["last-message-sender"] = true };
 module:hook("cloud_notify/push", function(event)
-	if not serving or not event.important or not event.username then return; end
+	if not mdm_on() or not event.important or not event.username then return; end
 	local until_ = active_until[event.username .. "@" .. host];
 	if not until_ or until_ <= now() or is_call(event.original_stanza) then return; end
 	if push_while_active == "silent" then
@@ -871,6 +879,15 @@ module:hook("message/host", function(event)
 			if p then finish(ref, p, p.reached, cmd.attr.held == "true"); end
 		elseif name == "mds-publish" then
 			mds_publish(cmd.attr.user, cmd.attr.peer, cmd.attr["stanza-id"]);
+		elseif name == "mode" then
+			-- R1.3: MDM switched off (stock) or on (mdm) in the component's config
+			local off = cmd.attr.value == "stock";
+			if off ~= stock then
+				stock = off;
+				apply_mode();
+				module:log("info", "MDM %s by the component's configuration", off
+					and "disabled: Prosody's own carbons and CSI serve" or "enabled again");
+			end
 		elseif name == "plan-rules" then
 			-- issue 15: which IMs plans may carry; plans made under earlier rules are dropped
 			plan_neutral = {};
@@ -909,12 +926,11 @@ module:add_timer(1, function()
 	return 1;
 end);
 
--- R9.10: switch every session between the component's service and Prosody's stock carbons and
--- CSI, as the component comes and goes.
-local function set_serving(on)
-	serving = on;
-	plans, plan_neutral = {}, nil; -- issue 15: a (re)connected component sends its rules again
-	active_until = {}; -- R3.6: a (re)connected component tells again; a gone one vetoes nothing (R9.10)
+-- R9.10 / R1.3: switch every session between the component's service and Prosody's stock carbons
+-- and CSI, as the component comes and goes or MDM is switched off and on.
+apply_mode = function()
+	local on = mdm_on();
+	plans = {}; -- issue 15: made under the other mode
 	for _, user in pairs(prosody.hosts[host].sessions or {}) do
 		for _, session in pairs(user.sessions) do
 			session.want_carbons = not on and session.mdm_carbons or nil;
@@ -923,6 +939,13 @@ local function set_serving(on)
 			end
 		end
 	end
+end
+
+local function set_serving(on)
+	serving, stock = on, false; -- a (re)connecting component says again if MDM is off
+	plan_neutral = nil; -- issue 15: a (re)connected component sends its rules again
+	active_until = {}; -- R3.6: a (re)connected component tells again; a gone one vetoes nothing (R9.10)
+	apply_mode();
 end
 
 -- R9.6: stanzas routed to the component's own JID (disco, ad-hoc commands, or anything a client
