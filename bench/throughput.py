@@ -82,8 +82,8 @@ async def main(kind: str, n: int, rounds: int, archive: bool) -> None:
         rounds_txt = ", ".join(f"{x:.0f}" for x, _ in results[mode])
         print(f"  {label:34} {med:8.0f}  ratio {med / native:4.2f}   CPU {cpu:5.0f} µs/IM ({cpu / native_cpu:4.2f}x)"
               f"   rounds: {rounds_txt}")
-    print("  (mdm.enabled = false: every message still crosses the bridge and back, then is routed")
-    print("   natively: the cost of the round trip alone)")
+    print("  (mdm.enabled = false: the component tells the bridge to leave delivery to the server's own")
+    print("   carbons, R1.3: the bridge's hooks and session reports alone)")
     print(f"  (load average at the end: {Path('/proc/loadavg').read_text().split()[0]})")
 
 
