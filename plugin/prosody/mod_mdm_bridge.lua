@@ -532,25 +532,24 @@ end
 -- The session's available presence as the component learns it in a sync: idle is how many
 -- seconds ago it last sent available presence or a message with a body, so a restarted component
 -- knows the active client again (R3.1).
-local function presence_event(session)
-	local active_at = session.mdm_active_at;
-	return st.stanza("presence", { jid = session.full_jid, available = "true",
-		priority = tostring(session.priority or 0), caps = caps_node(session.presence),
-		idle = active_at and string.format("%.3f", now() - active_at) or nil });
+-- The events of a sync are written as text: building and serialising three stanza objects per
+-- session made a sync of 10,000 sessions cost Prosody ~2 s of CPU (issue 15, P4).
+local xml_escape = st.xml_escape;
+local function presence_xml(session, jid)
+	local active_at, caps = session.mdm_active_at, caps_node(session.presence);
+	return "<presence jid='" .. jid .. "' available='true' priority='" .. tostring(session.priority or 0) .. "'"
+		.. (caps and " caps='" .. xml_escape(caps) .. "'" or "")
+		.. (active_at and string.format(" idle='%.3f'", now() - active_at) or "") .. "/>";
 end
 
-local function session_events(session, out)
-	out:tag("bind", { jid = session.full_jid, sid = sid_of(session) }):up();
-	if session.mdm_carbons then
-		out:tag("carbons", { jid = session.full_jid, enabled = "true" }):up();
-	end
-	if session.mdm_csi_state then
-		out:tag("csi", { jid = session.full_jid, state = session.mdm_csi_state }):up();
-	end
-	if session.presence then out:add_child(presence_event(session)); end
-	if session.hibernating then
-		out:tag("hibernated", { jid = session.full_jid, state = "true" }):up();
-	end
+local function session_events(session)
+	local jid = xml_escape(session.full_jid);
+	queue_event("<bind jid='" .. jid .. "' sid='" .. sid_of(session) .. "'/>");
+	if session.mdm_carbons then queue_event("<carbons jid='" .. jid .. "' enabled='true'/>"); end
+	local csi = session.mdm_csi_state;
+	if csi then queue_event("<csi jid='" .. jid .. "' state='" .. csi .. "'/>"); end
+	if session.presence then queue_event(presence_xml(session, jid)); end
+	if session.hibernating then queue_event("<hibernated jid='" .. jid .. "' state='true'/>"); end
 end
 
 module:hook("resource-bind", function(event)
@@ -563,7 +562,7 @@ module:hook("resource-bind", function(event)
 	local user = bare_sessions[session.username .. "@" .. session.host];
 	for _, other in pairs(user and user.sessions or {}) do
 		if other ~= session and other.presence and other.mdm_active_at and other.full_jid then
-			send_events(presence_event(other));
+			queue_event(presence_xml(other, xml_escape(other.full_jid))); -- the bind dropped the plan
 		end
 	end
 end);
@@ -1016,11 +1015,7 @@ local function attach(h)
 		queue_event("<sync plans='1'/>"); -- issue 15: this bridge delivers on plans
 		for _, user in pairs(prosody.hosts[host].sessions) do
 			for _, session in pairs(user.sessions) do
-				if session.full_jid then
-					local out = st.stanza("x");
-					session_events(session, out);
-					for _, child in ipairs(out.tags) do queue_event(tostring(child)); end
-				end
+				if session.full_jid then session_events(session); end
 			end
 		end
 		if modulemanager.is_loaded(host, "cloud_notify") and push_store.users then
