@@ -164,16 +164,20 @@ local function depth_of(el, limit)
 	return deepest + 1;
 end
 
--- Over-limit input is logged at most once a minute per kind, with a count (no log flood).
-local over_limit_seen, over_limit_logged = {}, {};
-local function note_over_limit(kind, detail)
-	over_limit_seen[kind] = (over_limit_seen[kind] or 0) + 1;
+-- Input any client can repeat (over-limit stanzas, forged commands) is logged at most once a
+-- minute per kind, with a count (R9.6: no log flood). format(count, ...) makes the line.
+local limited_seen, limited_logged = {}, {};
+local function warn_limited(kind, format, ...)
+	limited_seen[kind] = (limited_seen[kind] or 0) + 1;
 	local t = now();
-	if (over_limit_logged[kind] or 0) + 60 <= t then
-		module:log("warn", "MDM: %d stanza(s) %s in the last minute took the native path (latest: %s)",
-			over_limit_seen[kind], kind, detail);
-		over_limit_seen[kind], over_limit_logged[kind] = 0, t;
+	if (limited_logged[kind] or 0) + 60 <= t then
+		module:log("warn", format, limited_seen[kind], ...);
+		limited_seen[kind], limited_logged[kind] = 0, t;
 	end
+end
+
+local function note_over_limit(kind, detail)
+	warn_limited(kind, "MDM: %d stanza(s) %s in the last minute took the native path (latest: %s)", kind, detail);
 end
 
 -- Events are batched: every event of one pass of Prosody's loop (a burst read from a client,
@@ -379,11 +383,12 @@ local function report_planned_published(user, sid)
 	report_planned(planned_key[user .. "\0" .. sid]);
 end
 
-local function deliver_on_plan(plan, event, bare)
-	local p = { event = event };
+-- Send held record p to the sessions of a fanout or plan ({ notify = {sid…}, silent = …,
+-- plain = … }); true if any of them is still here.
+local function fan_out(p, lists)
 	local any = false;
 	for attr, notify in pairs(fanout_kinds) do
-		local sids = plan[attr];
+		local sids = lists[attr];
 		for i = 1, sids and #sids or 0 do
 			local session = by_sid[sids[i]];
 			if session and session.host == host then
@@ -392,7 +397,11 @@ local function deliver_on_plan(plan, event, bare)
 			end
 		end
 	end
-	if not any then return false; end
+	return any;
+end
+
+local function deliver_on_plan(plan, event, bare)
+	if not fan_out({ event = event }, plan) then return false; end
 	-- R4.3: the archive's id of this IM (mod_mam added it, priority 0), kept for the read state
 	local stanza = event.stanza;
 	local id = stanza.attr.id;
@@ -843,12 +852,12 @@ local function sid_list(list)
 	if list then for sid in list:gmatch("%S+") do out[#out + 1] = sid; end end
 	return out;
 end
-local function take_plan(cmd, p)
+local function take_plan(cmd, p, lists)
 	local seconds = cmd.attr.plan == "inf" and math.huge or tonumber(cmd.attr.plan);
 	local user = p.user;
 	if not (seconds and user and plan_neutral and (plan_gen[user] or 0) == p.gen and user == cmd.attr.user) then return; end
-	plans[user] = { notify = sid_list(cmd.attr.notify), silent = sid_list(cmd.attr.silent),
-		plain = sid_list(cmd.attr.plain), expires = now() + seconds };
+	lists.expires = now() + seconds;
+	plans[user] = lists;
 end
 
 module:hook("message/host", function(event)
@@ -856,7 +865,7 @@ module:hook("message/host", function(event)
 	local commands = stanza:get_child("commands", xmlns_bridge);
 	if not commands then return; end
 	if stanza.attr.from ~= component_jid then
-		module:log("warn", "Ignored MDM bridge commands from %s: only %s may send them",
+		warn_limited("forged commands", "Ignored MDM bridge commands (%d in the last minute; latest from %s): only %s may send them",
 			tostring(stanza.attr.from), component_jid);
 		return true;
 	end
@@ -887,20 +896,10 @@ module:hook("message/host", function(event)
 			-- The held message to several sessions by id, then done with it (an ack).
 			local p = ref and pending[ref];
 			if p then
-				local any = false;
-				for attr, notify in pairs(fanout_kinds) do
-					local list = cmd.attr[attr];
-					if list then
-						for sid in list:gmatch("%S+") do
-							local session = by_sid[sid];
-							if session and session.host == host then
-								send_held(p, session, notify or nil);
-								any = true;
-							end
-						end
-					end
-				end
-				if any and cmd.attr.plan then take_plan(cmd, p); end
+				local lists = { notify = sid_list(cmd.attr.notify), silent = sid_list(cmd.attr.silent),
+					plain = sid_list(cmd.attr.plain) };
+				local any = fan_out(p, lists);
+				if any and cmd.attr.plan then take_plan(cmd, p, lists); end
 				finish(ref, p, any or p.reached, false);
 			end
 		elseif name == "route" then
