@@ -210,9 +210,22 @@ stock_carbons(#jid{luser = U, lserver = S, lresource = R}, true) ->
 stock_carbons(#jid{luser = U, lserver = S, lresource = R}, false) ->
     ejabberd_sm:del_user_info(U, S, R, carboncopy).
 
-%% Limits (docs/operations.md): what the component cannot take is not handed over.
+%% Limits (docs/operations.md): what the component cannot take is not handed over. The size is
+%% the XML that goes on the link (escaped: a body of N '&' is 5N bytes there), not the term's.
 fits(Pkt) ->
-    erlang:external_size(Pkt) =< ?MAX_EVENT andalso depth_within(xmpp:encode(Pkt), ?MAX_DEPTH).
+    El = xmpp:encode(Pkt),
+    depth_within(El, ?MAX_DEPTH) andalso wire_size(El) =< ?MAX_EVENT.
+
+%% fits/1 for a stanza that would be handed over; when it does not, the bridge process logs it
+%% (once a minute, with a count) and the caller takes the native path.
+fits_or_note(Host, Pkt) ->
+    fits(Pkt) orelse begin
+        gen_server:cast(proc(Host), {over_limit, jid:encode(xmpp:get_from(Pkt)), jid:encode(xmpp:get_to(Pkt))}),
+        false
+    end.
+
+wire_size(El) ->
+    byte_size(fxml:element_to_binary(El)).
 
 depth_within(_, 0) -> false;
 depth_within(#xmlel{children = Children}, N) ->
@@ -220,6 +233,19 @@ depth_within(#xmlel{children = Children}, N) ->
 depth_within(_, _) -> true.
 
 now_ms() -> erlang:monotonic_time(millisecond).
+
+%% Input any client can repeat is logged at most once a minute per kind, with a count (R9.6: no log
+%% flood). Runs in the bridge process: the count lives in its dictionary.
+warn_limited(Kind, Format, Args) ->
+    Now = erlang:monotonic_time(second),
+    case get({warned, Kind}) of
+        {Seen, Last} when Now - Last < 60 ->
+            put({warned, Kind}, {Seen + 1, Last});
+        Prev ->
+            Seen = case Prev of {N, _} -> N; undefined -> 0 end,
+            ?WARNING_MSG(Format, [Seen + 1 | Args]),
+            put({warned, Kind}, {0, Now})
+    end.
 
 %% A ref is this node's id, a dot and a counter: unique in the cluster (R9.8). The bridge process
 %% keys its held stanzas by the counter alone.
@@ -328,7 +354,10 @@ user_send_packet({#message{} = Pkt, #{jid := JID, lserver := Host}} = Acc) ->
         <<>> -> ok;
         _ -> update(Host, key(jid:tolower(JID)), {#s.active_at, now_ms()})
     end,
-    case serving(Host) of
+    %% Over the limits (R9.6), no event: one the component cannot read would take the held
+    %% messages of its whole <events/> batch with it (they would wait for the ack timeout). Such
+    %% a message gets no sent copies while the component serves (docs/operations.md).
+    case serving(Host) andalso fits_or_note(Host, Pkt) of
         true ->
             event(Host, #xmlel{name = <<"message-out">>, attrs = [{<<"jid">>, jid:encode(JID)}],
                                children = [forwarded(Pkt)]});
@@ -442,7 +471,7 @@ sm_receive_packet(#message{to = #jid{luser = U, lserver = Host} = To, from = Fro
         orelse (From#jid.luser == U andalso From#jid.lserver == Host andalso From#jid.lresource == <<>>)
         orelse not serving(Host)
         orelse not component_can_matter(U, Host)
-        orelse not fits(Pkt)                       % over the limits: native path, stock carbons
+        orelse not fits_or_note(Host, Pkt)         % over the limits: native path, stock carbons
         orelse not privacy_allows(Host, To, Pkt),
     case Skip of
         true -> Pkt;
@@ -549,7 +578,7 @@ c2s_filter_send(Acc) ->
 
 hold_out(Pkt, JID, Host, State, Acc) ->
     %% not serving: mod_client_state / mod_stream_mgmt, after us, act as they would without us (R9.10)
-    case xmpp:get_meta(Pkt, mdm_bypass, false) orelse not serving(Host) orelse not fits(Pkt) of
+    case xmpp:get_meta(Pkt, mdm_bypass, false) orelse not serving(Host) orelse not fits_or_note(Host, Pkt) of
         true -> Acc;
         false ->
             {Ref, Wire} = next_ref(Host),
@@ -781,7 +810,9 @@ handle_cast({commands, From, El}, #state{component = Comp} = State) ->
     case jid:encode(From) of
         Comp -> {noreply, commands(El, State)};
         Other ->
-            ?WARNING_MSG("Ignored MDM bridge commands from ~ts: only ~ts may send them", [Other, Comp]),
+            warn_limited(forged_commands,
+                         "Ignored MDM bridge commands (~b in the last minute; latest from ~ts): only ~ts may send them",
+                         [Other, Comp]),
             {noreply, State}
     end;
 handle_cast({node_commands, El}, State) ->
@@ -803,6 +834,10 @@ handle_cast({mode, Mode}, #state{host = Host, comp_pid = Pid} = State) when Pid 
                       [case Mode of stock -> "disabled: ejabberd's own carbons and CSI serve";
                                     mdm -> "enabled again" end, Host])
     end,
+    {noreply, State};
+handle_cast({over_limit, From, To}, State) ->
+    warn_limited(over_limit, "MDM: ~b stanza(s) larger than ~b bytes or nested deeper than ~b levels in the last "
+                 "minute took the native path (latest: ~ts -> ~ts)", [?MAX_EVENT, ?MAX_DEPTH, From, To]),
     {noreply, State};
 handle_cast(check_route, State) ->
     {noreply, check_route(State)};
@@ -884,10 +919,10 @@ queue_event(El, #state{batch = [], batch_len = 0} = State) ->
 queue_event(El, State) ->
     queue_event1(El, State).
 
-%% A batch ends at batch_size events or ?MAX_BATCH bytes (an estimate: the term's size), so no
-%% <events/> stanza outgrows what the component reads (docs/operations.md).
+%% A batch ends at batch_size events or ?MAX_BATCH bytes of XML as it goes on the link, so no
+%% <events/> stanza outgrows what the component reads (docs/operations.md, R9.6).
 queue_event1(El, #state{batch = B, batch_len = N, batch_bytes = Bytes, batch_size = Max} = State) ->
-    Size = erlang:external_size(El),
+    Size = wire_size(El),
     State0 = case B /= [] andalso Bytes + Size > ?MAX_BATCH of
                  true -> flush_events(State);
                  false -> State
