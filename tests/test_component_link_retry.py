@@ -17,7 +17,8 @@ from mdm_harness.ports import free_ports
 
 class FakeServer:
     """A XEP-0114 server on loopback: ``mode`` "close-after-handshake" accepts the handshake and
-    hangs up; "close-at-once" hangs up before a word; "serve" accepts and sends one message."""
+    hangs up; "close-at-once" hangs up before a word; "serve" accepts and reports its sessions as a
+    bridge does (a sync); "one-message-then-close" sends one message (no sync) and hangs up."""
 
     def __init__(self, mode: str) -> None:
         self.mode = mode
@@ -42,10 +43,14 @@ class FakeServer:
                          b"xmlns:stream='http://etherx.jabber.org/streams' id='s1' from='mdm.localhost'>")
             await reader.readuntil(b"</handshake>")
             writer.write(b"<handshake/>")
-            if self.mode == "serve":
-                writer.write(b"<message from='x@localhost' to='mdm.localhost'><body>hi</body></message>")
+            if self.mode == "serve":  # as a bridge does: it reports its sessions (none)
+                writer.write(b"<message from='localhost' to='mdm.localhost'>"
+                             b"<events xmlns='urn:x-open-mdm:bridge:0'><sync/></events></message>")
                 await writer.drain()
                 await reader.read()  # until the component goes
+            elif self.mode == "one-message-then-close":
+                writer.write(b"<message from='x@localhost' to='mdm.localhost'><body>hi</body></message>")
+                await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
@@ -96,6 +101,25 @@ async def test_issue10_3_backoff_after_a_handshake_then_close_one_log_line_per_s
     assert len(failures) == 1 and failures[0].levelname == "WARNING"
     assert "closed the component stream before sending anything" in failures[0].getMessage()
     assert sum("connected to" in r.getMessage() for r in caplog.records) == 1
+
+
+@pytest.mark.asyncio
+async def test_issue10_3_backoff_when_links_end_before_any_bridge_synced(tmp_path, caplog):
+    """A server that sends a stanza (not a bridge's sync) and hangs up, every time: still a failure
+    series, paced and logged once, not a reconnect every 0.2 s with a warning each."""
+    caplog.set_level(logging.INFO, logger="mdm")
+    server = FakeServer("one-message-then-close")
+    await server.start()
+    try:
+        await run_until(component_for(tmp_path, server.port), lambda: server.accepts_reach(5))
+    finally:
+        await server.close()
+    gaps = [b - a for a, b in zip(server.accepts, server.accepts[1:], strict=False)]
+    assert all(g >= 0.2 * 2 ** i * 0.95 for i, g in enumerate(gaps[:4])), gaps
+    failures = [r for r in caplog.records if "cannot connect" in r.getMessage()]
+    assert len(failures) == 1 and failures[0].levelname == "WARNING"
+    assert "before any bridge reported its sessions" in failures[0].getMessage()
+    assert not [r for r in caplog.records if "reconnecting" in r.getMessage()]
 
 
 @pytest.mark.asyncio

@@ -26,13 +26,17 @@ from .directory import SessionDirectory, open_directory
 from .events import Action, DropHeld, Resync, Route, StoreHeld
 from .ha import ActiveLock
 from .jid import bare
-from .limits import log_bridge_error
+from .limits import RateLimitedLog, log_bridge_error
 from .metrics import MetricsServer
 from .report import Report, build, node_info, node_sessions
 from .store import Store, StoreError, open_store
 from .stream import ComponentLink, LinkError
 
 log = logging.getLogger(__name__)
+# R9.6: forged <events/> from any client: one line a minute, with a count
+_rejected = RateLimitedLog(log)
+# a database that went away: one line a minute, not a traceback per check (issue 10 item 5)
+_housekeeping_failed = RateLimitedLog(log)
 
 _IQ = ns.q(ns.COMPONENT, "iq")
 _MESSAGE = ns.q(ns.COMPONENT, "message")
@@ -165,6 +169,7 @@ class Component:
 
     async def _housekeeping(self) -> None:
         published = 0.0
+        failing = False
         while not self._stopping.is_set():
             try:
                 await self.check_capacity()
@@ -173,8 +178,14 @@ class Component:
                 if not standby and time.monotonic() - published >= self.config.publish_interval:
                     published = time.monotonic()
                     await self.publish_sessions()
-            except Exception:  # a failing database must not stop the component
-                log.exception("capacity check or session publication failed; retrying")
+                if failing:
+                    failing = False
+                    log.info("capacity check and session publication work again")
+            except Exception as e:  # a failing database must not stop the component (issue 10)
+                failing = True
+                _housekeeping_failed.log("failed", "capacity check or session publication failed: %s (%s); "
+                                         "retrying every %.0fs, MDM delivery goes on", _describe(e),
+                                         type(e).__name__, self.config.check_interval)
             await self._sleep(self.config.check_interval)
 
     async def run(self) -> None:
@@ -211,9 +222,10 @@ class Component:
     async def _run(self) -> None:
         """R9.9 / issue 10: wait to be the active instance, connect to the next server address,
         serve; on a lost link or a failed attempt, try the next address. Consecutive failures
-        back off (0.2 s doubling to 30 s) whatever stage they reached: a link that ends before
-        the server sent us anything counts as a failure too. Logged once per state change: the
-        first failure of a series (and a new reason) at WARNING, repeats at DEBUG."""
+        back off (0.2 s doubling to 30 s) whatever stage they reached: a link that ends before a
+        bridge reported its sessions on it (a sync) counts as a failure too, whatever else the
+        server sent. Logged once per state change: the first failure of a series (and a new
+        reason) at WARNING, repeats at DEBUG."""
         addresses = self.config.server_addresses()
         turn = 0
         failures = 0
@@ -260,7 +272,8 @@ class Component:
             log.log(logging.INFO if announced else logging.DEBUG, "connected to %s:%s as %s", host, port,
                     self.config.jid)
             since = time.monotonic()
-            served = False  # the server sent us something: the link really worked
+            heard = False  # the server sent us something
+            served = False  # a bridge reported its sessions (Resync): the link really worked
             ended = "the server closed the component stream"
             fence = None
             if self.lock is not None:
@@ -270,13 +283,14 @@ class Component:
                     await self._running.wait()
                     if self._stopping.is_set() or (self.lock is not None and self.lock.lost.is_set()):
                         break  # crash() or fenced: what is unread stays unanswered
-                    if not served:
+                    heard = True
+                    self._on_stanza(stanza)
+                    if not served and self.synced.is_set():
                         served = True
                         if not announced:
                             log.info("connected to %s:%s as %s after %d failed attempt(s)", host, port,
                                      self.config.jid, failures)
                         failures, failure_reason = 0, ""
-                    self._on_stanza(stanza)
                     if self._outbox:
                         await self._commit()
                     await link.drain()
@@ -306,9 +320,9 @@ class Component:
                 log.warning("%s; reconnecting", ended)
                 # a link that keeps ending at once is paced; one that served a while comes back at once
                 delay = 0.0 if time.monotonic() - since >= 1.0 else 0.2
-            else:  # handshake done, then closed before a word: a failure like any other
-                failed(host, port, f"{ended} before sending anything" if ended.startswith("the server")
-                       else ended)
+            else:  # handshake done, then closed before any bridge synced: a failure like any other
+                why = "before sending anything" if not heard else "before any bridge reported its sessions"
+                failed(host, port, f"{ended} {why}" if ended.startswith("the server") else ended)
 
     async def _become_active(self) -> bool:
         """Wait for the HA lock (R9.9). False if we are stopping or PostgreSQL is unreachable
@@ -396,8 +410,8 @@ class Component:
             if sender not in self._hosts:
                 # Only the bridges of our own domains may drive us; anyone else gets an error.
                 self.stats.rejected += 1
-                log.warning("rejected bridge events from %r: not one of component.hosts %s",
-                            sender, sorted(self._hosts))
+                _rejected.log("rejected", "rejected bridge events from %r: not one of component.hosts %s",
+                              sender, sorted(self._hosts))
                 self._send([_error_reply(stanza, "forbidden")])
                 return
             self._on_events(stanza, sender)
