@@ -107,7 +107,9 @@ class _SocketLink(_Link):
         try:
             while data := await reader.read(65536):
                 if self._parser is None:
-                    self._parser, depth = etree.XMLPullParser(events=("start", "end")), 0
+                    # huge_tree: a server may deliver what it accepted from a client, deeper than
+                    # libxml2's default 256 levels (R9.6's hostile inputs)
+                    self._parser, depth = etree.XMLPullParser(events=("start", "end"), huge_tree=True), 0
                 self._parser.feed(data)
                 for event, el in self._parser.read_events():
                     depth += 1 if event == "start" else -1
