@@ -32,8 +32,13 @@ def hint(stanza: etree._Element) -> str | None:
     return None if el is None else el.get("value")
 
 
-async def im(env: MdmEnvironment, sender, text: str) -> None:
+async def im(env: MdmEnvironment, sender, text: str, *devices) -> None:
+    """Bob's IM to Alice's bare JID; until each of ``devices`` holds it, then a barrier (so nothing
+    more is on its way). On a cluster a delivery to a device on the other node crosses both nodes'
+    bridges, a longer way than the barrier's iq reply takes: the barrier alone may come first."""
     await sender.send(f"<message to='alice@localhost' type='chat' id='{text}'><body>{text}</body></message>")
+    await poll_until(lambda: all(any(s.get("id") == text for s in d.received) for d in devices), 15,
+                     f"{text} did not reach every device")
     await env.settle()
 
 
@@ -51,7 +56,7 @@ async def test_R9_9_link_flaps_never_leave_mdm_off(kind):
         for i in range(30):
             await env.component.crash()  # the socket is cut, nothing more is answered
             await env.component.start()  # waits until every node's bridge reported its sessions
-            await im(env, bob, f"flap{i}")
+            await im(env, bob, f"flap{i}", laptop, mobile)
             got = [laptop.received.pop(0), mobile.received.pop(0)]
             assert [s.findtext(BODY) for s in got] == [f"flap{i}"] * 2, f"flap {i}: {got}"
             # MDM served it: the mobile (not the active client) gets it silently (R3.2)
@@ -75,7 +80,7 @@ async def test_R9_8_node_down_takes_its_sessions_out():
         component = env.component.require()
         mobile_jid = mobile.full_jid
         assert component.core.sessions.get(mobile_jid).node == "ej2@localhost"
-        await im(env, bob, "before")
+        await im(env, bob, "before", laptop, mobile)
         assert {s.findtext(BODY) for s in (laptop.received.pop(0), mobile.received.pop(0))} == {"before"}
 
         del env.pool.clients[mobile.name]  # its node is about to vanish under it
@@ -88,7 +93,7 @@ async def test_R9_8_node_down_takes_its_sessions_out():
         await env.settle()
         laptop.received.clear()
         for i in range(5):
-            await im(env, bob, f"after{i}")
+            await im(env, bob, f"after{i}", laptop)
         got = [laptop.received.pop(0) for _ in range(5)]
         assert [s.findtext(BODY) for s in got] == [f"after{i}" for i in range(5)]
         assert {hint(s) for s in got} == {"true"}
@@ -117,7 +122,7 @@ async def test_R9_8_two_connections_for_one_component_jid_every_node_pairs_with_
         task = asyncio.create_task(second.run())
         try:
             await asyncio.wait_for(second.connected.wait(), 15)
-            await im(env, bob, "two")
+            await im(env, bob, "two", laptop, mobile)
             got = [laptop.received.pop(0), mobile.received.pop(0)]
             assert [hint(s) for s in got] == ["false", "true"]  # served by MDM, the mobile active
             # one instance has every session of both nodes, the other none
@@ -127,7 +132,7 @@ async def test_R9_8_two_connections_for_one_component_jid_every_node_pairs_with_
             await env.component.crash()
             await poll_until(lambda: {"ej1@localhost", "ej2@localhost"} <= second.core.synced.get("localhost", set()),
                              15, "not every node paired with the remaining connection")
-            await im(env, bob, "after")
+            await im(env, bob, "after", laptop, mobile)
             got = [laptop.received.pop(0), mobile.received.pop(0)]
             assert [s.findtext(BODY) for s in got] == ["after", "after"]
             assert [hint(s) for s in got] == ["false", "true"]
