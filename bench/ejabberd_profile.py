@@ -61,11 +61,11 @@ async def main(mdm: bool, n: int, rate: float, archive: bool):
     pg = None
     sql = None
     if archive:
-        from tests.postgres import Postgres
+        from tests.postgres import Postgres, ejabberd_sql_archive
 
         pg = Postgres()
         await pg.start()
-        sql = await L._sql_archive(pg, "ejabberd")
+        sql = await ejabberd_sql_archive(pg, "ejabberd")
     cfg.write_text(
         render_config(
             c2s, comp, http, bridge=mdm, without_modules=() if archive else ("mod_mam",), ack_timeout=10, sql=sql

@@ -53,7 +53,6 @@ from mdm_harness.servers.base import MODULES, ServerHandle, start_server  # noqa
 DEVICES = ("laptop", "mobile", "tablet")
 STALL_MS = 10.0
 TICK = os.sysconf("SC_CLK_TCK")
-PG_SCHEMA = "/usr/share/ejabberd/sql/pg.sql"  # Debian's ejabberd package (ejabberd's old schema)
 
 
 def cpu_seconds(pid: int | None) -> float:
@@ -107,22 +106,6 @@ class Setup:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-async def _sql_archive(pg, name: str) -> dict[str, object]:
-    """A fresh database with ejabberd's schema on the throw-away PostgreSQL."""
-    import asyncpg
-    conn = await asyncpg.connect(f"postgresql://mdm@127.0.0.1:{pg.port}/mdm")
-    try:
-        await conn.execute(f"CREATE DATABASE {name}")
-    finally:
-        await conn.close()
-    conn = await asyncpg.connect(f"postgresql://mdm@127.0.0.1:{pg.port}/{name}")
-    try:
-        await conn.execute(Path(PG_SCHEMA).read_text())
-    finally:
-        await conn.close()
-    return {"server": "127.0.0.1", "port": pg.port, "database": name, "username": "mdm"}
-
-
 async def wait_component(server: ServerHandle) -> None:
     """Until the component answers disco#info (not the server's bounce): it is connected."""
     probe = RawClient("colin", "colin-password", "probe")
@@ -152,10 +135,10 @@ async def start_setup(kind: str, mdm: bool, archive: bool, *, nagle: bool = Fals
     try:
         if kind == "ejabberd" and archive:
             from mdm_harness.servers.ejabberd import start_ejabberd
-            from tests.postgres import Postgres
+            from tests.postgres import Postgres, ejabberd_sql_archive
             pg = Postgres()
             await pg.start()
-            sql = await _sql_archive(pg, "ejabberd")
+            sql = await ejabberd_sql_archive(pg, "ejabberd")
             server = await start_ejabberd(DEFAULT_ACCOUNTS, workdir / "server", bridge=mdm, extra_modules=extra,
                                           ack_timeout=10, sql=sql)
         else:
@@ -408,8 +391,9 @@ async def main() -> None:
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
     kind = args.server
-    if kind == "ejabberd" and args.archive != "off" and not Path(PG_SCHEMA).exists():
-        raise SystemExit(f"{PG_SCHEMA} is missing (Debian's ejabberd package ships it)")
+    from tests.postgres import EJABBERD_PG_SCHEMA
+    if kind == "ejabberd" and args.archive != "off" and not Path(EJABBERD_PG_SCHEMA).exists():
+        raise SystemExit(f"{EJABBERD_PG_SCHEMA} is missing (Debian's ejabberd package ships it)")
     setups = ["stock", "mdm"] + (["mdm-nagle"] if args.nagle and kind == "prosody" else [])
     print(f"load average at start: {Path('/proc/loadavg').read_text().strip()}", flush=True)
     for archive in {"off": [False], "on": [True], "both": [False, True]}[args.archive]:

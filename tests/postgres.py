@@ -80,3 +80,24 @@ class Postgres:
                 self.proc.wait()
             self.proc = None
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+# Debian's ejabberd package ships ejabberd's (old) PostgreSQL schema here.
+EJABBERD_PG_SCHEMA = "/usr/share/ejabberd/sql/pg.sql"
+
+
+async def ejabberd_sql_archive(pg: Postgres, name: str) -> dict[str, object]:
+    """A fresh database ``name`` with ejabberd's schema on the throw-away PostgreSQL: the ``sql``
+    argument of the ejabberd harness backend (mod_mam on SQL)."""
+    import asyncpg
+    conn = await asyncpg.connect(f"postgresql://mdm@127.0.0.1:{pg.port}/mdm")
+    try:
+        await conn.execute(f"CREATE DATABASE {name}")
+    finally:
+        await conn.close()
+    conn = await asyncpg.connect(f"postgresql://mdm@127.0.0.1:{pg.port}/{name}")
+    try:
+        await conn.execute(Path(EJABBERD_PG_SCHEMA).read_text())
+    finally:
+        await conn.close()
+    return {"server": "127.0.0.1", "port": pg.port, "database": name, "username": "mdm"}

@@ -65,6 +65,13 @@ class Client(IqRoundTrips):
             except (TimeoutError, ConnectionError) as e:
                 log.debug("%s: disconnect: %s", self.name, e)
 
+    def abandon(self) -> None:
+        """The server died under this client (a fault test): stop it at once, with no goodbye
+        and no reconnect (aioxmpp would otherwise retry on its own)."""
+        if self._client is not None:
+            self._client.stop()
+        self._cm = None
+
     @property
     def connected(self) -> bool:
         return self._cm is not None
