@@ -64,6 +64,8 @@ class PushService:
         self._writer: asyncio.StreamWriter | None = None
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
+        self._pongs: dict[str, asyncio.Future[None]] = {}
+        self._pings = 0
 
     async def start(self, timeout: float = 10.0) -> None:
         reader, self._writer = await asyncio.open_connection(self.host, self.port)
@@ -100,6 +102,11 @@ class PushService:
         if name == "handshake":
             self._ready.set()
             return
+        if name == "iq" and el.get("type") in ("result", "error"):
+            pong = self._pongs.pop(el.get("id", ""), None)
+            if pong is not None and not pong.done():
+                pong.set_result(None)
+            return
         if name != "iq" or el.get("type") not in ("set", "get"):
             return
         push = summary(el) if el.get("type") == "set" else None
@@ -125,6 +132,21 @@ class PushService:
             except TimeoutError:
                 return None
         return self.received.pop(0)
+
+    async def barrier(self, timeout: float = 10.0) -> None:
+        """A ping to the server on this link and its answer: a push the server sent before it
+        took the ping has arrived by then (one stream, in order)."""
+        assert self._writer is not None
+        self._pings += 1
+        ping_id = f"push-barrier-{self._pings}"
+        pong = self._pongs[ping_id] = asyncio.get_running_loop().create_future()
+        domain = self.jid.split(".", 1)[1]
+        self._writer.write(f"<iq type='get' id='{ping_id}' from='{self.jid}' to='{domain}'>"
+                           "<ping xmlns='urn:xmpp:ping'/></iq>".encode())
+        try:
+            await asyncio.wait_for(pong, timeout)
+        finally:
+            self._pongs.pop(ping_id, None)
 
     def count(self, node: str | None = None, alerting: bool | None = None) -> int:
         """Pushes so far (for ``node``; alerting ones only, or non-alerting ones only)."""

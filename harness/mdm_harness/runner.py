@@ -175,6 +175,8 @@ class ScenarioRun:
         elif v == "receives-nothing":
             await self.pool.barrier()
             client = self.push if step.actor == PUSH_SERVICE else self.pool[step.actor]
+            if client is self.push and self.push is not None:
+                await self.push.barrier()  # and what the server pushed meanwhile has arrived
             if client.received:
                 got = client.received.pop(0)
                 raise StepFailed(f"{step.actor} received a stanza, expected nothing:\n{pretty(got)}")
@@ -182,6 +184,11 @@ class ScenarioRun:
             await asyncio.sleep(float(step.arg))  # only for time windows the scenario is about
         elif v == "set":
             self.component.set(str(step.arg))
+            if str(step.arg).replace(" ", "").startswith("mdm.enabled=") and self.component.component is not None:
+                # R1.2: the switch goes to the bridges as a command (<mode/>); a round trip through
+                # the component from every client is answered after it, so the next step finds
+                # the bridges switched (the link is in order)
+                await self.pool.barrier()
         elif v == "stop":
             await self.component.stop()
         elif v == "start":
