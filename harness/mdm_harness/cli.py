@@ -68,27 +68,49 @@ async def _serve(args: argparse.Namespace) -> int:
     accounts = accounts_of(load_scenarios([Path(p) for p in args.paths])) if args.paths else DEFAULT_ACCOUNTS
     workdir = Path(tempfile.mkdtemp(prefix="mdm-serve-"))
     server = await start_server(args.server[0], accounts, workdir, profile=_profile(args))
-    component = ComponentControl(server)
+    # docker-*: the component from its image too (its container, the host's network), so the
+    # images can be tried end to end; otherwise in this process, as scenario runs have it
+    container = None
+    component = None
+    if server.kind.startswith("docker-"):
+        from .servers.docker import DockerComponent
+        container = DockerComponent.for_docker_server(server, workdir)
+    else:
+        component = ComponentControl(server)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        await component.start()
+        if container is not None:
+            await container.start()
+            await container.wait_metric("mdm_component_active", lambda v: v == 1)
+        else:
+            assert component is not None
+            await component.start()
         _emit(f"{server.kind} is running with the MDM component (Ctrl-C stops everything)")
         _emit(f"  XMPP domain  : {server.domain}")
         _emit(f"  c2s          : {server.host}:{server.c2s_port} (plaintext, PLAIN/SCRAM allowed)")
         _emit(f"  component    : {server.component_jid} on {server.host}:{server.component_port}")
         _emit(f"  group chat   : {server.muc_domain}")
-        _emit(f"  metrics      : http://{component.config.metrics_bind}:{component.config.metrics_port}/metrics")
-        _emit(f"  admin page   : http://{component.config.admin_bind}:{component.config.admin_port}/"
-              f"?token={component.config.admin_token}")
+        if container is not None:
+            _emit(f"  component in : the open-mdm/component image (container {container.container_id[:12]}), "
+                  f"log {container.log_path}")
+            _emit(f"  metrics      : http://127.0.0.1:{container.metrics_port}/metrics")
+        else:
+            assert component is not None
+            _emit(f"  metrics      : http://{component.config.metrics_bind}:{component.config.metrics_port}/metrics")
+            _emit(f"  admin page   : http://{component.config.admin_bind}:{component.config.admin_port}/"
+                  f"?token={component.config.admin_token}")
         _emit(f"  server log   : {server.log_file}")
         for a in accounts:
             _emit(f"  account      : {a.user}@{server.domain}  password {a.password}")
         await stop.wait()
     finally:
-        await component.stop()
+        if container is not None:
+            await container.stop()
+        if component is not None:
+            await component.stop()
         await server.stop()
         if args.keep:
             _emit(f"kept the server's directory (data, log, config): {workdir}")

@@ -9,12 +9,14 @@ to the scenario's temp dir, which is bind-mounted at the same path (config, data
 are registered the native way (``prosodyctl register`` in the container before Prosody starts,
 ejabberd's HTTP API). Stopping the handle stops and removes the container.
 
-The component stays in the harness's event loop, as with every other backend: scenarios stop,
-start, crash and pause it and read its session table and counters for their barriers
-(component_control.py), which a container could only offer through a control channel the
-component does not have. The component image is run for real by the compose round trip
-(tests/test_docker_compose.py): the shipped compose stack, the component container connected to
-the server container, the R10 flow walkthrough played against it.
+In scenario runs the component stays in the harness's event loop, as with every other backend:
+scenarios stop, start, crash and pause it and read its session table and counters for their
+barriers (component_control.py), which a container could only offer through a control channel
+the component does not have. The component image runs for real in ``mdm-harness serve --server
+docker-…`` (``DockerComponent`` below: the component in its image's container, seen through
+/metrics and its log; tests/test_docker_serve.py) and in the compose round trip
+(tests/test_docker_compose.py: the shipped compose stack, the R10 flow walkthrough played
+against it).
 
 The engine: ``DOCKER_HOST`` if set (someone else's engine, used as it is). Otherwise, as root, a
 private ``dockerd`` (vfs storage, no iptables, no default bridge) on a socket in a temp dir, with
@@ -53,6 +55,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..faults import ComponentProcess
 from ..ports import free_ports
 from ..profiles import ServerProfile
 from ..waiting import poll_until
@@ -581,3 +584,54 @@ async def start_docker_ejabberd(accounts: list[Account], workdir: Path, *, bridg
         raise
     log.debug("docker-ejabberd in %s: c2s %s, component %s, dir %s", cid[:12], c2s_port, component_port, workdir)
     return handle
+
+
+# --- the component from its image --------------------------------------------------------------
+
+class DockerComponent(ComponentProcess):
+    """``mdm-component`` from the component image (docker/component/Dockerfile), in that image's
+    container on the host's network, with a generated config and its store in ``workdir`` (under
+    the bind-mounted temp dir): what ``mdm-harness serve --server docker-…`` runs, so the images
+    can be tried by hand end to end. Scenario runs keep the component in the harness's process
+    (see the module's docstring); this one is seen from outside only, through /metrics and its log."""
+
+    def __init__(self, workdir: Path, name: str, **config: object) -> None:
+        super().__init__(workdir, name, **config)
+        self.container_id = ""
+        self.exec_id = ""
+        self.pid_file: Path | None = None
+
+    @classmethod
+    def for_docker_server(cls, server: ServerHandle, workdir: Path) -> DockerComponent:
+        return cls.for_server(server, workdir, "mdm-component", str(workdir / "mdm-buffers.sqlite"))
+
+    async def start(self) -> None:
+        out = shlex.quote(str(self.log_path))
+        script = f"exec mdm-component --config {shlex.quote(str(self.config_path))} >>{out} 2>&1\n"
+        self.container_id, self.exec_id, self.pid_file = await _start_in_container(
+            "component", self.config_path.parent, script)
+
+    @property
+    def pid(self) -> int | None:
+        return None  # a pid in the container, not ours
+
+    async def running(self) -> bool:
+        return bool(self.exec_id) and (await asyncio.to_thread(_exec_running, engine(), self.exec_id))[0]
+
+    async def wait_metric(self, name: str, check: Any, timeout: float = 60.0) -> None:
+        async def ready() -> bool:
+            if not await self.running():
+                raise RuntimeError(f"{self.name} exited in its container:\n{self.log_tail()}")
+            got = await self.metrics()
+            return got is not None and name in got and check(got[name])
+        await poll_until(ready, timeout, f"{self.name}: {name} not as expected within {timeout}s", 0.05)
+
+    async def kill(self) -> None:
+        await self.stop()
+
+    async def stop(self) -> None:
+        """SIGTERM by its pid in the container (SIGKILL after 10 s), as the servers are stopped."""
+        if not self.exec_id:
+            return
+        exec_id, self.exec_id = self.exec_id, ""
+        await asyncio.to_thread(_stop_exec, self.container_id, exec_id, self.pid_file)
