@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
+from pathlib import Path
 
 import pytest
 import yaml
@@ -19,8 +20,10 @@ from mdm_harness.clients import ClientPool
 from mdm_harness.component_control import ComponentControl
 from mdm_harness.environment import DEFAULT_ACCOUNTS, MdmEnvironment
 from mdm_harness.ports import free_ports
+from mdm_harness.runner import run_scenario
+from mdm_harness.scenario import load_scenarios
 from mdm_harness.servers import ejabberd
-from mdm_harness.servers.base import wait_listening
+from mdm_harness.servers.base import cluster_nodes, wait_listening
 from mdm_harness.waiting import poll_until
 
 NOTIFY = "{urn:x-open-mdm:notify:0}notify"
@@ -217,3 +220,27 @@ async def test_R9_8_another_component_on_the_same_listener_is_not_taken_for_ours
             decoy.decoy_task.cancel()  # type: ignore[attr-defined]
             decoy.close()
         await server.stop()
+
+
+@pytest.mark.asyncio
+async def test_R9_8_three_node_cluster_plays_the_flow_walkthrough(monkeypatch):
+    """The cluster's size is a setting (MDM_CLUSTER_NODES, mdm-harness run --cluster-nodes): on three
+    nodes Alice's laptop, her mobile, Bob and Colin each sit on another node than the one before,
+    and the R10 flow walkthrough holds as on one node (R9.8)."""
+    monkeypatch.setenv("MDM_CLUSTER_NODES", "3")
+    (scenario,) = load_scenarios([Path(__file__).parent.parent / "conformance" / "R10-flow-walkthrough.scs"])
+    lines: list[str] = []
+    result = await run_scenario(scenario, "ejabberd-cluster", lines.append)
+    assert result.passed, "\n".join(lines)
+    assert result.steps_run == len(scenario.for_server("ejabberd-cluster").steps)
+
+
+def test_cluster_size_setting_is_checked(monkeypatch):
+    monkeypatch.delenv("MDM_CLUSTER_NODES", raising=False)
+    assert cluster_nodes() == 2
+    monkeypatch.setenv("MDM_CLUSTER_NODES", "3")
+    assert cluster_nodes() == 3
+    for bad in ("1", "two", ""):
+        monkeypatch.setenv("MDM_CLUSTER_NODES", bad)
+        with pytest.raises(ValueError, match="MDM_CLUSTER_NODES"):
+            cluster_nodes()

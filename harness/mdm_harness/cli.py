@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import shutil
 import signal
 import sys
@@ -45,6 +46,11 @@ def _profile(args: argparse.Namespace) -> ServerProfile | None:
 
 async def _run(args: argparse.Namespace) -> int:
     profile = _profile(args)
+    if args.cluster_nodes is not None:
+        if args.cluster_nodes < 2:
+            print("mdm-harness: --cluster-nodes takes a whole number of at least 2", file=sys.stderr)
+            return 2
+        os.environ["MDM_CLUSTER_NODES"] = str(args.cluster_nodes)  # read where the cluster starts
     scenarios = load_scenarios([Path(p) for p in args.paths], args.select)
     if not scenarios:
         print("mdm-harness: no scenario selected", file=sys.stderr)
@@ -131,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--junit", help="write JUnit XML here")
     run.add_argument("--transcript", action="store_true", help="print every stanza sent and received")
     run.add_argument("--keep", action="store_true", help="keep each server's temp dir (logs)")
+    run.add_argument("--cluster-nodes", type=int, metavar="N",
+                     help="nodes of --server ejabberd-cluster (default 2; MDM_CLUSTER_NODES)")
     run.add_argument("paths", nargs="*", default=["conformance"])
     serve = sub.add_parser("serve", help="start a server with the component until Ctrl-C")
     serve.add_argument("--server", action="append", choices=SERVERS)

@@ -139,6 +139,14 @@ MODULES["ejabberd-cluster"] = MODULES["ejabberd"]
 MODULES["docker-prosody"], MODULES["docker-ejabberd"] = MODULES["prosody"], MODULES["ejabberd"]
 
 
+def cluster_nodes() -> int:
+    """How many nodes ``ejabberd-cluster`` starts: ``MDM_CLUSTER_NODES``, 2 by default."""
+    raw = os.environ.get("MDM_CLUSTER_NODES", "2")
+    if not raw.isdigit() or int(raw) < 2:
+        raise ValueError(f"MDM_CLUSTER_NODES must be a whole number of at least 2, got {raw!r}")
+    return int(raw)
+
+
 async def start_server(kind: str, accounts: list[Account], workdir: Path, *,
                        bridge_ack_timeout: float = 2.0, bridge: bool = True,
                        extra_modules: tuple[str, ...] = (), without_modules: tuple[str, ...] = (),
@@ -171,7 +179,8 @@ async def start_server(kind: str, accounts: list[Account], workdir: Path, *,
         return await start_ejabberd(accounts, workdir, **options)
     if kind == "ejabberd-cluster":
         from .ejabberd_cluster import start_ejabberd_cluster
-        return await start_ejabberd_cluster(accounts, workdir, **options)
+        # R9.8: 2 nodes unless MDM_CLUSTER_NODES (mdm-harness --cluster-nodes) says more
+        return await start_ejabberd_cluster(accounts, workdir, nodes=cluster_nodes(), **options)
     if kind == "docker-prosody":
         from .docker import start_docker_prosody
         return await start_docker_prosody(accounts, workdir, **options)
