@@ -83,6 +83,7 @@
 -define(MAX_DEPTH, 1000).            % the component reads 2048 levels; hand over no deeper than this
 -define(MAX_EVENT, 508 * 1024).      % one event, well under the component's 1 MiB stanza limit
 -define(MAX_BATCH, 256 * 1024).      % bytes of events in one <events/> stanza
+-define(ESCAPED, 6).                 % the most bytes one character takes escaped (&quot; &apos;)
 -define(FLIP_WAIT, 1000).            % ms to wait for the sessions to switch carbons mode
 -define(ARCHIVERS, 8).               % archive writers per node and host (issue 15)
 
@@ -214,7 +215,9 @@ stock_carbons(#jid{luser = U, lserver = S, lresource = R}, false) ->
 %% the XML that goes on the link (escaped: a body of N '&' is 5N bytes there), not the term's.
 fits(Pkt) ->
     El = xmpp:encode(Pkt),
-    depth_within(El, ?MAX_DEPTH) andalso wire_size(El) =< ?MAX_EVENT.
+    %% most messages are small: the upper bound (as for batches) spares serialising them here
+    depth_within(El, ?MAX_DEPTH) andalso
+        (erlang:external_size(El) * ?ESCAPED =< ?MAX_EVENT orelse wire_size(El) =< ?MAX_EVENT).
 
 %% fits/1 for a stanza that would be handed over; when it does not, the bridge process logs it
 %% (once a minute, with a count) and the caller takes the native path.
@@ -919,10 +922,13 @@ queue_event(El, #state{batch = [], batch_len = 0} = State) ->
 queue_event(El, State) ->
     queue_event1(El, State).
 
-%% A batch ends at batch_size events or ?MAX_BATCH bytes of XML as it goes on the link, so no
-%% <events/> stanza outgrows what the component reads (docs/operations.md, R9.6).
+%% A batch ends at batch_size events or about ?MAX_BATCH bytes of XML as it goes on the link, so
+%% no <events/> stanza outgrows what the component reads (docs/operations.md, R9.6). The size is
+%% bounded from above without serialising here, in the one bridge process every message passes:
+%% escaping makes a character at most ?ESCAPED bytes, and the term's size already counts more
+%% than the markup. Each event itself was checked exactly where it was made (fits/1).
 queue_event1(El, #state{batch = B, batch_len = N, batch_bytes = Bytes, batch_size = Max} = State) ->
-    Size = wire_size(El),
+    Size = erlang:external_size(El) * ?ESCAPED,
     State0 = case B /= [] andalso Bytes + Size > ?MAX_BATCH of
                  true -> flush_events(State);
                  false -> State
