@@ -41,7 +41,8 @@ async def test_serve_runs_server_and_component_from_their_images(docker_engine):
     try:
         lines: list[str] = []
         while not any("account" in x and "colin" in x for x in lines):
-            line = await asyncio.to_thread(proc.stdout.readline)
+            # bounded: a serve that hangs before printing fails here (the finally stops it)
+            line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 300)
             assert line, proc.stderr.read()
             lines.append(line)
         text = "".join(lines)
@@ -78,7 +79,10 @@ async def test_serve_runs_server_and_component_from_their_images(docker_engine):
         try:
             code = await asyncio.to_thread(proc.wait, 60)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            proc.kill()  # its atexit cleanup does not run then: remove what it started
+            for c in docker_engine.client.containers.list(all=True, filters={"label": mdm_docker.LABEL}):
+                if f"-{proc.pid}-" in c.name:
+                    c.remove(force=True)
             raise
     assert code == 0, proc.stderr.read()
     left = docker_engine.client.containers.list(all=True, filters={"label": mdm_docker.LABEL})

@@ -75,6 +75,20 @@ def test_R9_6_rate_limited_log_one_line_per_kind_per_period_with_a_count(caplog)
                      "bridge localhost: unknown event (and 99999 more like it in the last 61s)"]
 
 
+def test_rate_limited_log_reset_makes_the_next_occurrence_news(caplog):
+    """Issue 10 item 5: a database that failed, recovered and fails again within the period is
+    logged again at once (the recovery reset its kind)."""
+    now = [0.0]
+    rl = RateLimitedLog(logging.getLogger("test.rl2"), period=60, clock=lambda: now[0])
+    with caplog.at_level(logging.WARNING, logger="test.rl2"):
+        rl.log("failed", "down")
+        rl.log("failed", "down")
+        now[0] = 10.0
+        rl.reset("failed")
+        rl.log("failed", "down again")
+    assert [r.getMessage() for r in caplog.records] == ["down", "down again"]
+
+
 def test_R9_6_an_oversized_attribute_is_rejected_with_an_error_naming_it():
     from mdm.bridge_protocol import decode_events
     from mdm.events import SessionBound

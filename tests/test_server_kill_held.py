@@ -55,6 +55,8 @@ async def start_again(server: ServerHandle) -> None:
     else:
         from mdm_harness.servers.ejabberd import bridge_ebin, launch, wait_started
         assert server.log_file is not None
+        # the old log says "is started" already: the new start is told from a fresh log
+        server.log_file.rename(server.log_file.with_suffix(".log.before-kill"))
         proc = await launch(server.workdir / "ejabberd.yml", server.workdir, bridge_ebin())
         server.pid = proc.pid
         await wait_started(proc, server.log_file)
@@ -70,8 +72,12 @@ async def test_R5_4_server_sigkill_with_held_ims_loses_none_of_them(tmp_path, ki
     if kind == "ejabberd":
         from mdm_harness.servers.ejabberd import start_ejabberd
         pg = Postgres()
-        await pg.start()
-        server = await start_ejabberd(ACCOUNTS, tmp_path / kind, sql=await ejabberd_sql_archive(pg, "ejabberd"))
+        try:
+            await pg.start()
+            server = await start_ejabberd(ACCOUNTS, tmp_path / kind, sql=await ejabberd_sql_archive(pg, "ejabberd"))
+        except BaseException:
+            pg.stop()
+            raise
     else:
         server = await start_server(kind, ACCOUNTS, tmp_path / kind)
     control = ComponentControl(server)

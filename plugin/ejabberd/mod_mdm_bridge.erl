@@ -31,8 +31,8 @@
 %%%    runs before mod_client_state's and takes a background session's stanzas only while the
 %%%    component serves; otherwise mod_client_state queues them as it would without us.
 %%%  * limits (docs/operations.md): a message deeper than ?MAX_DEPTH or larger than ?MAX_EVENT
-%%%    bytes is not handed over (native path, stock carbons for it); an <events/> stanza carries
-%%%    at most batch_size events and about ?MAX_BATCH bytes.
+%%%    bytes is not handed over (native path: RFC 6121 routing, no carbons while the component
+%%%    serves); an <events/> stanza carries at most batch_size events and about ?MAX_BATCH bytes.
 %%%
 %%% Fail open (nothing is lost): while the component is not connected every message takes the
 %%% native path; messages handed over but not answered are delivered natively when the component
@@ -359,7 +359,7 @@ user_send_packet({#message{} = Pkt, #{jid := JID, lserver := Host}} = Acc) ->
     end,
     %% Over the limits (R9.6), no event: one the component cannot read would take the held
     %% messages of its whole <events/> batch with it (they would wait for the ack timeout). Such
-    %% a message gets no sent copies while the component serves (docs/operations.md).
+    %% a message gets no sent copies while the component serves (docs/operations.md, "Limits").
     case serving(Host) andalso fits_or_note(Host, Pkt) of
         true ->
             event(Host, #xmlel{name = <<"message-out">>, attrs = [{<<"jid">>, jid:encode(JID)}],

@@ -180,6 +180,7 @@ class Component:
                     await self.publish_sessions()
                 if failing:
                     failing = False
+                    _housekeeping_failed.reset("failed")  # a new failure is news again
                     log.info("capacity check and session publication work again")
             except Exception as e:  # a failing database must not stop the component (issue 10)
                 failing = True

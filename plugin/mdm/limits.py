@@ -66,6 +66,12 @@ class RateLimitedLog:
         return True
 
 
+    def reset(self, kind: str) -> None:
+        """The condition behind ``kind`` is over: its next occurrence is logged at once."""
+        self._last.pop(kind, None)
+        self._skipped.pop(kind, None)
+
+
 def _group_bounds(refs: list[str | None]) -> list[tuple[int, int]]:
     """Runs of children that must stay together: from a ref's first element to its last."""
     last: dict[str, int] = {}

@@ -603,7 +603,9 @@ class DockerComponent(ComponentProcess):
 
     @classmethod
     def for_docker_server(cls, server: ServerHandle, workdir: Path) -> DockerComponent:
-        return cls.for_server(server, workdir, "mdm-component", str(workdir / "mdm-buffers.sqlite"))
+        """In a directory of its own under ``workdir``: its pid file must not be the server's."""
+        own = workdir / "component"
+        return cls.for_server(server, own, "mdm-component", str(own / "mdm-buffers.sqlite"))
 
     async def start(self) -> None:
         out = shlex.quote(str(self.log_path))
