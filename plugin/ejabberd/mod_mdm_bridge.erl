@@ -360,7 +360,7 @@ user_send_packet({#message{} = Pkt, #{jid := JID, lserver := Host}} = Acc) ->
     %% Over the limits (R9.6), no event: one the component cannot read would take the held
     %% messages of its whole <events/> batch with it (they would wait for the ack timeout). Such
     %% a message gets no sent copies while the component serves (docs/operations.md, "Limits").
-    case serving(Host) andalso fits_or_note(Host, Pkt) of
+    case serving(Host) andalso fits(Pkt) of  % noted where it is received, not twice
         true ->
             event(Host, #xmlel{name = <<"message-out">>, attrs = [{<<"jid">>, jid:encode(JID)}],
                                children = [forwarded(Pkt)]});

@@ -65,7 +65,6 @@ class RateLimitedLog:
         self.logger.log(self.level, fmt, *args)
         return True
 
-
     def reset(self, kind: str) -> None:
         """The condition behind ``kind`` is over: its next occurrence is logged at once."""
         self._last.pop(kind, None)
