@@ -341,8 +341,11 @@ class ComponentProcess:
     def config(self) -> Config:
         return load_config(self.toml)
 
-    def sees_inactive(self, jid: str) -> bool:
-        return True
+    async def sees_inactive(self, jid: str) -> bool:
+        return True  # the walkthrough has no CSI step
+
+    async def serving(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
 
     async def start(self, timeout: float = 30.0) -> None:
         with open(self.log_path, "ab") as out:
@@ -364,7 +367,10 @@ class ComponentProcess:
         stop(self.proc)
         self.proc = None
 
-    def set(self, assignment: str) -> None:
+    async def set(self, assignment: str) -> None:
+        await asyncio.to_thread(self._set, assignment)
+
+    def _set(self, assignment: str) -> None:
         """``mdm.active_window = 1``: edit the TOML, SIGHUP, until the component logs the reload."""
         key, _, value = (p.strip() for p in assignment.partition("="))
         section, _, name = key.partition(".")
@@ -387,11 +393,10 @@ class ComponentProcess:
             assert time.monotonic() < end_at, f"no reload logged after SIGHUP:\n{_tail(self.log_path)}"
             time.sleep(0.02)
 
-    def require(self):
-        raise AssertionError("this scenario needs the in-process component")
+    async def _unsupported(self, *args):
+        raise AssertionError("the installed component is not crashed, paused or inspected here")
 
-    async def crash(self) -> None:
-        raise AssertionError("this scenario needs the in-process component")
+    crash = pause = resume = session = push_registered = _unsupported
 
 
 async def walkthrough(server: ServerHandle, component: ComponentProcess,

@@ -5,6 +5,7 @@ component instance of the cluster would."""
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import subprocess
 import tempfile
@@ -120,6 +121,21 @@ async def test_R8_4_admin_page_in_a_real_browser(tmp_path):
         assert status == 200 and "Alice's iPhone,iPhone,active" in text
         status, text = await asyncio.to_thread(fetch, f"{base}report.csv?level=node&token={token}")
         assert status == 200 and text.count("\r\n") == 3
+
+        # the live state as JSON (status.py): what the harness reads of a component in a container
+        status, text = await asyncio.to_thread(fetch, f"{base}status.json?token={token}")
+        state = json.loads(text)
+        assert status == 200 and state["active"] and state["connected"] and state["synced"] == {"localhost": [""]}
+        assert state["sessions"] == 4 and state["config"]["mdm.enabled"] is True
+        status, text = await asyncio.to_thread(fetch, f"{base}sessions.json?user=alice@localhost&token={token}")
+        alice = {s["jid"].partition("/")[2]: s for s in json.loads(text)["sessions"]}
+        assert status == 200 and set(alice) == {"laptop", "Alice's iPhone"}
+        assert alice["Alice's iPhone"]["inactive"] and not alice["Alice's iPhone"]["active"]  # R3.5
+        assert alice["laptop"]["active"] and alice["laptop"]["mdm"] and not alice["laptop"]["phantom"]  # R3.1
+        status, _ = await asyncio.to_thread(fetch, f"{base}sessions.json?user=alice@localhost/laptop&token={token}")
+        assert status == 400  # a bare JID is asked for
+        status, _ = await asyncio.to_thread(fetch, f"{base}status.json")
+        assert status == 401
 
         SCREENSHOT.parent.mkdir(exist_ok=True)
         await asyncio.to_thread(browse, f"{base}?token={token}", f"--screenshot={SCREENSHOT}",

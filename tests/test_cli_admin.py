@@ -14,7 +14,7 @@ import pytest
 
 from mdm import __version__
 from mdm.cli import restart_keys
-from mdm.config import from_dict, load
+from mdm.config import LIVE_KEYS, from_dict, load
 from mdm.setup_cmd import component_toml
 from mdm_harness.ports import free_ports
 
@@ -30,12 +30,15 @@ def test_version_and_plain_help():
         assert "usage: mdm-component" in out
 
 
-def test_restart_keys_are_everything_but_mdm():
+def test_R1_2_restart_keys_are_everything_the_core_does_not_read():
     base = {"component": {"jid": "mdm.example.org", "secret": "s1"}, "buffer": {"store": "/tmp/b.sqlite"}}
     old = from_dict(base)
     assert restart_keys(old, from_dict(base)) == []
-    live = from_dict({**base, "mdm": {"enabled": False, "active_window": 5}})
+    live = from_dict({**base, "mdm": {"enabled": False, "active_window": 5}, "metrics": {"period": 10},
+                      "buffer": {"store": "/tmp/b.sqlite", "per_client_limit": 3, "total_limit": 9}})
     assert restart_keys(old, live) == []
+    assert sorted(LIVE_KEYS) == ["buffer.per_client_limit", "buffer.total_limit", "mdm.active_window",
+                                 "mdm.enabled", "metrics.period"]
     changed = from_dict({"component": {"jid": "mdm.example.org", "secret": "s2", "server_port": 5348},
                          "buffer": {"store": "/tmp/b.sqlite"}, "metrics": {"port": 0}})
     assert restart_keys(old, changed) == ["component.secret", "component.server_port", "metrics.port"]
@@ -91,7 +94,7 @@ port = 0
         write("two", 60)
         proc.send_signal(signal.SIGHUP)
         line = await line_with("reconfigured")
-        assert "active_window=60.0s" in line
+        assert "mdm.active_window=60.0 " in line
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

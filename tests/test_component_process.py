@@ -4,11 +4,14 @@ R1.2: SIGHUP applies a new [mdm] section live, no session dropped. A wrong secre
 import asyncio
 import signal
 import sys
+from pathlib import Path
 
 import pytest
 
 from mdm_harness.clients import ClientPool
 from mdm_harness.environment import DEFAULT_ACCOUNTS, online
+from mdm_harness.runner import run_scenario
+from mdm_harness.scenario import load_scenarios
 from mdm_harness.servers.prosody import start_prosody
 
 NOTIFY = "{urn:x-open-mdm:notify:0}notify"
@@ -100,3 +103,22 @@ async def test_wrong_secret_is_a_clear_error(tmp_path):
             proc.terminate()
             await proc.wait()
         await server.stop()
+
+
+# Scenarios whose steps do to the component what an admin's signals do to the process: pause and
+# resume (SIGSTOP/SIGCONT, R2.4), crash (SIGKILL, R9.6), stop and start with held stanzas
+# (SIGTERM, R5.4), a live reload (SIGHUP, R1.2), and the phone steps whose barriers read the
+# admin API's session view (R5.7, R3.6). The docker backends run every scenario this way.
+PROCESS_SCENARIOS = ["R2.4-R9.6-late-answer-not-duplicated", "R9.6-fail-open-component-crash",
+                     "R5.4-component-restart-with-buffer", "R1.3-R9.10-mdm-disabled-is-stock-csi",
+                     "R5.7-R3.6-hibernated-phone", "R5.3c-limit-flushes"]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("name", PROCESS_SCENARIOS)
+async def test_scenario_with_the_component_as_its_own_process(name):
+    (scenario,) = load_scenarios([Path(__file__).parent.parent / "conformance" / f"{name}.scs"])
+    lines: list[str] = []
+    result = await run_scenario(scenario, "prosody", lines.append, component_process=True)
+    assert result.passed, "\n".join(lines)
+    assert result.steps_run == len(result.scenario.steps)

@@ -11,6 +11,7 @@ sends it SIGHUP (R1.2), then waits for the component to log the reload."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import subprocess
 import time
@@ -77,7 +78,10 @@ class ComponentContainer:
                 raise AssertionError(f"the component did not log {pattern!r} within {timeout}s:\n{logs[-3000:]}")
             time.sleep(0.1)
 
-    def set(self, assignment: str) -> None:
+    async def set(self, assignment: str) -> None:
+        await asyncio.to_thread(self._set, assignment)
+
+    def _set(self, assignment: str) -> None:
         """``mdm.active_window = 1``: the config file changed, SIGHUP, the reload logged."""
         key, _, value = (p.strip() for p in assignment.partition("="))
         section, _, name = key.partition(".")
@@ -92,13 +96,13 @@ class ComponentContainer:
         self.wait_logged(rf"reconfigured:.*{name}={value}", count=1, timeout=10)
         self.wait_logged(r"reconfigured:", count=before + 1, timeout=10)
 
-    def sees_inactive(self, jid: str) -> bool:
-        raise AssertionError("the flow walkthrough has no CSI step")
+    async def serving(self) -> bool:
+        return True  # up for the whole walkthrough (compose brought it up)
 
-    def _unsupported(self, *args):
-        raise AssertionError("the compose round trip does not stop, crash or pause the component")
+    async def _unsupported(self, *args):
+        raise AssertionError("the compose round trip does not stop, crash, pause or inspect the component")
 
-    stop = start = crash = _unsupported
+    stop = start = crash = pause = resume = session = push_registered = sees_inactive = _unsupported
 
 
 def _stack_files(server: str, tmp: Path) -> list[Path]:

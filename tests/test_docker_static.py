@@ -137,3 +137,21 @@ async def test_ejabberd_image_config_loads_in_a_real_ejabberd(tmp_path):
     started = log[:log.index(" is started in the node ")]
     assert re.search(r"MDM bridge started on example\.org .*for component mdm\.example\.org", started), started[-3000:]
     assert "[error]" not in started and "[critical]" not in started, started[-3000:]
+
+
+def test_issue16_docker_backends_run_the_component_in_its_container(tmp_path):
+    """Scenario runs on docker-* drive the component image's container (signals, admin API), not
+    a component in the harness's process; the native backends keep the in-process one."""
+    from mdm_harness.component_control import ComponentControl
+    from mdm_harness.component_remote import RemoteComponentControl, control_for
+    from mdm_harness.servers import ServerHandle
+    from mdm_harness.servers.docker import DockerComponent
+
+    def handle(kind: str) -> ServerHandle:
+        return ServerHandle(kind, "localhost", 5222, 5347, "mdm.localhost", "s", "conference.localhost", tmp_path)
+    docker = control_for(handle("docker-prosody"))
+    assert isinstance(docker, RemoteComponentControl)
+    process = docker._make("[component]\n", 9999)
+    assert isinstance(process, DockerComponent) and process.config_path.parent == tmp_path / "component"
+    assert isinstance(control_for(handle("prosody")), ComponentControl)
+    assert type(control_for(handle("prosody"), own_process=True)._make("", 1)) is not DockerComponent

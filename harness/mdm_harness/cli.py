@@ -22,7 +22,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .component_control import ComponentControl
+from .component_remote import RemoteComponentControl, control_for
 from .environment import DEFAULT_ACCOUNTS
 from .junit import write_junit
 from .profiles import ProfileError, ServerProfile, load_profile
@@ -30,6 +30,7 @@ from .runner import accounts_of, run_scenario
 from .scenario import ScenarioError, load_scenarios
 from .servers import start_server
 from .servers.base import SERVER_KINDS as SERVERS
+from .servers.docker import DockerComponent
 
 
 def _emit(line: str) -> None:
@@ -59,7 +60,8 @@ async def _run(args: argparse.Namespace) -> int:
     for server in args.server:
         for sc in scenarios:
             results.append(await run_scenario(sc, server, _emit, transcript=args.transcript,
-                                              keep=args.keep, profile=profile))
+                                              keep=args.keep, profile=profile,
+                                              component_process=args.component_process))
     if args.junit:
         write_junit(results, Path(args.junit))
     passed = sum(r.passed for r in results)
@@ -76,47 +78,30 @@ async def _serve(args: argparse.Namespace) -> int:
     server = await start_server(args.server[0], accounts, workdir, profile=_profile(args))
     # docker-*: the component from its image too (its container, the host's network), so the
     # images can be tried end to end; otherwise in this process, as scenario runs have it
-    container = None
-    component = None
-    if server.kind.startswith("docker-"):
-        from .servers.docker import DockerComponent
-        container = DockerComponent.for_docker_server(server, workdir)
-    else:
-        component = ComponentControl(server)
+    component = control_for(server)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        if container is not None:
-            await container.start()
-            await container.wait_metric("mdm_component_active", lambda v: v == 1)
-        else:
-            assert component is not None
-            await component.start()
+        await component.start()
         _emit(f"{server.kind} is running with the MDM component (Ctrl-C stops everything)")
         _emit(f"  XMPP domain  : {server.domain}")
         _emit(f"  c2s          : {server.host}:{server.c2s_port} (plaintext, PLAIN/SCRAM allowed)")
         _emit(f"  component    : {server.component_jid} on {server.host}:{server.component_port}")
         _emit(f"  group chat   : {server.muc_domain}")
-        if container is not None:
-            _emit(f"  component in : the open-mdm/component image (container {container.container_id[:12]}), "
-                  f"log {container.log_path}")
-            _emit(f"  metrics      : http://127.0.0.1:{container.metrics_port}/metrics")
-        else:
-            assert component is not None
-            _emit(f"  metrics      : http://{component.config.metrics_bind}:{component.config.metrics_port}/metrics")
-            _emit(f"  admin page   : http://{component.config.admin_bind}:{component.config.admin_port}/"
-                  f"?token={component.config.admin_token}")
+        if isinstance(component, RemoteComponentControl) and isinstance(component.process, DockerComponent):
+            _emit(f"  component in : the open-mdm/component image (container "
+                  f"{component.process.container_id[:12]}), log {component.process.log_path}")
+        cfg = component.config
+        _emit(f"  metrics      : http://{cfg.metrics_bind}:{cfg.metrics_port}/metrics")
+        _emit(f"  admin page   : http://{cfg.admin_bind}:{cfg.admin_port}/?token={cfg.admin_token}")
         _emit(f"  server log   : {server.log_file}")
         for a in accounts:
             _emit(f"  account      : {a.user}@{server.domain}  password {a.password}")
         await stop.wait()
     finally:
-        if container is not None:
-            await container.stop()
-        if component is not None:
-            await component.stop()
+        await component.stop()
         await server.stop()
         if args.keep:
             _emit(f"kept the server's directory (data, log, config): {workdir}")
@@ -139,6 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--keep", action="store_true", help="keep each server's temp dir (logs)")
     run.add_argument("--cluster-nodes", type=int, metavar="N",
                      help="nodes of --server ejabberd-cluster (default 2; MDM_CLUSTER_NODES)")
+    run.add_argument("--component-process", action="store_true",
+                     help="run mdm-component as a process of its own, driven by signals and seen through "
+                          "its admin API (docker-*: always, in the component image's container)")
     run.add_argument("paths", nargs="*", default=["conformance"])
     serve = sub.add_parser("serve", help="start a server with the component until Ctrl-C")
     serve.add_argument("--server", action="append", choices=SERVERS)

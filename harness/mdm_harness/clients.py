@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from lxml import etree
@@ -143,7 +143,7 @@ class ClientPool:
     wait for a CSI nonza to reach the component: nonzas have no reply to wait for."""
 
     def __init__(self, server: ServerHandle,
-                 component_sees_inactive: Callable[[str], bool] | None = None,
+                 component_sees_inactive: Callable[[str], Awaitable[bool]] | None = None,
                  own_streams: bool = False) -> None:
         self.server = server
         self.clients: dict[str, Client | StreamClient] = {}
@@ -219,7 +219,10 @@ class ClientPool:
                                for c in foreground))
         if background and self.component_sees_inactive is not None:
             sees = self.component_sees_inactive
-            await poll_until(lambda: all(sees(c.full_jid) for c in background), timeout,
+
+            async def all_seen() -> bool:
+                return all([await sees(c.full_jid) for c in background])
+            await poll_until(all_seen, timeout,
                              "the component did not see a client's <inactive/>", interval=0.005)
         await asyncio.gather(*(c.iq(f"<iq type='get' id='{{id}}' to='{self.server.domain}'>"
                                     "<ping xmlns='urn:xmpp:ping'/></iq>") for c in foreground))

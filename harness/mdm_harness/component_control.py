@@ -1,15 +1,20 @@
-"""The MDM component run in the harness's own event loop: the same Component class that
-``mdm-component`` runs, configured for the server under test, and controllable by scenarios."""
+"""The MDM component as scenarios drive it: its settings for the server under test, what a
+scenario does to it (stop, start, crash, pause, a live reload) and what its barriers read of it
+(ControlledComponent). ComponentControl runs it in the harness's own event loop: the same
+Component class that ``mdm-component`` runs; component_remote.py runs ``mdm-component`` as a
+process or in the component image's container."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import dataclasses
+import json
 import secrets
+from dataclasses import dataclass
 
 from mdm.component import Component
-from mdm.config import Config, from_dict
+from mdm.config import LIVE_KEYS, Config, ConfigError, from_dict
 
 from .ports import free_ports
 from .servers import ServerHandle
@@ -31,17 +36,60 @@ def component_settings(server: ServerHandle) -> dict[str, dict[str, object]]:
     }
 
 
+def settings_toml(settings: dict[str, dict[str, object]]) -> str:
+    """``settings`` as the component's TOML file (strings, numbers, booleans, lists of strings)."""
+    def value(v: object) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, list):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        return json.dumps(v)  # a JSON string or number is a TOML one
+    return "".join(f"[{section}]\n" + "".join(f"{k} = {value(v)}\n" for k, v in values.items()) + "\n"
+                   for section, values in settings.items())
+
+
 def component_config(server: ServerHandle) -> Config:
     return from_dict(component_settings(server))
 
 
-class ComponentControl:
+@dataclass(frozen=True)
+class SessionView:
+    """What a scenario's barriers read of one session, as the component sees it."""
+    jid: str
+    inactive: bool  # R3.5: in the background (CSI)
+    phantom: bool  # R5.7: hibernated (XEP-0198)
+
+
+def assignment(settings: dict[str, dict[str, object]], text: str) -> dict[str, dict[str, object]]:
+    """``mdm.enabled = false`` / ``buffer.per_client_limit = 3`` applied to a copy of ``settings``;
+    only the keys a reload applies live (R1.2), validated like the config file."""
+    key, _, raw = (p.strip() for p in text.partition("="))
+    if key not in LIVE_KEYS:
+        raise ConfigError(f"{key} is not applied live (R1.2: {', '.join(sorted(LIVE_KEYS))} are)")
+    section, _, name = key.partition(".")
+    value: object
+    if raw in ("true", "false"):
+        value = raw == "true"
+    else:
+        try:
+            value = int(raw)
+        except ValueError:
+            value = float(raw)
+    changed = {k: dict(v) for k, v in settings.items()}
+    changed.setdefault(section, {})[name] = value
+    from_dict(changed)  # raises ConfigError naming the key
+    return changed
+
+
+class ControlledComponent:
+    """What scenarios do to the component and read of it (runner.py, clients.py): the in-process
+    one below, or one in a process or container of its own (component_remote.py), the same
+    steps and barriers for both."""
+
     def __init__(self, server: ServerHandle) -> None:
         self.server = server
         self.settings = component_settings(server)
         self.config = from_dict(self.settings)
-        self.component: Component | None = None
-        self._task: asyncio.Task[None] | None = None
 
     def update_settings(self, extra: dict[str, dict[str, object]]) -> None:
         """Change config sections before start(), e.g. ``{"capacity": {"sized_users": 4}}``;
@@ -52,16 +100,69 @@ class ComponentControl:
         self.config = from_dict(settings)  # raises ConfigError naming the key
         self.settings = settings
 
+    def _expected_nodes(self) -> set[str]:
+        """R9.8: on a cluster, every node's bridge reports its own sessions before we serve."""
+        return set(getattr(self.server, "node_names", ()))
+
     async def start(self, timeout: float = 15.0) -> None:
-        """Start and wait until the bridge has reported its sessions (the <sync/> barrier)."""
+        """Start and wait until the bridges have reported their sessions (the <sync/> barrier)."""
+        raise NotImplementedError
+
+    async def stop(self) -> None:
+        raise NotImplementedError
+
+    async def crash(self) -> None:
+        """The component dies without answering what it read (the bridges fail open, R9.6)."""
+        raise NotImplementedError
+
+    async def pause(self) -> None:
+        """It stops answering, its link still open (the bridges' ack timeout, R2.4)."""
+        raise NotImplementedError
+
+    async def resume(self) -> None:
+        raise NotImplementedError
+
+    async def set(self, text: str) -> None:
+        """A live reload (R1.2) of one key; done when the component runs with it."""
+        raise NotImplementedError
+
+    async def serving(self) -> bool:
+        """Running and connected (a paused component still is)."""
+        raise NotImplementedError
+
+    async def session(self, jid: str) -> SessionView | None:
+        """The component's view of a session; None when it does not know it or does not serve."""
+        raise NotImplementedError
+
+    async def push_registered(self, user: str) -> bool:
+        """Whether the component knows ``user`` has a push registration (R7.1, R3.6)."""
+        raise NotImplementedError
+
+    async def sees_inactive(self, jid: str) -> bool:
+        """Whether the component knows ``jid`` is in the background (a barrier for CSI nonzas).
+        A component that does not serve cannot tell: the bridge delivers natively then."""
+        if not await self.serving():
+            return True
+        s = await self.session(jid)
+        return s is not None and s.inactive
+
+
+class ComponentControl(ControlledComponent):
+    """The component in the harness's own event loop."""
+
+    def __init__(self, server: ServerHandle) -> None:
+        super().__init__(server)
+        self.component: Component | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self, timeout: float = 15.0) -> None:
         if self.component is not None:
             raise RuntimeError("component already running")
         self.component = Component(self.config)
         self._task = asyncio.create_task(self.component.run())
         try:
             await asyncio.wait_for(self.component.synced.wait(), timeout)
-            # R9.8: on a cluster, every node's bridge reports its own sessions
-            nodes = set(getattr(self.server, "node_names", ()))
+            nodes = self._expected_nodes()
             component = self.component
             await poll_until(lambda: nodes <= component.core.synced.get(self.server.domain, set()), timeout,
                              f"not every cluster node reported its sessions within {timeout}s", interval=0.01)
@@ -71,7 +172,7 @@ class ComponentControl:
                                f"server log:\n{self.server.log_tail()}") from None
 
     async def crash(self) -> None:
-        """The component dies without answering what it read; the task ends."""
+        """The task ends as a dying process would: the link aborted, nothing more answered."""
         if self.component is None:
             return
         component, task = self.component, self._task
@@ -96,34 +197,31 @@ class ComponentControl:
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.wait_for(task, 10)
 
-    def set(self, assignment: str) -> None:
-        """``mdm.enabled = false`` / ``buffer.per_client_limit = 3``: a live reload (R1.2) of
-        the core's settings, validated like the config file."""
-        key, _, raw = (p.strip() for p in assignment.partition("="))
-        section, _, name = key.partition(".")
-        value: object
-        if raw in ("true", "false"):
-            value = raw == "true"
-        else:
-            try:
-                value = int(raw)
-            except ValueError:
-                value = float(raw)
-        settings = {k: dict(v) for k, v in self.settings.items()}
-        settings.setdefault(section, {})[name] = value
-        config = from_dict(settings)  # raises ConfigError naming the key
+    async def pause(self) -> None:
+        self.require().pause()
+
+    async def resume(self) -> None:
+        self.require().resume()
+
+    async def set(self, text: str) -> None:
+        settings = assignment(self.settings, text)
+        config = from_dict(settings)
         self.settings = settings
         self.config = dataclasses.replace(self.config, core=config.core)
         if self.component is not None:
             self.component.reconfigure(config.core)
 
-    def sees_inactive(self, jid: str) -> bool:
-        """Whether the component knows ``jid`` is in the background (a barrier for CSI nonzas).
-        A stopped component cannot tell: the bridge delivers natively then, nothing to wait for."""
-        if self.component is None or not self.component.stats.connected:
-            return True
-        session = self.component.core.sessions.get(jid)
-        return session is not None and session.inactive
+    async def serving(self) -> bool:
+        return self.component is not None and self.component.stats.connected
+
+    async def session(self, jid: str) -> SessionView | None:
+        if not await self.serving():
+            return None
+        s = self.require().core.sessions.get(jid)
+        return SessionView(s.jid, s.inactive, s.phantom) if s is not None else None
+
+    async def push_registered(self, user: str) -> bool:
+        return await self.serving() and user in self.require().core.sessions.push_users
 
     def counters(self) -> dict[str, float]:
         return self.require().counters()

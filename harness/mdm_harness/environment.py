@@ -17,7 +17,8 @@ from pathlib import Path
 from types import TracebackType
 
 from .clients import Client, ClientPool
-from .component_control import ComponentControl
+from .component_control import ControlledComponent
+from .component_remote import control_for
 from .servers import Account, ServerHandle, start_server
 
 # What `mdm-harness serve` and the pytest fixture create when no scenario says otherwise.
@@ -31,14 +32,14 @@ class MdmEnvironment:
         self.keep = keep
         self.workdir: Path | None = None
         self.server: ServerHandle | None = None
-        self.component: ComponentControl | None = None
+        self.component: ControlledComponent | None = None
         self.pool: ClientPool | None = None
 
     async def __aenter__(self) -> MdmEnvironment:
         self.workdir = Path(tempfile.mkdtemp(prefix=f"mdm-{self.kind}-"))
         try:
             self.server = await start_server(self.kind, self.accounts, self.workdir)
-            self.component = ComponentControl(self.server)
+            self.component = control_for(self.server)
             await self.component.start()
             self.pool = ClientPool(self.server, self.component.sees_inactive)
         except BaseException:

@@ -474,13 +474,16 @@ class ComponentProcess:
                    servers=servers or [(server.host, p) for p in ports], store=store, hosts=[server.domain],
                    node=name, **config)
 
-    def __init__(self, workdir: Path, name: str, **config: object) -> None:
+    def __init__(self, workdir: Path, name: str, toml: str | None = None, **config: object) -> None:
+        """``config``: component_toml's arguments; or ``toml``, the whole file (then
+        ``metrics_port`` is its [metrics] port)."""
         self.name = name
         self.metrics_port = int(config.pop("metrics_port", 0) or free_ports(1)[0])  # type: ignore[call-overload]
         workdir.mkdir(parents=True, exist_ok=True)
         self.config_path = workdir / f"{name}.toml"
         self.log_path = workdir / f"{name}.log"
-        self.config_path.write_text(component_toml(metrics_port=self.metrics_port, **config))  # type: ignore[arg-type]
+        self.config_path.write_text(toml if toml is not None else
+                                    component_toml(metrics_port=self.metrics_port, **config))  # type: ignore[arg-type]
         self.proc: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
@@ -492,6 +495,14 @@ class ComponentProcess:
     @property
     def pid(self) -> int | None:
         return self.proc.pid if self.proc is not None else None
+
+    async def running(self) -> bool:
+        return self.proc is not None and self.proc.returncode is None
+
+    async def signal(self, sig: signal.Signals) -> None:
+        """e.g. SIGHUP (reload, R1.2), SIGSTOP / SIGCONT (hang, and go on)."""
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.send_signal(sig)
 
     async def metrics(self) -> dict[str, float] | None:
         """The instance's /metrics, or None if it does not answer (not up yet, or dead)."""

@@ -1,7 +1,8 @@
 """Run scenarios against a real server with the component, one fresh server per scenario.
 
 Each scenario gets its own server process, data dir and accounts (nothing leaks between
-scenarios: offline messages, archives, rosters), and the same in-process component. Every step
+scenarios: offline messages, archives, rosters), and a fresh component: in the harness's event
+loop, or as its own process or container (component_remote.py), the same steps either way. Every step
 prints one line as it runs; a failure shows expected and received XML side by side.
 
 ``sends`` is a round trip on the sending stream: after the stanza, an XEP-0199 ping to the server
@@ -32,7 +33,8 @@ from pathlib import Path
 from lxml import etree
 
 from .clients import DEFAULT_TIMEOUT, ClientPool
-from .component_control import ComponentControl
+from .component_control import ControlledComponent
+from .component_remote import control_for
 from .matcher import HARNESS, SCANSION, STRICT_RULES, Matcher, parse_expected, pretty
 from .profiles import ServerProfile, load_profile
 from .push import SECRET as PUSH_SECRET
@@ -75,7 +77,7 @@ def push_node(client_name: str) -> str:
 
 
 class ScenarioRun:
-    def __init__(self, scenario: Scenario, server: ServerHandle, component: ComponentControl,
+    def __init__(self, scenario: Scenario, server: ServerHandle, component: ControlledComponent,
                  emit: Callable[[str], None], transcript: bool, push: PushService | None = None) -> None:
         self.scenario = scenario
         self.server = server
@@ -183,8 +185,8 @@ class ScenarioRun:
         elif v == "wait":
             await asyncio.sleep(float(step.arg))  # only for time windows the scenario is about
         elif v == "set":
-            self.component.set(str(step.arg))
-            if str(step.arg).replace(" ", "").startswith("mdm.enabled=") and self.component.component is not None:
+            await self.component.set(str(step.arg))
+            if str(step.arg).replace(" ", "").startswith("mdm.enabled=") and await self.component.serving():
                 # R1.2: the switch goes to the bridges as a command (<mode/>); a round trip through
                 # the component from every client is answered after it, so the next step finds
                 # the bridges switched (the link is in order)
@@ -199,18 +201,11 @@ class ScenarioRun:
         elif v == "crash":
             await self.component.crash()
         elif v == "pause":
-            self.component.require().pause()
+            await self.component.pause()
         elif v == "resume":
-            self.component.require().resume()
+            await self.component.resume()
         else:
             raise StepFailed(f"unknown verb {v}")
-
-    def _component_session(self, full_jid: str):
-        """The component's view of a session, or None when no component is serving."""
-        c = self.component.component
-        if c is None or not c.stats.connected:
-            return None
-        return c.core.sessions.get(full_jid)
 
     async def _phone(self, step: Step) -> None:
         """Issue 11: what a phone does with its stream (XEP-0198) and its push registration
@@ -218,28 +213,33 @@ class ScenarioRun:
         client = self.pool[step.actor]
         if not isinstance(client, StreamClient):
             raise StepFailed(f"{step.actor} does not own its stream (needs stream management on the server)")
-        serving = self.component.component is not None and self.component.component.stats.connected
+        serving = await self.component.serving()
         jid = client.full_jid
         if step.verb == "sm-enable":
             await client.enable_sm()
         elif step.verb == "drop":
             await client.lose_connection()
             if serving:  # the server hibernated the session and the bridge said so (R5.7)
-                await poll_until(lambda: (s := self._component_session(jid)) is None or s.phantom,
+                await poll_until(lambda: self._hibernated(jid, True),
                                  DEFAULT_TIMEOUT, f"{step.actor}'s session did not hibernate", interval=0.005)
         elif step.verb == "resume-stream":
             await client.resume()
             if serving:
-                await poll_until(lambda: (s := self._component_session(jid)) is None or not s.phantom,
+                await poll_until(lambda: self._hibernated(jid, False),
                                  DEFAULT_TIMEOUT, f"the component did not see {step.actor} resume", interval=0.005)
         elif step.verb == "push-enable":
             if not self.server.push_jid:
                 raise StepFailed("the server was started without push")
             await client.enable_push(self.server.push_jid, push_node(step.actor))
             if serving:  # the bridge reports registrations (R7.1), and the push veto needs them (R3.6)
-                c = self.component.require()
-                await poll_until(lambda: client.bare_jid in c.core.sessions.push_users, DEFAULT_TIMEOUT,
+                await poll_until(lambda: self.component.push_registered(client.bare_jid), DEFAULT_TIMEOUT,
                                  f"the component did not see {step.actor}'s push registration", interval=0.005)
+
+    async def _hibernated(self, jid: str, phantom: bool) -> bool:
+        """Whether the component sees ``jid`` hibernated (``phantom``) or live again; a session it
+        no longer knows counts as both (the server may have ended it)."""
+        s = await self.component.session(jid)
+        return s is None or s.phantom == phantom
 
     async def _counters(self, step: Step) -> None:
         """R6: the counters as an admin's Prometheus sees them, from the component's /metrics."""
@@ -360,7 +360,9 @@ def scenario_profile(scenario: Scenario, base: ServerProfile | None = None) -> S
 
 async def run_scenario(scenario: Scenario, server_kind: str, emit: Callable[[str], None],
                        transcript: bool = False, keep: bool = False,
-                       profile: ServerProfile | None = None) -> ScenarioResult:
+                       profile: ServerProfile | None = None, component_process: bool = False) -> ScenarioResult:
+    """``component_process``: ``mdm-component`` as a process of its own (component_remote.py);
+    the docker backends always run it in its image's container."""
     started = time.monotonic()
     scenario = scenario.for_server(server_kind)
     emit(f"{scenario.name} [{server_kind}]: {scenario.title}")
@@ -383,7 +385,7 @@ async def run_scenario(scenario: Scenario, server_kind: str, emit: Callable[[str
         if "hibernation-timeout" in scenario.meta:  # R5.7/R5.4: seconds a hibernated session is kept
             options["hibernation_timeout"] = int(scenario.meta["hibernation-timeout"])
         server = await start_server(server_kind, accounts_of([scenario]), workdir, **options)
-        component = ComponentControl(server)
+        component = control_for(server, own_process=component_process)
         await component.start()
         if "push" in scenario.features:
             push = PushService(server.push_jid, PUSH_SECRET, server.host, server.push_port)

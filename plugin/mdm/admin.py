@@ -1,5 +1,6 @@
 """The admin web page (R6, R7, R8): counters, capacity per node with the threshold, the active
-alert, the session report as a bar chart with its CSV downloads, and the per-user table.
+alert, the session report as a bar chart with its CSV downloads, and the per-user table; and the
+live state as JSON (status.py): ``/status.json``, ``/sessions.json?user=alice@example.org``.
 
 Served by the component (aiohttp), bound to localhost by default, every request checked against
 the token from the config (``?token=`` or ``Authorization: Bearer``). The page is plain HTML with
@@ -12,6 +13,7 @@ import hmac
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import jinja2
 from aiohttp import web
@@ -31,12 +33,14 @@ def _fmt(value: float) -> str:
 class AdminPage:
     def __init__(self, *, token: str, node: str, report: Callable[[], Awaitable[Report]],
                  counters: Callable[[], dict[str, float]], capacity_counters: Callable[[], dict[str, float]],
-                 alert: Callable[[], str | None], host: str = "127.0.0.1", port: int = 0) -> None:
+                 alert: Callable[[], str | None], status: Callable[[], dict[str, Any]],
+                 user_sessions: Callable[[str], dict[str, Any]], host: str = "127.0.0.1", port: int = 0) -> None:
         if not token:
             raise ValueError("the admin page needs a token")
         self._token = token
         self.node, self.host, self.port = node, host, port
         self._report, self._counters, self._capacity, self._alert = report, counters, capacity_counters, alert
+        self._status, self._user_sessions = status, user_sessions
         self._runner: web.AppRunner | None = None
 
     def app(self) -> web.Application:
@@ -44,6 +48,8 @@ class AdminPage:
         app.router.add_get("/", self._page)
         app.router.add_get("/report.csv", self._summary_csv)
         app.router.add_get("/nodes/{node}/users.csv", self._users_csv)
+        app.router.add_get("/status.json", self._status_json)
+        app.router.add_get("/sessions.json", self._sessions_json)
         return app
 
     @web.middleware
@@ -78,6 +84,15 @@ class AdminPage:
         if node not in {r.name for r in report.nodes}:
             return web.Response(status=404, text=f"no node {node!r} in the report\n")
         return _csv(users_csv(report, node), f"mdm-users-{node}.csv")
+
+    async def _status_json(self, request: web.Request) -> web.Response:
+        return web.json_response(self._status())
+
+    async def _sessions_json(self, request: web.Request) -> web.Response:
+        user = request.query.get("user", "")
+        if not user or "@" not in user or "/" in user:
+            return web.Response(status=400, text="user must be a bare JID, e.g. ?user=alice@example.org\n")
+        return web.json_response(self._user_sessions(user))
 
     async def start(self) -> None:
         self._runner = web.AppRunner(self.app(), access_log=None)

@@ -1,6 +1,6 @@
 """mdm-component: the open-mdm component (Multi-Device Messaging for Prosody and ejabberd).
 
-  mdm-component --config FILE            run until SIGINT/SIGTERM; SIGHUP reloads [mdm]
+  mdm-component --config FILE            run until SIGINT/SIGTERM; SIGHUP reloads [mdm] and the buffer limits
   mdm-component --config FILE --check    validate the config (add --live: ask the server and the bridge)
   mdm-component setup prosody|ejabberd   check the server, print (or --write) what to add
   mdm-component doctor --config FILE     is the server up, does the bridge answer
@@ -19,9 +19,6 @@ import sys
 from . import __version__, preflight
 from . import config as config_mod
 from .component import Component
-
-# Keys SIGHUP applies live (R1.2): the [mdm] section. Every other key needs a restart.
-LIVE_SECTIONS = ("mdm",)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,21 +98,14 @@ async def _serve(cfg: config_mod.Config, path: str) -> None:
 
 
 def restart_keys(old: config_mod.Config, new: config_mod.Config) -> list[str]:
-    """The config keys that differ between ``old`` and ``new`` outside the live sections."""
+    """The config keys that differ between ``old`` and ``new`` and only a restart applies."""
     changed = []
     for section, keys in config_mod._SCHEMA.items():
-        if section in LIVE_SECTIONS:
-            continue
         for key, (attr, _typ, _what) in keys.items():
-            if _get(old, attr) != _get(new, attr):
-                changed.append(f"{section}.{key}")
+            name = f"{section}.{key}"
+            if name not in config_mod.LIVE_KEYS and config_mod.value_at(old, attr) != config_mod.value_at(new, attr):
+                changed.append(name)
     return changed
-
-
-def _get(obj: object, path: str) -> object:
-    for part in path.split("."):
-        obj = getattr(obj, part)
-    return obj
 
 
 def _subcommand(argv: list[str]) -> int:

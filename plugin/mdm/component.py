@@ -17,10 +17,11 @@ from dataclasses import dataclass
 from lxml import etree
 
 from . import namespaces as ns
+from . import status as live_state
 from .admin import AdminPage
 from .bridge_protocol import EVENTS, decode_events, encode_commands
 from .capacity import Alert, CapacityMonitor, count_sessions
-from .config import Config
+from .config import Config, live_values
 from .core import CoreConfig, MdmCore
 from .directory import SessionDirectory, open_directory
 from .events import Action, DropHeld, Resync, Route, StoreHeld
@@ -92,9 +93,10 @@ class Component:
         self._running.set()
 
     def reconfigure(self, core: CoreConfig) -> None:
-        """R1.2: apply a new [mdm] section live, keeping every session."""
-        log.info("reconfigured: mdm.enabled=%s active_window=%ss", core.enabled, core.active_window)
+        """R1.2: apply the live keys ([mdm], the buffer limits, the counter period), keeping every
+        session."""
         self.config.core = core
+        log.info("reconfigured: %s", " ".join(f"{k}={v}" for k, v in live_values(self.config).items()))
         actions = self.core.reconfigure(core, self._clock())
         if actions and self.stats.connected:  # R3.6: the bridges' push vetoes follow (R1.3)
             self._send(encode_commands(actions, self.config.jid))
@@ -160,6 +162,13 @@ class Component:
         await self.directory.publish(node_info(cfg.node, cfg.redundancy_group, cfg.sub_cluster, cfg.capacity, now),
                                      node_sessions(self.core.sessions, cfg.node, cfg.capacity))
 
+    def status(self) -> dict[str, object]:
+        """The live state for the admin API (status.py)."""
+        return live_state.status(self.config, self.core, active=self.active, connected=self.stats.connected)
+
+    def user_sessions(self, user: str) -> dict[str, object]:
+        return live_state.user_sessions(self.config, self.core, user, self._clock())
+
     async def report(self) -> Report:
         """The cluster's session report, with this node's sessions as of now."""
         await self.publish_sessions()
@@ -200,7 +209,8 @@ class Component:
         if cfg.admin_port:
             self.admin = AdminPage(token=cfg.admin_token, node=cfg.node, report=self.report,
                                    counters=self.mdm_counters, capacity_counters=self.capacity.counters,
-                                   alert=self.alert_text, host=cfg.admin_bind, port=cfg.admin_port)
+                                   alert=self.alert_text, status=self.status, user_sessions=self.user_sessions,
+                                   host=cfg.admin_bind, port=cfg.admin_port)
             await self.admin.start()
         housekeeping = asyncio.get_running_loop().create_task(self._housekeeping())
         try:

@@ -117,6 +117,25 @@ _SCHEMA: dict[str, dict[str, tuple[str, Any, str]]] = {
 }
 
 
+# R1.2: the keys a reload (SIGHUP) applies live: everything the core reads. Every other key
+# needs a restart.
+LIVE_KEYS: dict[str, str] = {f"{section}.{key}": attr for section, keys in _SCHEMA.items()
+                             for key, (attr, _typ, _what) in keys.items() if attr.startswith("core.")}
+
+
+def live_values(cfg: Config) -> dict[str, Any]:
+    """The live keys' values, by key (``{"mdm.enabled": True, ...}``): what the admin API shows."""
+    return {key: value_at(cfg, attr) for key, attr in LIVE_KEYS.items()}
+
+
+def value_at(cfg: Config, path: str) -> Any:
+    """The value at an attribute path of the schema, e.g. ``core.enabled``."""
+    obj: Any = cfg
+    for part in path.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
 def _set(cfg: Config, path: str, value: Any) -> None:
     obj: Any = cfg
     *parents, last = path.split(".")

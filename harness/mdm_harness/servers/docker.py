@@ -9,14 +9,12 @@ to the scenario's temp dir, which is bind-mounted at the same path (config, data
 are registered the native way (``prosodyctl register`` in the container before Prosody starts,
 ejabberd's HTTP API). Stopping the handle stops and removes the container.
 
-In scenario runs the component stays in the harness's event loop, as with every other backend:
-scenarios stop, start, crash and pause it and read its session table and counters for their
-barriers (component_control.py), which a container could only offer through a control channel
-the component does not have. The component image runs for real in ``mdm-harness serve --server
-docker-…`` (``DockerComponent`` below: the component in its image's container, seen through
-/metrics and its log; tests/test_docker_serve.py) and in the compose round trip
-(tests/test_docker_compose.py: the shipped compose stack, the R10 flow walkthrough played
-against it).
+The component runs from its image too, in that image's container (``DockerComponent`` below):
+``mdm-harness run`` and ``serve`` drive it through component_remote.py, by signals in the
+container (stop, crash, pause, reload) and its admin API on loopback (what it sees of each
+session), so every conformance scenario passes through the three images. The compose round trip
+(tests/test_docker_compose.py) runs the shipped compose stacks and plays the R10 flow
+walkthrough against them.
 
 The engine: ``DOCKER_HOST`` if set (someone else's engine, used as it is). Otherwise, as root, a
 private ``dockerd`` (vfs storage, no iptables, no default bridge) on a socket in a temp dir, with
@@ -418,6 +416,17 @@ def _stop_exec(cid: str, exec_id: str, pid_file: Path | None) -> None:
                 log.warning("server pid %s in container %s did not stop after SIGTERM; killing it", pid, cid[:12])
 
 
+def _kill_exec(cid: str, exec_id: str, pid_file: Path | None) -> None:
+    eng = engine()
+    if pid_file is not None:
+        _exec(eng, cid, f"kill -KILL {int(pid_file.read_text())} 2>/dev/null", detach=False)
+    deadline = time.monotonic() + 10
+    while _exec_running(eng, exec_id)[0]:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"a process in container {cid[:12]} did not end after SIGKILL")
+        time.sleep(0.02)
+
+
 @dataclass
 class DockerServerHandle(ContainerServerMixin, ServerHandle):
     container_id: str = ""
@@ -591,21 +600,14 @@ async def start_docker_ejabberd(accounts: list[Account], workdir: Path, *, bridg
 class DockerComponent(ComponentProcess):
     """``mdm-component`` from the component image (docker/component/Dockerfile), in that image's
     container on the host's network, with a generated config and its store in ``workdir`` (under
-    the bind-mounted temp dir): what ``mdm-harness serve --server docker-…`` runs, so the images
-    can be tried by hand end to end. Scenario runs keep the component in the harness's process
-    (see the module's docstring); this one is seen from outside only, through /metrics and its log."""
+    the bind-mounted temp dir). Its signals go to its pid in the container; component_remote.py
+    drives it for scenario runs and ``mdm-harness serve --server docker-…``."""
 
     def __init__(self, workdir: Path, name: str, **config: object) -> None:
         super().__init__(workdir, name, **config)
         self.container_id = ""
         self.exec_id = ""
         self.pid_file: Path | None = None
-
-    @classmethod
-    def for_docker_server(cls, server: ServerHandle, workdir: Path) -> DockerComponent:
-        """In a directory of its own under ``workdir``: its pid file must not be the server's."""
-        own = workdir / "component"
-        return cls.for_server(server, own, "mdm-component", str(own / "mdm-buffers.sqlite"))
 
     async def start(self) -> None:
         out = shlex.quote(str(self.log_path))
@@ -620,16 +622,18 @@ class DockerComponent(ComponentProcess):
     async def running(self) -> bool:
         return bool(self.exec_id) and (await asyncio.to_thread(_exec_running, engine(), self.exec_id))[0]
 
-    async def wait_metric(self, name: str, check: Any, timeout: float = 60.0) -> None:
-        async def ready() -> bool:
-            if not await self.running():
-                raise RuntimeError(f"{self.name} exited in its container:\n{self.log_tail()}")
-            got = await self.metrics()
-            return got is not None and name in got and check(got[name])
-        await poll_until(ready, timeout, f"{self.name}: {name} not as expected within {timeout}s", 0.05)
+    async def signal(self, sig: signal.Signals) -> None:
+        """``kill -<sig>`` of its pid, in the container."""
+        if self.exec_id and self.pid_file is not None:
+            pid = int(self.pid_file.read_text())
+            await asyncio.to_thread(_exec, engine(), self.container_id, f"kill -{sig.name[3:]} {pid}", None, False)
 
     async def kill(self) -> None:
-        await self.stop()
+        """SIGKILL (R9.6: it dies answering nothing more); until its ``docker exec`` has ended."""
+        if not self.exec_id:
+            return
+        exec_id, self.exec_id = self.exec_id, ""
+        await asyncio.to_thread(_kill_exec, self.container_id, exec_id, self.pid_file)
 
     async def stop(self) -> None:
         """SIGTERM by its pid in the container (SIGKILL after 10 s), as the servers are stopped."""
