@@ -100,6 +100,8 @@ class RemoteComponentControl(ControlledComponent):
         self.settings, self.config = settings, from_dict(settings)
         if self.process is None:
             return  # read at the next start
+        if self._paused:
+            raise RuntimeError("the component is paused (SIGSTOP): it cannot reload until it resumes")
         process = self._running()
         process.config_path.write_text(settings_toml(settings))
         await process.signal(signal.SIGHUP)

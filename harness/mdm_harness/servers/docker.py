@@ -335,7 +335,17 @@ def ensure_image(eng: Engine, name: str) -> str:
     image = eng.client.images.get(f"open-mdm/{name}:latest")
     eng.built[name] = image.id
     log.info("image open-mdm/%s ready in %.1f s", name, time.monotonic() - started)
+    _prune(eng)
     return image.id
+
+
+def _prune(eng: Engine) -> None:
+    """Drop the images a rebuild left without a tag (the last build's layers are the cache and
+    stay): on vfs every layer is a full copy of the filesystem, so the cache would otherwise grow
+    by hundreds of MB with each change under plugin/."""
+    freed = eng.client.images.prune(filters={"dangling": True}).get("SpaceReclaimed") or 0
+    if freed:
+        log.info("removed untagged images left by earlier builds (%.0f MB)", freed / 1e6)
 
 
 def build_images(names: tuple[str, ...] = ("prosody", "ejabberd", "component")) -> dict[str, float]:
