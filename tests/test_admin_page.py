@@ -129,7 +129,7 @@ async def test_R8_4_admin_page_in_a_real_browser(tmp_path):
         assert state["sessions"] == 4 and state["config"]["mdm.enabled"] is True
         status, text = await asyncio.to_thread(fetch, f"{base}sessions.json?user=alice@localhost&token={token}")
         alice = {s["jid"].partition("/")[2]: s for s in json.loads(text)["sessions"]}
-        assert status == 200 and set(alice) == {"laptop", "Alice's iPhone"}
+        assert status == 200 and json.loads(text)["connected"] and set(alice) == {"laptop", "Alice's iPhone"}
         assert alice["Alice's iPhone"]["inactive"] and not alice["Alice's iPhone"]["active"]  # R3.5
         assert alice["laptop"]["active"] and alice["laptop"]["mdm"] and not alice["laptop"]["phantom"]  # R3.1
         status, _ = await asyncio.to_thread(fetch, f"{base}sessions.json?user=alice@localhost/laptop&token={token}")

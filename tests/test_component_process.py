@@ -1,5 +1,6 @@
 """`mdm-component` as an admin runs it: a separate process from a TOML file, beside a real Prosody.
-R1.2: SIGHUP applies a new [mdm] section live, no session dropped. A wrong secret is a clear error."""
+R1.2: SIGHUP applies a new [mdm] section live, no session dropped. A wrong secret is a clear error.
+Scenarios run with the component as this process, driven by signals (component_remote.py)."""
 
 import asyncio
 import signal

@@ -139,8 +139,8 @@ class Client(IqRoundTrips):
 class ClientPool:
     """Named clients against one server; ``barrier()`` waits until everything in flight arrived.
 
-    ``component_sees_inactive(full_jid)`` (set by whoever runs the component) lets the barrier
-    wait for a CSI nonza to reach the component: nonzas have no reply to wait for."""
+    ``component_sees_inactive(full_jid)`` (async; set by whoever runs the component) lets the
+    barrier wait for a CSI nonza to reach the component: nonzas have no reply to wait for."""
 
     def __init__(self, server: ServerHandle,
                  component_sees_inactive: Callable[[str], Awaitable[bool]] | None = None,

@@ -74,7 +74,10 @@ def assignment(settings: dict[str, dict[str, object]], text: str) -> dict[str, d
         try:
             value = int(raw)
         except ValueError:
-            value = float(raw)
+            try:
+                value = float(raw)
+            except ValueError:
+                raise ConfigError(f"{key} must be true, false or a number, got {raw!r}") from None
     changed = {k: dict(v) for k, v in settings.items()}
     changed.setdefault(section, {})[name] = value
     from_dict(changed)  # raises ConfigError naming the key
@@ -204,6 +207,8 @@ class ComponentControl(ControlledComponent):
         self.require().resume()
 
     async def set(self, text: str) -> None:
+        if self.component is not None and self.component.paused:
+            raise RuntimeError("the component is paused: it cannot reload until it resumes")
         settings = assignment(self.settings, text)
         config = from_dict(settings)
         self.settings = settings

@@ -70,14 +70,16 @@ class RemoteComponentControl(ControlledComponent):
     async def stop(self) -> None:
         """SIGTERM: it closes its link and ends (a stopped one is woken first)."""
         process, self.process = self.process, None
-        if process is not None:
-            if self._paused:
-                await process.signal(signal.SIGCONT)
-            await process.stop()
-        self._paused = False
-        if self._http is not None:
-            await self._http.close()
-            self._http = None
+        try:
+            if process is not None:
+                if self._paused:
+                    await process.signal(signal.SIGCONT)
+                await process.stop()
+        finally:
+            self._paused = False
+            if self._http is not None:
+                await self._http.close()
+                self._http = None
 
     async def crash(self) -> None:
         """SIGKILL: the kernel closes its link; nothing it read is answered."""
@@ -96,13 +98,13 @@ class RemoteComponentControl(ControlledComponent):
 
     async def set(self, text: str) -> None:
         """The file rewritten, SIGHUP; done when /status.json shows the new values."""
+        self._refuse_if_paused("reload")
         settings = assignment(self.settings, text)
         self.settings, self.config = settings, from_dict(settings)
         if self.process is None:
             return  # read at the next start
-        if self._paused:
-            raise RuntimeError("the component is paused (SIGSTOP): it cannot reload until it resumes")
         process = self._running()
+        await self._check_alive()
         process.config_path.write_text(settings_toml(settings))
         await process.signal(signal.SIGHUP)
         want = live_values(self.config)
@@ -115,21 +117,33 @@ class RemoteComponentControl(ControlledComponent):
     # --- what the barriers read ----------------------------------------------------------------
 
     async def serving(self) -> bool:
-        if self.process is None or not await self.process.running():
-            return False
+        if self.process is None:
+            return False  # stopped or crashed by a step
+        await self._check_alive()
         if self._paused:
             return True  # hung, its link open
         state = await self._get("/status.json")
-        return state is not None and bool(state["connected"])
+        if state is None:
+            raise RuntimeError(f"the component's admin API went away:\n{self.process.log_tail()}")
+        return bool(state["connected"])
 
     async def session(self, jid: str) -> SessionView | None:
-        for s in (await self._user(bare(jid)))["sessions"]:
+        state = await self._user(bare(jid))
+        for s in state["sessions"] if state["connected"] else ():
             if s["jid"] == jid:
                 return SessionView(s["jid"], s["inactive"], s["phantom"])
         return None
 
+    async def sees_inactive(self, jid: str) -> bool:
+        """As ControlledComponent's, in one request (barriers poll it every few ms)."""
+        if self.process is None:
+            return True
+        state = await self._user(bare(jid))
+        return not state["connected"] or any(s["jid"] == jid and s["inactive"] for s in state["sessions"])
+
     async def push_registered(self, user: str) -> bool:
-        return bool((await self._user(user))["push"])
+        state = await self._user(user)
+        return bool(state["connected"] and state["push"])
 
     # --- the admin API -------------------------------------------------------------------------
 
@@ -138,12 +152,27 @@ class RemoteComponentControl(ControlledComponent):
             raise RuntimeError("the component is not running")
         return self.process
 
-    async def _user(self, user: str) -> dict[str, Any]:
+    def _refuse_if_paused(self, what: str) -> None:
         if self._paused:
-            raise RuntimeError("the component is paused (SIGSTOP): it cannot tell what it sees")
-        if not await self.serving():
-            return {"push": False, "sessions": []}
-        return await self._get("/sessions.json", user=user) or {"push": False, "sessions": []}
+            raise RuntimeError(f"the component is paused (SIGSTOP): it cannot {what} until it resumes")
+
+    async def _check_alive(self) -> None:
+        """A component no step stopped or crashed has ended: say so, with its log, rather than
+        let the barriers read it as one that does not serve."""
+        process = self._running()
+        if not await process.running():
+            self.process = None
+            raise RuntimeError(f"the component ended on its own:\n{process.log_tail()}")
+
+    async def _user(self, user: str) -> dict[str, Any]:
+        self._refuse_if_paused("tell what it sees")
+        if self.process is None:
+            return {"connected": False, "push": False, "sessions": []}
+        await self._check_alive()
+        state = await self._get("/sessions.json", user=user)
+        if state is None:
+            raise RuntimeError(f"the component's admin API went away:\n{self.process.log_tail()}")
+        return state
 
     async def _get(self, path: str, **params: str) -> dict[str, Any] | None:
         """The JSON at ``path``, or None while nothing listens (starting, or gone)."""

@@ -1,6 +1,6 @@
 """mdm-component: the open-mdm component (Multi-Device Messaging for Prosody and ejabberd).
 
-  mdm-component --config FILE            run until SIGINT/SIGTERM; SIGHUP reloads [mdm] and the buffer limits
+  mdm-component --config FILE            run until SIGINT/SIGTERM; SIGHUP reloads [mdm], [buffer] limits, metrics.period
   mdm-component --config FILE --check    validate the config (add --live: ask the server and the bridge)
   mdm-component setup prosody|ejabberd   check the server, print (or --write) what to add
   mdm-component doctor --config FILE     is the server up, does the bridge answer

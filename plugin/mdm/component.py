@@ -167,7 +167,7 @@ class Component:
         return live_state.status(self.config, self.core, active=self.active, connected=self.stats.connected)
 
     def user_sessions(self, user: str) -> dict[str, object]:
-        return live_state.user_sessions(self.config, self.core, user, self._clock())
+        return live_state.user_sessions(self.config, self.core, user, self._clock(), connected=self.stats.connected)
 
     async def report(self) -> Report:
         """The cluster's session report, with this node's sessions as of now."""
@@ -397,6 +397,10 @@ class Component:
 
     def resume(self) -> None:
         self._running.set()
+
+    @property
+    def paused(self) -> bool:
+        return not self._running.is_set()
 
     async def stop(self) -> None:
         self._stopping.set()

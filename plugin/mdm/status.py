@@ -28,10 +28,11 @@ def status(config: Config, core: MdmCore, *, active: bool, connected: bool) -> d
     }
 
 
-def user_sessions(config: Config, core: MdmCore, user: str, now: float) -> dict[str, Any]:
+def user_sessions(config: Config, core: MdmCore, user: str, now: float, *, connected: bool) -> dict[str, Any]:
     active = core.sessions.active_client(user, now, config.core.active_window)
     return {
         "user": user,
+        "connected": connected,  # the view is live only while the link is up
         "push": user in core.sessions.push_users,
         "sessions": [{
             "jid": s.jid,

@@ -340,10 +340,16 @@ def ensure_image(eng: Engine, name: str) -> str:
 
 
 def _prune(eng: Engine) -> None:
-    """Drop the images a rebuild left without a tag (the last build's layers are the cache and
-    stay): on vfs every layer is a full copy of the filesystem, so the cache would otherwise grow
-    by hundreds of MB with each change under plugin/."""
-    freed = eng.client.images.prune(filters={"dangling": True}).get("SpaceReclaimed") or 0
+    """Drop the images a rebuild left without a tag in our own engine's data root (the last
+    build's layers are the cache and stay): on vfs every layer is a full copy of the filesystem,
+    so the cache would otherwise grow by hundreds of MB with each change under plugin/."""
+    if eng.proc is None:
+        return  # DOCKER_HOST's engine is someone else's: its images are not ours to remove
+    try:
+        freed = eng.client.images.prune(filters={"dangling": True}).get("SpaceReclaimed") or 0
+    except _docker().errors.APIError as e:
+        log.warning("could not remove untagged images (the cache may grow): %s", e)
+        return
     if freed:
         log.info("removed untagged images left by earlier builds (%.0f MB)", freed / 1e6)
 
@@ -428,8 +434,13 @@ def _stop_exec(cid: str, exec_id: str, pid_file: Path | None) -> None:
 
 def _kill_exec(cid: str, exec_id: str, pid_file: Path | None) -> None:
     eng = engine()
-    if pid_file is not None:
-        _exec(eng, cid, f"kill -KILL {int(pid_file.read_text())} 2>/dev/null", detach=False)
+    try:
+        pid = int(pid_file.read_text()) if pid_file is not None else 0
+    except (OSError, ValueError):
+        pid = 0
+    if not pid:
+        raise RuntimeError(f"no pid file of the process in container {cid[:12]}: cannot kill it")
+    _exec(eng, cid, f"kill -KILL {pid} 2>/dev/null", detach=False)
     deadline = time.monotonic() + 10
     while _exec_running(eng, exec_id)[0]:
         if time.monotonic() > deadline:
@@ -632,6 +643,14 @@ class DockerComponent(ComponentProcess):
     async def running(self) -> bool:
         return bool(self.exec_id) and (await asyncio.to_thread(_exec_running, engine(), self.exec_id))[0]
 
+    async def wait_metric(self, name: str, check: Any, timeout: float = 60.0) -> None:
+        async def ready() -> bool:
+            if not await self.running():
+                raise RuntimeError(f"{self.name} exited in its container:\n{self.log_tail()}")
+            got = await self.metrics()
+            return got is not None and name in got and check(got[name])
+        await poll_until(ready, timeout, f"{self.name}: {name} not as expected within {timeout}s", 0.05)
+
     async def signal(self, sig: signal.Signals) -> None:
         """``kill -<sig>`` of its pid, in the container."""
         if self.exec_id and self.pid_file is not None:
@@ -642,8 +661,8 @@ class DockerComponent(ComponentProcess):
         """SIGKILL (R9.6: it dies answering nothing more); until its ``docker exec`` has ended."""
         if not self.exec_id:
             return
-        exec_id, self.exec_id = self.exec_id, ""
-        await asyncio.to_thread(_kill_exec, self.container_id, exec_id, self.pid_file)
+        await asyncio.to_thread(_kill_exec, self.container_id, self.exec_id, self.pid_file)
+        self.exec_id = ""  # only once it has ended: a failed kill leaves stop() to try again
 
     async def stop(self) -> None:
         """SIGTERM by its pid in the container (SIGKILL after 10 s), as the servers are stopped."""
