@@ -414,38 +414,30 @@ class ContainerServerMixin:
         await asyncio.to_thread(_stop_exec, self.container_id, exec_id, self.pid_file)
 
 
-def _stop_exec(cid: str, exec_id: str, pid_file: Path | None) -> None:
+def _stop_exec(cid: str, exec_id: str, pid_file: Path | None,
+               signals: tuple[str, ...] = ("TERM", "KILL")) -> bool:
+    """Each of ``signals`` to the pid in ``pid_file``, 10 s apart, until the exec has ended;
+    whether it has."""
     eng = engine()
     try:
         pid = int(pid_file.read_text()) if pid_file is not None else 0
     except (OSError, ValueError):
         pid = 0
-    if pid:
-        for sig, wait in (("TERM", 10.0), ("KILL", 10.0)):
-            if not _exec_running(eng, exec_id)[0]:
-                return
-            _exec(eng, cid, f"kill -{sig} {pid} 2>/dev/null", detach=False)
-            deadline = time.monotonic() + wait
-            while time.monotonic() < deadline and _exec_running(eng, exec_id)[0]:
-                time.sleep(0.05)
-            if sig == "TERM" and _exec_running(eng, exec_id)[0]:
-                log.warning("server pid %s in container %s did not stop after SIGTERM; killing it", pid, cid[:12])
+    for sig in signals if pid else ():
+        if not _exec_running(eng, exec_id)[0]:
+            return True
+        _exec(eng, cid, f"kill -{sig} {pid} 2>/dev/null", detach=False)
+        deadline = time.monotonic() + 10.0
+        while time.monotonic() < deadline and _exec_running(eng, exec_id)[0]:
+            time.sleep(0.02)
+        if sig == "TERM" and _exec_running(eng, exec_id)[0]:
+            log.warning("pid %s in container %s did not stop after SIGTERM; killing it", pid, cid[:12])
+    return not _exec_running(eng, exec_id)[0]
 
 
 def _kill_exec(cid: str, exec_id: str, pid_file: Path | None) -> None:
-    eng = engine()
-    try:
-        pid = int(pid_file.read_text()) if pid_file is not None else 0
-    except (OSError, ValueError):
-        pid = 0
-    if not pid:
-        raise RuntimeError(f"no pid file of the process in container {cid[:12]}: cannot kill it")
-    _exec(eng, cid, f"kill -KILL {pid} 2>/dev/null", detach=False)
-    deadline = time.monotonic() + 10
-    while _exec_running(eng, exec_id)[0]:
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"a process in container {cid[:12]} did not end after SIGKILL")
-        time.sleep(0.02)
+    if not _stop_exec(cid, exec_id, pid_file, ("KILL",)):
+        raise RuntimeError(f"the process in container {cid[:12]} did not end after SIGKILL (pid file {pid_file})")
 
 
 @dataclass
