@@ -996,6 +996,11 @@ local function guard_component(event)
 		end
 		return true;
 	end
+	-- What this bridge queued goes first: net.server_epoll reads every ready socket before it runs
+	-- timers again, so a stanza a client sent in reply to something queued with an event (the
+	-- unavailable presence of an ended session, say) would otherwise reach the component ahead of
+	-- that event, and the component would answer from a stale view (the harness's barrier does).
+	if batch then flush_events(); end
 end
 
 -- The component host starts after this VirtualHost: attach to its events when it appears.

@@ -241,8 +241,10 @@ async def launch(cfg: Path, workdir: Path, ebin: Path | None, *, dist_args: list
 async def wait_started(proc: asyncio.subprocess.Process, log_file: Path, timeout: float = 60.0) -> None:
     """Until ejabberd logs that it is started: its listeners open before its modules load."""
     def started() -> bool:
-        if proc.returncode is not None:
-            raise RuntimeError(f"ejabberd exited with {proc.returncode}; see {log_file}")
+        if proc.returncode is not None:  # the reason, in the message: the directory may not outlive the run
+            tails = [f"--- {f.name} ---\n" + "\n".join(f.read_text(errors="replace").splitlines()[-15:])
+                     for f in (log_file, log_file.with_suffix(".stdout")) if f.exists()]
+            raise RuntimeError(f"ejabberd exited with {proc.returncode}; see {log_file}\n" + "\n".join(tails))
         return log_file.exists() and " is started in the node " in log_file.read_text(errors="replace")
     await poll_until(started, timeout, f"ejabberd did not start within {timeout}s; see {log_file}", 0.05)
 
