@@ -30,7 +30,6 @@ from .runner import accounts_of, run_scenario
 from .scenario import ScenarioError, load_scenarios
 from .servers import start_server
 from .servers.base import SERVER_KINDS as SERVERS
-from .servers.docker import DockerComponent
 
 
 def _emit(line: str) -> None:
@@ -90,9 +89,8 @@ async def _serve(args: argparse.Namespace) -> int:
         _emit(f"  c2s          : {server.host}:{server.c2s_port} (plaintext, PLAIN/SCRAM allowed)")
         _emit(f"  component    : {server.component_jid} on {server.host}:{server.component_port}")
         _emit(f"  group chat   : {server.muc_domain}")
-        if isinstance(component, RemoteComponentControl) and isinstance(component.process, DockerComponent):
-            _emit(f"  component in : the open-mdm/component image (container "
-                  f"{component.process.container_id[:12]}), log {component.process.log_path}")
+        if isinstance(component, RemoteComponentControl) and component.process is not None:
+            _emit(f"  component in : {component.process.where}")
         cfg = component.config
         _emit(f"  metrics      : http://{cfg.metrics_bind}:{cfg.metrics_port}/metrics")
         _emit(f"  admin page   : http://{cfg.admin_bind}:{cfg.admin_port}/?token={cfg.admin_token}")

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import json
 import secrets
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 from mdm.component import Component
@@ -60,9 +60,10 @@ class SessionView:
     phantom: bool  # R5.7: hibernated (XEP-0198)
 
 
-def assignment(settings: dict[str, dict[str, object]], text: str) -> dict[str, dict[str, object]]:
-    """``mdm.enabled = false`` / ``buffer.per_client_limit = 3`` applied to a copy of ``settings``;
-    only the keys a reload applies live (R1.2), validated like the config file."""
+def assignment(settings: dict[str, dict[str, object]], text: str) -> tuple[dict[str, dict[str, object]], Config]:
+    """``mdm.enabled = false`` / ``buffer.per_client_limit = 3`` applied to a copy of ``settings``,
+    and the config it makes; only the keys a reload applies live (R1.2), validated like the
+    config file."""
     key, _, raw = (p.strip() for p in text.partition("="))
     if key not in LIVE_KEYS:
         raise ConfigError(f"{key} is not applied live (R1.2: {', '.join(sorted(LIVE_KEYS))} are)")
@@ -80,11 +81,10 @@ def assignment(settings: dict[str, dict[str, object]], text: str) -> dict[str, d
                 raise ConfigError(f"{key} must be true, false or a number, got {raw!r}") from None
     changed = {k: dict(v) for k, v in settings.items()}
     changed.setdefault(section, {})[name] = value
-    from_dict(changed)  # raises ConfigError naming the key
-    return changed
+    return changed, from_dict(changed)  # raises ConfigError naming the key
 
 
-class ControlledComponent:
+class ControlledComponent(ABC):
     """What scenarios do to the component and read of it (runner.py, clients.py): the in-process
     one below, or one in a process or container of its own (component_remote.py), the same
     steps and barriers for both."""
@@ -107,39 +107,41 @@ class ControlledComponent:
         """R9.8: on a cluster, every node's bridge reports its own sessions before we serve."""
         return set(getattr(self.server, "node_names", ()))
 
+    @abstractmethod
     async def start(self, timeout: float = 15.0) -> None:
         """Start and wait until the bridges have reported their sessions (the <sync/> barrier)."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def stop(self) -> None:
-        raise NotImplementedError
+        """It closes its link and ends; what it holds stays in its store (R5.4)."""
 
+    @abstractmethod
     async def crash(self) -> None:
         """The component dies without answering what it read (the bridges fail open, R9.6)."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def pause(self) -> None:
         """It stops answering, its link still open (the bridges' ack timeout, R2.4)."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def resume(self) -> None:
-        raise NotImplementedError
+        """It answers again, from where it stopped."""
 
+    @abstractmethod
     async def set(self, text: str) -> None:
         """A live reload (R1.2) of one key; done when the component runs with it."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def serving(self) -> bool:
         """Running and connected (a paused component still is)."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def session(self, jid: str) -> SessionView | None:
         """The component's view of a session; None when it does not know it or does not serve."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def push_registered(self, user: str) -> bool:
         """Whether the component knows ``user`` has a push registration (R7.1, R3.6)."""
-        raise NotImplementedError
 
     async def sees_inactive(self, jid: str) -> bool:
         """Whether the component knows ``jid`` is in the background (a barrier for CSI nonzas).
@@ -209,12 +211,9 @@ class ComponentControl(ControlledComponent):
     async def set(self, text: str) -> None:
         if self.component is not None and self.component.paused:
             raise RuntimeError("the component is paused: it cannot reload until it resumes")
-        settings = assignment(self.settings, text)
-        config = from_dict(settings)
-        self.settings = settings
-        self.config = dataclasses.replace(self.config, core=config.core)
+        self.settings, self.config = assignment(self.settings, text)
         if self.component is not None:
-            self.component.reconfigure(config.core)
+            self.component.reconfigure(self.config.core)
 
     async def serving(self) -> bool:
         return self.component is not None and self.component.stats.connected

@@ -21,7 +21,7 @@ from typing import Any
 
 import aiohttp
 
-from mdm.config import from_dict, live_values
+from mdm.config import live_values
 from mdm.jid import bare
 
 from .component_control import ComponentControl, ControlledComponent, SessionView, assignment, settings_toml
@@ -55,7 +55,7 @@ class RemoteComponentControl(ControlledComponent):
         async def synced() -> bool:
             if not await process.running():
                 raise RuntimeError(f"{process.name} exited:\n{process.log_tail()}")
-            state = await self._get("/status.json")
+            state = await self._fetch("/status.json")
             if state is None or not state["active"]:
                 return False
             reported = state["synced"].get(domain)
@@ -99,19 +99,17 @@ class RemoteComponentControl(ControlledComponent):
     async def set(self, text: str) -> None:
         """The file rewritten, SIGHUP; done when /status.json shows the new values."""
         self._refuse_if_paused("reload")
-        settings = assignment(self.settings, text)
-        self.settings, self.config = settings, from_dict(settings)
+        self.settings, self.config = assignment(self.settings, text)
         if self.process is None:
             return  # read at the next start
         process = self._running()
         await self._check_alive()
-        process.config_path.write_text(settings_toml(settings))
+        process.config_path.write_text(settings_toml(self.settings))
         await process.signal(signal.SIGHUP)
         want = live_values(self.config)
 
         async def reloaded() -> bool:
-            state = await self._get("/status.json")
-            return state is not None and state["config"] == want
+            return (await self._get("/status.json"))["config"] == want
         await poll_until(reloaded, 10.0, f"the component did not apply {text!r} after SIGHUP:\n{process.log_tail()}")
 
     # --- what the barriers read ----------------------------------------------------------------
@@ -122,10 +120,7 @@ class RemoteComponentControl(ControlledComponent):
         await self._check_alive()
         if self._paused:
             return True  # hung, its link open
-        state = await self._get("/status.json")
-        if state is None:
-            raise RuntimeError(f"the component's admin API went away:\n{self.process.log_tail()}")
-        return bool(state["connected"])
+        return bool((await self._get("/status.json"))["connected"])
 
     async def session(self, jid: str) -> SessionView | None:
         state = await self._user(bare(jid))
@@ -169,13 +164,18 @@ class RemoteComponentControl(ControlledComponent):
         if self.process is None:
             return {"connected": False, "push": False, "sessions": []}
         await self._check_alive()
-        state = await self._get("/sessions.json", user=user)
+        return await self._get("/sessions.json", user=user)
+
+    async def _get(self, path: str, **params: str) -> dict[str, Any]:
+        """The JSON at ``path`` of a component that was serving: it must answer."""
+        state = await self._fetch(path, **params)
         if state is None:
-            raise RuntimeError(f"the component's admin API went away:\n{self.process.log_tail()}")
+            log_tail = self.process.log_tail() if self.process is not None else ""
+            raise RuntimeError(f"the component's admin API went away:\n{log_tail}")
         return state
 
-    async def _get(self, path: str, **params: str) -> dict[str, Any] | None:
-        """The JSON at ``path``, or None while nothing listens (starting, or gone)."""
+    async def _fetch(self, path: str, **params: str) -> dict[str, Any] | None:
+        """The JSON at ``path``, or None while nothing listens (it is starting)."""
         if self._http is None:
             self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT))
         url = f"http://{self.config.admin_bind}:{self.config.admin_port}{path}"

@@ -499,6 +499,14 @@ class ComponentProcess:
     async def running(self) -> bool:
         return self.proc is not None and self.proc.returncode is None
 
+    async def exited(self) -> bool:
+        """Started, and ended since."""
+        return self.proc is not None and self.proc.returncode is not None
+
+    @property
+    def where(self) -> str:
+        return f"process {self.pid}, log {self.log_path}"
+
     async def signal(self, sig: signal.Signals) -> None:
         """e.g. SIGHUP (reload, R1.2), SIGSTOP / SIGCONT (hang, and go on)."""
         if self.proc is not None and self.proc.returncode is None:
@@ -529,8 +537,9 @@ class ComponentProcess:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
-            if self.proc is not None and self.proc.returncode is not None:
-                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log_tail()}")
+            if await self.exited():
+                code = f" with {self.proc.returncode}" if self.proc is not None else ""
+                raise RuntimeError(f"{self.name} exited{code} ({self.where}):\n{self.log_tail()}")
             got = await self.metrics()
             if got is not None and name in got and check(got[name]):
                 return

@@ -635,13 +635,12 @@ class DockerComponent(ComponentProcess):
     async def running(self) -> bool:
         return bool(self.exec_id) and (await asyncio.to_thread(_exec_running, engine(), self.exec_id))[0]
 
-    async def wait_metric(self, name: str, check: Any, timeout: float = 60.0) -> None:
-        async def ready() -> bool:
-            if not await self.running():
-                raise RuntimeError(f"{self.name} exited in its container:\n{self.log_tail()}")
-            got = await self.metrics()
-            return got is not None and name in got and check(got[name])
-        await poll_until(ready, timeout, f"{self.name}: {name} not as expected within {timeout}s", 0.05)
+    async def exited(self) -> bool:
+        return bool(self.container_id) and not await self.running()
+
+    @property
+    def where(self) -> str:
+        return f"the open-mdm/component image (container {self.container_id[:12]}), log {self.log_path}"
 
     async def signal(self, sig: signal.Signals) -> None:
         """``kill -<sig>`` of its pid, in the container."""
