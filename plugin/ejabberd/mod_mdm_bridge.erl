@@ -115,7 +115,11 @@
                 batch_bytes = 0 :: non_neg_integer(),
                 %% refs one of whose deliveries reached a session; the component may split a
                 %% message's deliveries and its ack over several command stanzas
-                reached = #{} :: #{integer() => true}}).
+                reached = #{} :: #{integer() => true},
+                %% R2.4/R9.6 order: per user, what entered the bridge and is not delivered yet, in
+                %% the order it entered: refs held at the component, and messages to deliver
+                %% natively once every ref before them is done
+                waiting = #{} :: #{binary() => queue:queue(integer() | {native, message()})}}).
 
 %%%===================================================================
 %%% gen_mod
@@ -177,6 +181,7 @@ mod_doc() ->
 proc(Host) -> gen_mod:get_module_proc(Host, ?MODULE).
 sessions_tab(Host) -> gen_mod:get_module_proc(Host, mdm_bridge_sessions).
 misc_tab(Host) -> gen_mod:get_module_proc(Host, mdm_bridge_misc).
+order_tab(Host) -> gen_mod:get_module_proc(Host, mdm_bridge_order).
 
 component_of(Host, Opts) ->
     case gen_mod:get_opt(component, Opts) of
@@ -467,26 +472,68 @@ hibernated(Host, JID, Hibernated) ->
 sm_receive_packet(#message{to = #jid{luser = U, lserver = Host} = To, from = From, type = Type,
                            meta = Meta} = Pkt)
   when U /= <<>>, Type /= groupchat, Type /= headline, Type /= error ->
-    Skip = maps:is_key(mdm_native, Meta)       % given back by the component or by fail-open
+    Pass = maps:is_key(mdm_native, Meta)       % given back by the component or by fail-open
         orelse maps:is_key(from_offline, Meta) % offline storage replaying to a new session
         %% sent by the server on the account's behalf (archive results, PEP): never copied, and
         %% a round trip would reorder them against the iq result they belong to
-        orelse (From#jid.luser == U andalso From#jid.lserver == Host andalso From#jid.lresource == <<>>)
-        orelse not serving(Host)
-        orelse not component_can_matter(U, Host)
-        orelse not fits_or_note(Host, Pkt)         % over the limits: native path, stock carbons
-        orelse not privacy_allows(Host, To, Pkt),
-    case Skip of
-        true -> Pkt;
-        false ->
+        orelse (From#jid.luser == U andalso From#jid.lserver == Host andalso From#jid.lresource == <<>>),
+    Hand = not Pass
+        andalso serving(Host)
+        andalso component_can_matter(U, Host)
+        andalso fits_or_note(Host, Pkt)            % over the limits: native path, stock carbons
+        andalso privacy_allows(Host, To, Pkt),
+    if Hand ->
+            enter(Host, U),
             case gen_mod:is_loaded(Host, mod_mam) of
                 true -> archive_then_hold(Host, U, To, Pkt);
                 false -> hold_in(Host, Pkt)
             end,
-            {stop, drop}
+            {stop, drop};
+       %% R2.4/R9.6: the native path, but an earlier message of this user is still in the bridge
+       %% (at the component, or waiting for its archive write): it goes behind that one, through
+       %% the same way, and is delivered natively right after it (a component that just died
+       %% left its IMs to fail-open, which must not be overtaken)
+       not Pass ->
+            case waiting(Host, U) of
+                true ->
+                    enter(Host, U),
+                    behind(Host, U, Pkt),
+                    {stop, drop};
+                false -> Pkt
+            end;
+       true -> Pkt
     end;
 sm_receive_packet(Acc) ->
     Acc.
+
+%% R2.4/R9.6 order: how many of a user's messages entered the bridge on this node and are not
+%% delivered yet (O(1) for the hook; each node orders the messages routed there, R9.8). The
+%% sender's process counts one up before the message goes on; the bridge process counts it down
+%% after it delivered it, so a message that finds the count at 0 cannot overtake one.
+enter(Host, U) ->
+    ets:update_counter(order_tab(Host), U, 1, {U, 0}).
+
+leave(Host, U) ->
+    try ets:update_counter(order_tab(Host), U, -1) of
+        0 -> ets:select_delete(order_tab(Host), [{{U, 0}, [], [true]}]);
+        _ -> ok
+    catch error:badarg -> ok
+    end.
+
+waiting(Host, U) ->
+    try ets:lookup(order_tab(Host), U) of
+        [{_, N}] -> N > 0;
+        [] -> false
+    catch error:badarg -> false
+    end.
+
+%% The same way a handed-over message of the user takes (its archive writer, then the bridge
+%% process), so it arrives there behind every earlier one.
+behind(Host, U, Pkt) ->
+    case archiver_of(Host, U) of
+        undefined -> gen_server:cast(proc(Host), {native, U, Pkt});
+        Name -> Name ! {native, Host, U, Pkt}
+    end.
 
 hold_in(Host, Pkt) ->
     {Ref, Wire} = next_ref(Host),
@@ -498,9 +545,15 @@ hold_in(Host, Pkt) ->
 %% archive writer, not in the sender's process, as stock ejabberd runs it in the recipient's
 %% session. Without the writers (the module is stopping) it runs here, as before.
 archive_then_hold(Host, U, To, Pkt) ->
+    case archiver_of(Host, U) of
+        undefined -> hold_in(Host, archive(Host, To, Pkt));
+        Name -> Name ! {archive, Host, To, Pkt}
+    end.
+
+archiver_of(Host, U) ->
     try persistent_term:get({?MODULE, archivers, Host}) of
-        Names -> element(1 + erlang:phash2(U, tuple_size(Names)), Names) ! {archive, Host, To, Pkt}
-    catch error:_ -> hold_in(Host, archive(Host, To, Pkt))
+        Names -> element(1 + erlang:phash2(U, tuple_size(Names)), Names)
+    catch error:_ -> undefined
     end.
 
 start_archivers(Host) ->
@@ -541,6 +594,9 @@ archiver() ->
                            Pkt
                    end,
             hold_in(Host, Pkt1),
+            archiver();
+        {native, Host, U, Pkt} ->  % archived on delivery, by mod_mam, as stock
+            gen_server:cast(proc(Host), {native, U, Pkt}),
             archiver();
         stop -> ok
     end.
@@ -729,6 +785,7 @@ init([Host, Opts]) ->
     ets:new(sessions_tab(Host), [ordered_set, named_table, public, {keypos, #s.key},
                                  {read_concurrency, true}, {write_concurrency, true}]),
     ets:new(misc_tab(Host), [set, named_table, public, {read_concurrency, true}]),
+    ets:new(order_tab(Host), [set, named_table, public, {write_concurrency, true}]),
     Tag = ejabberd_cluster:node_id(),
     ets:insert(misc_tab(Host), [{connected, false}, {last_ref, 0}, {tag, Tag}]),
     start_archivers(Host),
@@ -803,12 +860,21 @@ handle_cast({event, El}, #state{comp_pid = Pid} = State) when Pid /= undefined -
     {noreply, queue_event(El, State)};
 handle_cast({event, _}, State) ->
     {noreply, State};
+handle_cast({hold, Ref, {in, Pkt, _} = P, El}, #state{comp_pid = Pid, pending = Pending, waiting = W} = State)
+  when Pid /= undefined ->
+    U = user_of(Pkt),
+    {noreply, queue_event(El, State#state{pending = Pending#{Ref => P},
+                                          waiting = W#{U => queue:in(Ref, maps:get(U, W, queue:new()))}})};
 handle_cast({hold, Ref, P, El}, #state{comp_pid = Pid, pending = Pending} = State) when Pid /= undefined ->
     {noreply, queue_event(El, State#state{pending = Pending#{Ref => P}})};
+handle_cast({hold, _Ref, {in, Pkt, _}, _El}, State) ->
+    %% The component dropped between the hook's check and now: natively, behind what waits (R9.6).
+    {noreply, native(user_of(Pkt), Pkt, State)};
 handle_cast({hold, _Ref, P, _El}, State) ->
-    %% The component dropped between the hook's check and now: native delivery at once.
     deliver_natively(P, State),
     {noreply, State};
+handle_cast({native, U, Pkt}, State) ->
+    {noreply, native(U, Pkt, State)};
 handle_cast({commands, From, El}, #state{component = Comp} = State) ->
     case jid:encode(From) of
         Comp -> {noreply, commands(El, State)};
@@ -876,8 +942,11 @@ handle_info(tick, #state{pending = Pending, ack_timeout = Timeout, component = C
     %% one line per tick, however many (issue 10.9: logs an admin can act on, not a flood)
     Late /= [] andalso ?WARNING_MSG("MDM component ~ts did not answer for ~p message(s) within ~ps; "
                                     "delivering them natively", [Comp, length(Late), Timeout]),
-    lists:foreach(fun(Ref) -> deliver_natively(maps:get(Ref, Pending), State) end, Late),
-    {noreply, State#state{pending = maps:without(Late, Pending), reached = maps:without(Late, State#state.reached)}};
+    %% oldest first, so a late message of a user is never behind one still waiting (R2.4)
+    {noreply, lists:foldl(fun(Ref, S) ->
+                                  deliver_natively(maps:get(Ref, Pending), S),
+                                  forget(Ref, S)
+                          end, State, Late)};
 handle_info(_Info, State) ->
     {noreply, State}.
 
@@ -1016,10 +1085,57 @@ session_events(#s{jid = J, sid = Sid, carbons = C, csi = Csi, prio = Prio, activ
             || Prio /= undefined]
         ++ [el(<<"hibernated">>, [{<<"jid">>, J}, {<<"state">>, <<"true">>}]) || H].
 
-%% Held refs are delivered natively in the order they were handed over (refs increase).
-fail_open_all(#state{pending = Pending} = State) ->
-    lists:foreach(fun({_Ref, P}) -> deliver_natively(P, State) end, lists:sort(maps:to_list(Pending))),
-    State#state{pending = #{}, reached = #{}}.
+%% Held refs are delivered natively in the order they were handed over: each user's messages in
+%% the order they entered the bridge (refs and the messages waiting behind them), then what was
+%% held for background sessions (refs increase).
+fail_open_all(#state{pending = Pending, waiting = W} = State) ->
+    maps:foreach(fun(U, Q) -> fail_open_user(U, queue:to_list(Q), State) end, W),
+    lists:foreach(fun({_Ref, P}) -> deliver_natively(P, State) end,
+                  lists:sort([E || {_, {out, _, _, _, _}} = E <- maps:to_list(Pending)])),
+    State#state{pending = #{}, reached = #{}, waiting = #{}}.
+
+fail_open_user(U, Entries, #state{pending = Pending, host = Host} = State) ->
+    lists:foreach(fun({native, Pkt}) -> deliver_natively({in, Pkt, 0}, State), leave(Host, U);
+                     (Ref) ->
+                          case maps:find(Ref, Pending) of
+                              {ok, P} -> deliver_natively(P, State);
+                              error -> ok
+                          end,
+                          leave(Host, U)
+                  end, Entries).
+
+user_of(Pkt) -> (xmpp:get_to(Pkt))#jid.luser.
+
+%% R2.4/R9.6: a message for the native path that went behind the user's earlier ones: delivered
+%% now if none waits any more, else when the last one before it is done (release/2).
+native(U, Pkt, #state{waiting = W, host = Host} = State) ->
+    case maps:find(U, W) of
+        {ok, Q} -> State#state{waiting = W#{U => queue:in({native, Pkt}, Q)}};
+        error ->
+            deliver_natively({in, Pkt, 0}, State),
+            leave(Host, U),
+            State
+    end.
+
+%% A ref of the user is done (delivered, routed, held, or failed open): what waited behind it and
+%% is done too, or is for the native path, goes out now, in order, up to the next ref still at
+%% the component.
+release(U, #state{waiting = W, pending = Pending, host = Host} = State) ->
+    case maps:find(U, W) of
+        error -> State;
+        {ok, Q} ->
+            case queue:out(Q) of
+                {empty, _} -> State#state{waiting = maps:remove(U, W)};
+                {{value, {native, Pkt}}, Q1} ->
+                    deliver_natively({in, Pkt, 0}, State),
+                    leave(Host, U),
+                    release(U, State#state{waiting = W#{U => Q1}});
+                {{value, Ref}, Q1} when not is_map_key(Ref, Pending) ->
+                    leave(Host, U),
+                    release(U, State#state{waiting = W#{U => Q1}});
+                {{value, _}, _} -> State
+            end
+    end.
 
 %% What would have happened without the bridge: ejabberd_sm routes the message (it is marked, so
 %% this module lets it pass), or the stanza for a background session is sent to it.
@@ -1122,7 +1238,11 @@ finish(Ref, _P, _Reached, _Held, State) ->
     forget(Ref, State).
 
 forget(Ref, #state{pending = Pending, reached = Reached} = State) ->
-    State#state{pending = maps:remove(Ref, Pending), reached = maps:remove(Ref, Reached)}.
+    State1 = State#state{pending = maps:remove(Ref, Pending), reached = maps:remove(Ref, Reached)},
+    case maps:find(Ref, Pending) of
+        {ok, {in, Pkt, _}} -> release(user_of(Pkt), State1);
+        _ -> State1
+    end.
 
 held_packet({in, Pkt, _}) -> Pkt;
 held_packet({out, _, _, Pkt, _}) -> Pkt.
