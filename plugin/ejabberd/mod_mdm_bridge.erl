@@ -69,6 +69,8 @@
          c2s_session_pending/1, c2s_session_resumed/1, c2s_copy_session/2,
          component_connected/1, component_disconnected/2, iq_carbons/1, filter_packet/1,
          store_mam_message/7, pubsub_publish_item/6]).
+%% for the bridge's own modules (mod_mdm_bridge_plans)
+-export([proc/1, alive/1, with_hint/2]).
 
 -include("logger.hrl").
 -include("xmpp.hrl").
@@ -300,8 +302,18 @@ set_matters(#jid{luser = U, lserver = S, lresource = R} = JID) ->
     end.
 
 %% Hand an event to the bridge process, which batches it for the component.
+%% Every event about a user drops the user's delivery plans, on every node (issue 15/23).
 event(Host, El) ->
+    drop_plan(Host, fxml:get_tag_attr_s(<<"jid">>, El)),
     gen_server:cast(proc(Host), {event, El}).
+
+drop_plan(Host, <<_, _/binary>> = J) ->
+    case binary:split(J, <<"@">>) of
+        [U, _] -> mod_mdm_bridge_plans:drop(Host, jid:nodeprep(U));
+        _ -> ok
+    end;
+drop_plan(_Host, _) ->
+    ok.
 
 forwarded(Pkt) ->
     #xmlel{name = <<"forwarded">>, attrs = [{<<"xmlns">>, ?NS_FORWARD}],
@@ -367,6 +379,8 @@ user_send_packet({#message{} = Pkt, #{jid := JID, lserver := Host}} = Acc) ->
     %% a message gets no sent copies while the component serves (docs/operations.md, "Limits").
     case serving(Host) andalso fits(Pkt) of  % noted where it is received, not twice
         true ->
+            %% R4.3: a marker for an IM delivered on a plan: the component learns its archive id first
+            [event(Host, E) || E <- mod_mdm_bridge_plans:planned_marker(Host, JID#jid.luser, Pkt)],
             event(Host, #xmlel{name = <<"message-out">>, attrs = [{<<"jid">>, jid:encode(JID)}],
                                children = [forwarded(Pkt)]});
         false -> ok
@@ -477,17 +491,31 @@ sm_receive_packet(#message{to = #jid{luser = U, lserver = Host} = To, from = Fro
         %% sent by the server on the account's behalf (archive results, PEP): never copied, and
         %% a round trip would reorder them against the iq result they belong to
         orelse (From#jid.luser == U andalso From#jid.lserver == Host andalso From#jid.lresource == <<>>),
+    %% Issue 23: a plannable IM on the user's delivery plan needs no round trip. Checked first:
+    %% a plan implies an MDM client (its carbons event would have dropped it) and is never handed
+    %% over (no limits to check).
+    Plan = not Pass andalso serving(Host) andalso mod_mdm_bridge_plans:targets(Host, U, Pkt),
     Hand = not Pass
-        andalso serving(Host)
-        andalso component_can_matter(U, Host)
-        andalso fits_or_note(Host, Pkt)            % over the limits: native path, stock carbons
+        andalso (Plan /= false orelse serving(Host))
+        andalso (Plan /= false orelse component_can_matter(U, Host))
+        andalso (Plan /= false orelse fits_or_note(Host, Pkt))  % over the limits: native path, stock carbons
         andalso privacy_allows(Host, To, Pkt),
-    if Hand ->
-            enter(Host, U),
-            case gen_mod:is_loaded(Host, mod_mam) of
-                true -> archive_then_hold(Host, U, To, Pkt);
-                false -> hold_in(Host, Pkt)
+    if Hand, Plan /= false ->
+            case waiting(Host, U) of
+                false ->
+                    %% delivered from the sender's own process, as ejabberd_sm delivers (R2.1, R3.2)
+                    case mod_mdm_bridge_plans:deliver(Host, U, Pkt, Plan) of
+                        true -> ok;
+                        false -> hand_over(Host, U, To, Pkt)  % none of its sessions left
+                    end;
+                true ->
+                    %% R2.4: never ahead of one still waiting; on the plan in its turn
+                    enter(Host, U),
+                    behind(Host, U, {planned, U, Pkt})
             end,
+            {stop, drop};
+       Hand ->
+            hand_over(Host, U, To, Pkt),
             {stop, drop};
        %% R2.4/R9.6: the native path, but an earlier message of this user is still in the bridge
        %% (at the component, or waiting for its archive write): it goes behind that one, through
@@ -497,7 +525,7 @@ sm_receive_packet(#message{to = #jid{luser = U, lserver = Host} = To, from = Fro
             case waiting(Host, U) of
                 true ->
                     enter(Host, U),
-                    behind(Host, U, Pkt),
+                    behind(Host, U, {native, U, Pkt}),
                     {stop, drop};
                 false -> Pkt
             end;
@@ -505,6 +533,13 @@ sm_receive_packet(#message{to = #jid{luser = U, lserver = Host} = To, from = Fro
     end;
 sm_receive_packet(Acc) ->
     Acc.
+
+hand_over(Host, U, To, Pkt) ->
+    enter(Host, U),
+    case gen_mod:is_loaded(Host, mod_mam) of
+        true -> archive_then_hold(Host, U, To, Pkt);
+        false -> hold_in(Host, Pkt)
+    end.
 
 %% R2.4/R9.6 order: how many of a user's messages entered the bridge on this node and are not
 %% delivered yet (O(1) for the hook; each node orders the messages routed there, R9.8). The
@@ -529,15 +564,18 @@ waiting(Host, U) ->
 
 %% The same way a handed-over message of the user takes (its archive writer, then the bridge
 %% process), so it arrives there behind every earlier one.
-behind(Host, U, Pkt) ->
+behind(Host, U, Msg) ->
     case archiver_of(Host, U) of
-        undefined -> gen_server:cast(proc(Host), {native, U, Pkt});
-        Name -> Name ! {native, Host, U, Pkt}
+        undefined -> gen_server:cast(proc(Host), Msg);
+        Name -> Name ! {behind, Host, Msg}
     end.
 
 hold_in(Host, Pkt) ->
     {Ref, Wire} = next_ref(Host),
-    gen_server:cast(proc(Host), {hold, Ref, {in, Pkt, now_ms()},
+    %% the user's plan generation as the message goes out: its answer is a plan only if no event
+    %% about the user follows it (issue 23)
+    Gen = mod_mdm_bridge_plans:gen(Host, user_of(Pkt)),
+    gen_server:cast(proc(Host), {hold, Ref, {in, xmpp:put_meta(Pkt, mdm_gen, Gen), now_ms()},
                                  #xmlel{name = <<"message-in">>, attrs = [{<<"ref">>, Wire}],
                                         children = [forwarded(Pkt)]}}).
 
@@ -595,8 +633,8 @@ archiver() ->
                    end,
             hold_in(Host, Pkt1),
             archiver();
-        {native, Host, U, Pkt} ->  % archived on delivery, by mod_mam, as stock
-            gen_server:cast(proc(Host), {native, U, Pkt}),
+        {behind, Host, Msg} ->  % archived on delivery (natively or on the plan), as stock
+            gen_server:cast(proc(Host), Msg),
             archiver();
         stop -> ok
     end.
@@ -642,6 +680,7 @@ hold_out(Pkt, JID, Host, State, Acc) ->
         false ->
             {Ref, Wire} = next_ref(Host),
             Full = jid:encode(JID),
+            mod_mdm_bridge_plans:drop(Host, JID#jid.luser),  % held for the background: no plan
             gen_server:cast(proc(Host), {hold, Ref, {out, self(), key(jid:tolower(JID)), Pkt, now_ms()},
                                          #xmlel{name = <<"session-out">>,
                                                 attrs = [{<<"ref">>, Wire},
@@ -691,6 +730,8 @@ pubsub_publish_item(ServerHost, ?NS_MDS, Publisher, #jid{luser = U, lserver = S}
                       #jid{lresource = R} when R /= <<>> -> [{<<"publisher">>, jid:encode(Publisher)}];
                       _ -> []
                   end,
+            [event(ServerHost, E) || Id <- lists:sublist(Ids, 1),
+                                     E <- mod_mdm_bridge_plans:planned_published(ServerHost, U, Id)],  % R4.3
             [event(ServerHost, el(<<"mds">>, [{<<"jid">>, <<U/binary, "@", S/binary>>}, {<<"peer">>, ItemId},
                                               {<<"stanza-id">>, Id} | Who])) || Id <- lists:sublist(Ids, 1)],
             ok;
@@ -728,6 +769,16 @@ mds_publish(User, Peer, StanzaId) ->
 %% A delivery the bridge process asks this session's c2s process to make, as is.
 c2s_handle_info(State, {mdm_deliver, Pkt}) ->
     {stop, ejabberd_c2s:send(State, xmpp:put_meta(Pkt, mdm_bypass, true))};
+%% Issue 23: an IM delivered on a plan, archived here by mod_mam as on stock delivery (R9.3: once,
+%% by the first session; the others' copies, sm_copy, only get its stanza id), then the hint.
+c2s_handle_info(State, {mdm_deliver_mam, Pkt, Hint}) ->
+    {Pkt1, State1} = try mod_mam:user_receive_packet({Pkt, State})
+                     catch Class:Reason ->
+                             ?ERROR_MSG("MDM: archiving a planned message failed: ~p:~p", [Class, Reason]),
+                             {Pkt, State}
+                     end,
+    {stop, ejabberd_c2s:send(State1, xmpp:put_meta(with_hint(xmpp:del_meta(Pkt1, sm_copy), Hint),
+                                                   mdm_bypass, true))};
 %% The bridge switches this session's stock carbons (R9.10), then waits for the answer.
 c2s_handle_info(#{jid := JID} = State, {mdm_stock_carbons, Stock, From, Ref}) ->
     stock_carbons(JID, Stock),
@@ -786,6 +837,7 @@ init([Host, Opts]) ->
                                  {read_concurrency, true}, {write_concurrency, true}]),
     ets:new(misc_tab(Host), [set, named_table, public, {read_concurrency, true}]),
     ets:new(order_tab(Host), [set, named_table, public, {write_concurrency, true}]),
+    mod_mdm_bridge_plans:init(Host),
     Tag = ejabberd_cluster:node_id(),
     ets:insert(misc_tab(Host), [{connected, false}, {last_ref, 0}, {tag, Tag}]),
     start_archivers(Host),
@@ -875,6 +927,11 @@ handle_cast({hold, _Ref, P, _El}, State) ->
     {noreply, State};
 handle_cast({native, U, Pkt}, State) ->
     {noreply, native(U, Pkt, State)};
+handle_cast({planned, U, Pkt}, State) ->
+    {noreply, planned(U, Pkt, State)};
+handle_cast({drop_plan, U}, #state{host = Host} = State) ->
+    mod_mdm_bridge_plans:drop_local(Host, U),  % an event about the user on another node
+    {noreply, State};
 handle_cast({commands, From, El}, #state{component = Comp} = State) ->
     case jid:encode(From) of
         Comp -> {noreply, commands(El, State)};
@@ -898,6 +955,7 @@ handle_cast({mode, Mode}, #state{host = Host, comp_pid = Pid} = State) when Pid 
     case mode(Host) of
         Mode -> ok;
         _ ->
+            mod_mdm_bridge_plans:drop_all(Host),  % made under the other mode
             switch_mode(Host, Mode),
             ?INFO_MSG("MDM ~ts on ~ts by the component's configuration",
                       [case Mode of stock -> "disabled: ejabberd's own carbons and CSI serve";
@@ -919,6 +977,7 @@ handle_info(flush, State) ->
     {noreply, flush_events(State)};
 handle_info({'DOWN', Mon, process, _Pid, Reason}, #state{comp_mon = Mon, host = Host, component = Comp} = State) ->
     ets:insert(misc_tab(Host), {connected, false}),
+    mod_mdm_bridge_plans:rules(Host, undefined),  % plans end with the component's link
     ets:match_delete(misc_tab(Host), {{active, '_'}, '_'}),  % R3.6: stock pushes while it is gone
     ?WARNING_MSG("MDM component ~ts disconnected (~p); stock delivery until it is back", [Comp, Reason]),
     %% R9.10: stock carbons first, so what was held is delivered natively with its stock copies
@@ -926,7 +985,8 @@ handle_info({'DOWN', Mon, process, _Pid, Reason}, #state{comp_mon = Mon, host = 
     State1 = fail_open_all(State#state{comp_pid = undefined, comp_mon = undefined, batch = [], batch_len = 0,
                                        batch_bytes = 0}),
     {noreply, check_route(State1)};
-handle_info({nodedown, Node}, #state{comp_pid = Pid} = State) when Pid /= undefined ->
+handle_info({nodedown, Node}, #state{comp_pid = Pid, host = Host} = State) when Pid /= undefined ->
+    mod_mdm_bridge_plans:drop_all(Host),  % R9.8: no plan outlives a node that went down
     ?WARNING_MSG("Cluster node ~ts is down: its sessions are gone; telling the MDM component", [Node]),
     {noreply, queue_event(el(<<"node-down">>, [{<<"node">>, atom_to_binary(Node, utf8)}]), State)};
 handle_info({nodedown, Node}, State) ->
@@ -952,6 +1012,7 @@ handle_info(_Info, State) ->
 
 terminate(_Reason, #state{host = Host} = State) ->
     ets:insert(misc_tab(Host), {connected, false}),
+    mod_mdm_bridge_plans:rules(Host, undefined),
     switch_mode(Host, stock),
     del_hooks(Host),
     stop_archivers(Host),
@@ -1055,6 +1116,7 @@ alive(P) -> lists:member(node(P), nodes()).
 %% from a clean slate for this node.
 on_connected(#state{host = Host, component = Comp} = State, Pid) ->
     Mon = erlang:monitor(process, Pid),
+    mod_mdm_bridge_plans:rules(Host, undefined),  % no plans until its <plan-rules/> (issue 23)
     switch_mode(Host, mdm),  % the component copies from now on, not mod_carboncopy (R9.10)
     ets:insert(misc_tab(Host), {connected, true}),
     ets:match_delete(misc_tab(Host), {{active, '_'}, '_'}),  % R3.6: the component tells again
@@ -1065,9 +1127,11 @@ on_connected(#state{host = Host, component = Comp} = State, Pid) ->
     State1 = lists:foldl(fun queue_event1/2,
                          State#state{comp_pid = Pid, comp_mon = Mon, batch = [], batch_len = 0, batch_bytes = 0},
                          %% every node of the cluster reports its own sessions (R9.8)
+                         %% plans='1': this bridge delivers on delivery plans (issue 23)
                          [el(<<"sync">>, [{<<"nodes">>, str:join([atom_to_binary(N, utf8)
                                                                    || N <- ejabberd_cluster:get_nodes()],
-                                                                  <<" ">>)}])
+                                                                  <<" ">>)},
+                                          {<<"plans">>, <<"1">>}])
                           | Events]),
     ?INFO_MSG("MDM component ~ts connected (~p); reported the sessions of ~ts on ~ts", [Comp, Pid, Host, node()]),
     flush_events(State1).
@@ -1096,6 +1160,7 @@ fail_open_all(#state{pending = Pending, waiting = W} = State) ->
 
 fail_open_user(U, Entries, #state{pending = Pending, host = Host} = State) ->
     lists:foreach(fun({native, Pkt}) -> deliver_natively({in, Pkt, 0}, State), leave(Host, U);
+                     ({planned, Pkt}) -> deliver_natively({in, Pkt, 0}, State), leave(Host, U);
                      (Ref) ->
                           case maps:find(Ref, Pending) of
                               {ok, P} -> deliver_natively(P, State);
@@ -1117,6 +1182,38 @@ native(U, Pkt, #state{waiting = W, host = Host} = State) ->
             State
     end.
 
+%% Issue 23: an IM for the plan that had to wait behind the user's earlier messages, in its turn.
+planned(U, Pkt, #state{waiting = W} = State) ->
+    case maps:find(U, W) of
+        {ok, Q} -> State#state{waiting = W#{U => queue:in({planned, Pkt}, Q)}};
+        error ->
+            case on_plan(U, Pkt, State) of
+                true -> leave(State#state.host, U), State;
+                false -> hand_over_here(U, Pkt, queue:new(), State)
+            end
+    end.
+
+on_plan(U, Pkt, #state{host = Host, comp_pid = Pid}) ->
+    Pid /= undefined andalso
+        case mod_mdm_bridge_plans:targets(Host, U, Pkt) of
+            false -> false;
+            Targets -> mod_mdm_bridge_plans:deliver(Host, U, Pkt, Targets)
+        end.
+
+%% A planned IM whose plan ended while it waited: handed over from here (archived first, as the
+%% hook's way does), at the head of the user's queue; natively when the component is gone.
+hand_over_here(U, Pkt, Rest, #state{comp_pid = undefined, host = Host, waiting = W} = State) ->
+    deliver_natively({in, Pkt, 0}, State),
+    leave(Host, U),
+    release(U, State#state{waiting = W#{U => Rest}});
+hand_over_here(U, Pkt, Rest, #state{host = Host, pending = Pending, waiting = W} = State) ->
+    Pkt1 = archive(Host, xmpp:get_to(Pkt), Pkt),
+    {Ref, Wire} = next_ref(Host),
+    Pkt2 = xmpp:put_meta(Pkt1, mdm_gen, mod_mdm_bridge_plans:gen(Host, U)),
+    queue_event(#xmlel{name = <<"message-in">>, attrs = [{<<"ref">>, Wire}], children = [forwarded(Pkt2)]},
+                State#state{pending = Pending#{Ref => {in, Pkt2, now_ms()}},
+                            waiting = W#{U => queue:in_r(Ref, Rest)}}).
+
 %% A ref of the user is done (delivered, routed, held, or failed open): what waited behind it and
 %% is done too, or is for the native path, goes out now, in order, up to the next ref still at
 %% the component.
@@ -1130,6 +1227,15 @@ release(U, #state{waiting = W, pending = Pending, host = Host} = State) ->
                     deliver_natively({in, Pkt, 0}, State),
                     leave(Host, U),
                     release(U, State#state{waiting = W#{U => Q1}});
+                {{value, {planned, Pkt}}, Q1} ->
+                    case on_plan(U, Pkt, State) of
+                        true ->
+                            leave(Host, U),
+                            release(U, State#state{waiting = W#{U => Q1}});
+                        false ->
+                            %% the plan is gone: to the component, in its place (it stays counted)
+                            hand_over_here(U, Pkt, Q1, State)
+                    end;
                 {{value, Ref}, Q1} when not is_map_key(Ref, Pending) ->
                     leave(Host, U),
                     release(U, State#state{waiting = W#{U => Q1}});
@@ -1190,6 +1296,7 @@ run_commands([#xmlel{name = Name, attrs = Attrs} = Cmd | Rest], #state{pending =
                             Sids = binary:split(fxml:get_attr_s(Attr, Attrs), <<" ">>, [global, trim_all]),
                             lists:foldl(fun(Sid, A) -> deliver_sid(State, Sid, Pkt, Hint) or A end, Acc, Sids)
                     end, false, [{<<"notify">>, <<"true">>}, {<<"silent">>, <<"false">>}, {<<"plain">>, <<>>}]),
+            Any andalso take_plan(Attrs, P, State),
             run_commands(Rest, finish(Ref, P, Any, false, State));
         <<"route">> when P /= undefined ->
             deliver_natively(P, State),
@@ -1215,6 +1322,11 @@ run_commands([#xmlel{name = Name, attrs = Attrs} = Cmd | Rest], #state{pending =
                    end,
             [gen_server:cast({proc(State#state.host), N}, {mode, Mode}) || N <- [node() | nodes()]],
             run_commands(Rest, State);
+        <<"plan-rules">> ->
+            %% issue 23: which IMs plans may carry; the plans this node holds are dropped
+            mod_mdm_bridge_plans:rules(State#state.host,
+                                       binary:split(fxml:get_attr_s(<<"neutral">>, Attrs), <<" ">>, [global, trim_all])),
+            run_commands(Rest, State);
         <<"mds-publish">> ->
             %% R4.3: a <displayed/> marker, as XEP-0490 MDS in the user's PEP
             mds_publish(fxml:get_attr_s(<<"user">>, Attrs), fxml:get_attr_s(<<"peer">>, Attrs),
@@ -1228,6 +1340,26 @@ run_commands([#xmlel{name = Name, attrs = Attrs} = Cmd | Rest], #state{pending =
     end;
 run_commands([_ | Rest], State) ->
     run_commands(Rest, State).
+
+%% Issue 23: a fanout the component marked as the user's plan, kept if no event about the user
+%% went out since its message was handed over (the generation it carries).
+take_plan(Attrs, {in, Pkt, _}, #state{host = Host}) ->
+    case fxml:get_attr(<<"plan">>, Attrs) of
+        {value, Plan} ->
+            U = user_of(Pkt),
+            case fxml:get_attr_s(<<"user">>, Attrs) == <<U/binary, "@", Host/binary>> of
+                true ->
+                    Lists = [{[P || Sid <- binary:split(fxml:get_attr_s(A, Attrs), <<" ">>, [global, trim_all]),
+                                    P <- [sid_pid(Sid)], is_pid(P)], Hint}
+                             || {A, Hint} <- [{<<"notify">>, <<"true">>}, {<<"silent">>, <<"false">>},
+                                              {<<"plain">>, <<>>}]],
+                    mod_mdm_bridge_plans:take(Host, U, xmpp:get_meta(Pkt, mdm_gen, -1), Lists, Plan, now_ms());
+                false -> ok
+            end;
+        false -> ok
+    end;
+take_plan(_Attrs, _P, _State) ->
+    ok.
 
 %% An ack whose deliveries all missed (the sessions left meanwhile) is a route: offline storage
 %% keeps the message (R2.2). Held: the component keeps it in a buffer.
