@@ -68,7 +68,7 @@
          component_connected/1, component_disconnected/2, iq_carbons/1, filter_packet/1,
          store_mam_message/7, pubsub_publish_item/6]).
 %% for the bridge's own modules: its process (mod_mdm_bridge_link) and plans (mod_mdm_bridge_plans)
--export([proc/1, alive/1, with_hint/2, init_tables/2, session_pid/2, sync_events/2, add_hooks/1, del_hooks/1,
+-export([proc/1, alive/1, presence_events/3, with_hint/2, init_tables/2, session_pid/2, sync_events/2, add_hooks/1, del_hooks/1,
          misc_tab/1, sessions_tab/1, order_tab/1, component_of/2, mode/1, leave/2, user_of/1, el/2,
          forwarded/1, next_ref/1, now_ms/0, sid_pid/1, switch_mode/2, push_event/3, push_registered/2,
          start_archivers/1, stop_archivers/1, mds_publish/3, archive/3]).
@@ -311,7 +311,8 @@ sm_register_connection_hook({_, Pid}, #jid{lserver = Host} = JID, _Info) ->
     Key = key(jid:tolower(JID)),
     Full = jid:encode(JID),
     ets:insert(sessions_tab(Host), #s{key = Key, jid = Full, pid = Pid, sid = Sid}),
-    event(Host, el(<<"bind">>, [{<<"jid">>, Full}, {<<"sid">>, Sid}])).
+    event(Host, el(<<"bind">>, [{<<"jid">>, Full}, {<<"sid">>, Sid}])),
+    represence(Host, JID).
 
 sm_remove_connection_hook({_, Pid}, #jid{lserver = Host} = JID, _Info) ->
     Key = key(jid:tolower(JID)),
@@ -349,6 +350,38 @@ c2s_authenticated_packet(#{jid := JID, lserver := Host} = State, #csi{type = T})
 c2s_authenticated_packet(State, _) ->
     State.
 
+%% Issue 23, as the Prosody bridge (issue 15): what a user sends matters to the component only if
+%% the user has another session (R2.3 copies, R3.1 the active client), a push registration (R3.6
+%% even with one session), or it is a read marker (R4.3) or a Jingle Message Initiation (R9.4).
+%% Anything else is not handed over at all (no event through the bridge process per IM sent);
+%% the next bind of the user reports the others' activity again (represence/2, R3.1).
+copy_matters(#jid{luser = U, lserver = S}, #message{sub_els = Els}) ->
+    lists:any(fun(El) -> case xmpp:get_ns(El) of
+                             ?NS_CHAT_MARKERS_0 -> true;
+                             ?NS_JMI -> true;
+                             _ -> false
+                         end
+              end, Els)
+        orelse length(ejabberd_sm:get_user_resources(U, S)) > 1
+        orelse push_registered(S, U).
+
+%% R3.1: a session bound: the component learns again how long ago each of the user's other
+%% sessions was last active (what they sent alone was not reported), on every node (R9.8).
+represence(Host, #jid{luser = U} = JID) ->
+    Bare = <<U/binary, "@", Host/binary>>,
+    Others = [S || #s{jid = J} = S <- ets:select(sessions_tab(Host), [{#s{key = {Bare, '_'}, _ = '_'}, [], ['$_']}]),
+                   J /= jid:encode(JID)],
+    [event(Host, E) || E <- presence_events(Others, now_ms())],
+    [gen_server:cast({proc(Host), N}, {represence, Bare}) || N <- nodes()],
+    ok.
+
+%% The presence (with idle) of this node's sessions of Bare, for another node's bind.
+presence_events(Host, Bare, Now) ->
+    presence_events(ets:select(sessions_tab(Host), [{#s{key = {Bare, '_'}, _ = '_'}, [], ['$_']}]), Now).
+
+presence_events(Sessions, Now) ->
+    [E || S <- Sessions, #xmlel{name = <<"presence">>} = E <- session_events(S, Now)].
+
 %% What a session sends: broadcast presence and messages. Sending an IM or available presence
 %% is what makes a client active (R3.1); the time is kept for a reconnecting component.
 user_send_packet({#message{} = Pkt, #{jid := JID, lserver := Host}} = Acc) ->
@@ -359,7 +392,7 @@ user_send_packet({#message{} = Pkt, #{jid := JID, lserver := Host}} = Acc) ->
     %% Over the limits (R9.6), no event: one the component cannot read would take the held
     %% messages of its whole <events/> batch with it (they would wait for the ack timeout). Such
     %% a message gets no sent copies while the component serves (docs/operations.md, "Limits").
-    case serving(Host) andalso fits(Pkt) of  % noted where it is received, not twice
+    case serving(Host) andalso copy_matters(JID, Pkt) andalso fits(Pkt) of  % noted where it is received
         true ->
             %% R4.3: a marker for an IM delivered on a plan: the component learns its archive id first
             [event(Host, E) || E <- mod_mdm_bridge_plans:planned_marker(Host, JID#jid.luser, Pkt)],

@@ -121,6 +121,9 @@ handle_cast({native, U, Pkt}, State) ->
     {noreply, native(U, Pkt, State)};
 handle_cast({planned, U, Pkt}, State) ->
     {noreply, planned(U, Pkt, State)};
+handle_cast({represence, Bare}, #state{host = Host, comp_pid = Pid} = State) when Pid /= undefined ->
+    %% R3.1: a session of Bare bound on another node: our sessions' activity again (issue 23)
+    {noreply, lists:foldl(fun queue_event/2, State, mod_mdm_bridge:presence_events(Host, Bare, mod_mdm_bridge:now_ms()))};
 handle_cast({drop_plan, U}, #state{host = Host} = State) ->
     mod_mdm_bridge_plans:drop_local(Host, U),  % an event about the user on another node
     {noreply, State};
