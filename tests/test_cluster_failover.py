@@ -14,7 +14,7 @@ import pytest
 import pytest_asyncio
 
 from mdm_harness.environment import DEFAULT_ACCOUNTS
-from mdm_harness.faults import ComponentProcess, Endpoint, FaultBench, cuts_summary, link_cuts
+from mdm_harness.faults import ComponentProcess, Endpoint, FaultBench, cuts_summary, link_cuts, start_serving
 from mdm_harness.servers import start_server
 
 RATE = 200.0  # IMs per second
@@ -96,11 +96,7 @@ async def test_R9_8_R9_9_cluster_node_sigkill_under_traffic(cluster, postgres, t
     component = ComponentProcess.for_server(cluster, tmp_path, "instance-a", postgres.dsn)
     bench = bench_for(cluster, sender_node=survivor, device_nodes=(survivor, killed, survivor))
     try:
-        await component.start()
-        await component.wait_metric("mdm_component_active", lambda v: v == 1)
-        await bench.connect()
-        bench.start_traffic(RATE)
-        await bench.wait_mdm()
+        await start_serving(component, bench, RATE)
         await bench.send_more(AFTER)
 
         gone = bench.devices.pop(1)  # alice's mobile, on the node that dies

@@ -19,7 +19,7 @@ import pytest
 import pytest_asyncio
 
 from mdm_harness.environment import DEFAULT_ACCOUNTS
-from mdm_harness.faults import ComponentProcess, Endpoint, FaultBench
+from mdm_harness.faults import ComponentProcess, Endpoint, FaultBench, start_serving
 from mdm_harness.servers import start_server
 
 RATE = 200.0  # IMs per second
@@ -71,11 +71,7 @@ async def test_R2_4_R9_6_order_kept_across_component_sigkill_and_restart(server,
     component = ComponentProcess.for_server(server, tmp_path, "crashing", str(tmp_path / "crashing.sqlite"))
     bench = bench_for(server)
     try:
-        await component.start()
-        await component.wait_metric("mdm_component_active", lambda v: v == 1)
-        await bench.connect()
-        bench.start_traffic(RATE)
-        await bench.wait_mdm()
+        await start_serving(component, bench, RATE)
         for n in range(CRASHES):
             await bench.send_more(AFTER)
             stalled = n % 2 == 1
