@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
@@ -61,6 +62,8 @@ class Desktop:
         await self.children.stop()
         if self._reader is not None:
             await asyncio.gather(self._reader, return_exceptions=True)
+        if exc is None:  # kept after a failure: the clients' logs are there
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
     async def _start(self) -> None:
         xvfb = await self.children.start("xvfb", program("Xvfb"), "-displayfd", "1", "-screen", "0",

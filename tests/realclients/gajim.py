@@ -8,13 +8,13 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
-from dataclasses import dataclass
 from pathlib import Path
 
 from mdm_harness.waiting import poll_until
 
 from .children import as_user, program
 from .desktop import Desktop
+from .scenario import LaptopAccount
 
 PLUGIN = Path(__file__).resolve().parents[2] / "clients" / "gajim" / "mdm_notify_hint"
 SETTINGS_VERSION = 5  # settings.sqlite's user_version in Gajim 1.7
@@ -27,21 +27,7 @@ APP_SETTINGS = {
 }
 
 
-@dataclass(frozen=True)
-class GajimAccount:
-    user: str
-    domain: str
-    password: str
-    resource: str
-    host: str
-    port: int
-
-    @property
-    def jid(self) -> str:
-        return f"{self.user}@{self.domain}"
-
-
-def write_profile(home: Path, account: GajimAccount, *, plugin: bool) -> None:
+def write_profile(home: Path, account: LaptopAccount, *, plugin: bool) -> None:
     """A profile that logs in at start, plaintext on loopback (the harness's Prosody), with the
     plugin installed and enabled or not there at all (stock Gajim)."""
     config = home / ".config" / "gajim"
@@ -71,7 +57,7 @@ def write_profile(home: Path, account: GajimAccount, *, plugin: bool) -> None:
 
 
 class Gajim:
-    def __init__(self, desktop: Desktop, account: GajimAccount, *, plugin: bool) -> None:
+    def __init__(self, desktop: Desktop, account: LaptopAccount, *, plugin: bool) -> None:
         self.desktop = desktop
         self.account = account
         self.home = Path(desktop.env["HOME"])
