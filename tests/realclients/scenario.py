@@ -19,7 +19,6 @@ from mdm_harness.waiting import poll_until
 
 NOTIFY = "{urn:x-open-mdm:notify:0}notify"
 USER, DOMAIN, PASSWORD = "alice", "localhost", "alice-password"
-LAPTOP = f"{USER}@{DOMAIN}/laptop"
 
 
 @dataclass(frozen=True)
@@ -44,6 +43,7 @@ class Run:
     bob: Client
     component: bool
     sent: int = 0
+    laptop_jid: str = ""
 
     def laptop_account(self) -> LaptopAccount:
         assert self.env.server is not None
@@ -54,16 +54,21 @@ class Run:
         the component, enabled carbons (an MDM client); then step 2 of the flow: the phone is
         the device in use (the last available presence, R3.1)."""
         env, phone = self.env, self.phone
+        prefix = f"{USER}@{DOMAIN}/laptop"  # poezio adds a random suffix to the resource
 
         async def online() -> bool:
-            seen = any(s.tag.endswith("}presence") and s.get("from") == LAPTOP and s.get("type") is None
-                       for s in phone.history)
-            if not self.component or not seen:
-                return seen
+            jids = [s.get("from", "") for s in phone.history
+                    if s.tag.endswith("}presence") and s.get("type") is None]
+            self.laptop_jid = next((j for j in jids if j.startswith(prefix)), "")
+            if not self.component or not self.laptop_jid:
+                return bool(self.laptop_jid)
             assert env.component is not None
-            session = env.component.require().core.sessions.get(LAPTOP)
+            session = env.component.require().core.sessions.get(self.laptop_jid)
             return session is not None and session.carbons
-        await poll_until(online, 30, f"the laptop did not log in:\n{client_log()}", interval=0.05)
+        try:
+            await poll_until(online, 30, "the laptop did not log in", interval=0.05)
+        except TimeoutError:
+            raise AssertionError(f"the laptop did not log in:\n{client_log()}") from None
         await phone.send("<presence/>")
         await env.settle()
         phone.received.clear()

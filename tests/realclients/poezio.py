@@ -1,0 +1,119 @@
+"""poezio (Debian's package) as alice's laptop in tmux (R3.8): its config written before it
+starts, the plugin copied into its plugins directory the way a user installs it, and what a user
+would notice counted: the terminal bell (every byte the pane writes, through tmux's
+``pipe-pane``) and simple_notify's desktop popups (its command pointed at a script that records
+each call); what it shows and logs read back from its conversation log."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shlex
+import shutil
+from pathlib import Path
+
+from mdm_harness.waiting import poll_until
+
+from .children import Children, as_user, program
+from .scenario import LaptopAccount
+
+PLUGIN = Path(__file__).resolve().parents[2] / "clients" / "poezio" / "mdm_notify_hint.py"
+# OSC sequences (a terminal title) end with BEL too: only a bare BEL is a beep
+OSC = re.compile(rb"\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)")
+TIMEOUT = 20.0
+
+NOTIFY_SCRIPT = """#!/bin/sh
+# simple_notify's command: one line per desktop popup poezio asks for
+printf '%s\\n' "$2" >> {out}
+"""
+
+
+class Poezio:
+    def __init__(self, workdir: Path, account: LaptopAccount, *, plugin: bool) -> None:
+        self.workdir = workdir
+        self.children = Children(workdir)
+        self.home = workdir / "home"
+        self.socket = workdir / "tmux.sock"
+        self.screen = workdir / "screen.out"  # all the pane wrote
+        self.popups_file = self.home / "popups.out"  # written by the client's user
+        self.logs = self.home / ".local" / "share" / "poezio" / "logs"
+        self.env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(self.home), "LANG": "C.UTF-8",
+                    "TERM": "screen", "XDG_CONFIG_HOME": str(self.home / ".config"),
+                    "XDG_DATA_HOME": str(self.home / ".local" / "share"),
+                    "XDG_CACHE_HOME": str(self.home / ".cache")}
+        self._write_config(account, plugin)
+
+    def _write_config(self, account: LaptopAccount, plugin: bool) -> None:
+        config = self.home / ".config" / "poezio"
+        (config / "plugins").mkdir(parents=True, exist_ok=True)
+        plugins = ["simple_notify"] + (["mdm_notify_hint"] if plugin else [])
+        (config / "poezio.cfg").write_text(
+            "[Poezio]\n"
+            f"jid = {account.jid}/{account.resource}\npassword = {account.password}\n"
+            f"custom_host = {account.host}\ncustom_port = {account.port}\n"
+            "force_encryption = false\n"  # plaintext on loopback, as the harness's other clients
+            f"plugins_autoload = {' '.join(plugins)}\n"
+            "mam_sync = false\n"  # no history fetch on a new tab: what arrives is what is counted
+            "use_remote_bookmarks = false\n")
+        script = self.home / "notify.sh"
+        script.write_text(NOTIFY_SCRIPT.format(out=self.popups_file))
+        script.chmod(0o755)
+        (config / "plugins" / "simple_notify.cfg").write_text(
+            f"[simple_notify]\ncommand = {script} %(from)s %(body)s\n")
+        if plugin:
+            plugins_dir = self.home / ".local" / "share" / "poezio" / "plugins"
+            plugins_dir.mkdir(parents=True, exist_ok=True)
+            shutil.copy(PLUGIN, plugins_dir / PLUGIN.name)
+
+    async def _tmux(self, *args: str) -> str:
+        proc = await asyncio.create_subprocess_exec(
+            program("tmux"), "-S", str(self.socket), "-f", "/dev/null", *args, env=self.env,
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        out, _ = await proc.communicate()
+        if proc.returncode != 0:
+            raise RuntimeError(f"tmux {' '.join(args)}: {out.decode(errors='replace')}")
+        return out.decode().strip()
+
+    async def start(self) -> None:
+        # the pane first runs cat, so that pipe-pane is in place before poezio writes a byte
+        await self._tmux("new-session", "-d", "-s", "laptop", "-x", "160", "-y", "48", "cat")
+        self.children.adopt("tmux server", int(await self._tmux("display-message", "-p", "#{pid}")))
+        await self._tmux("pipe-pane", "-t", "laptop", "-o", f"cat >> {self.screen}")
+        self.workdir.chmod(0o755)  # poezio runs as another user when we are root (children.as_user)
+        poezio = as_user([program("poezio")], self.home)
+        await self._tmux("respawn-pane", "-k", "-t", "laptop", shlex.join(poezio))
+        self.children.adopt("poezio", int(await self._tmux("display-message", "-p", "-t", "laptop", "#{pane_pid}")))
+
+    async def stop(self) -> None:
+        await self.children.stop()
+
+    def remove(self) -> None:
+        """After a passing test (a failing one keeps the pane's output and poezio's logs)."""
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def log(self) -> str:
+        return self.screen.read_bytes().decode(errors="replace")[-3000:] if self.screen.exists() else ""
+
+    def beeps(self) -> int:
+        data = self.screen.read_bytes() if self.screen.exists() else b""
+        return OSC.sub(b"", data).count(b"\x07")
+
+    def popups(self) -> list[str]:
+        return self.popups_file.read_text().splitlines() if self.popups_file.exists() else []
+
+    def received(self) -> str:
+        """poezio's conversation log with Bob: what its tab showed."""
+        path = self.logs / "bob@localhost"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    async def wait_received(self, bodies: list[str]) -> None:
+        await poll_until(lambda: all(b in self.received() for b in bodies), TIMEOUT,
+                         f"poezio did not show {bodies}:\n{self.log()}", interval=0.05)
+
+    async def wait_popups(self, count: int) -> None:
+        await poll_until(lambda: len(self.popups()) >= count, TIMEOUT,
+                         f"poezio asked for {self.popups()} popups, not {count}", interval=0.05)
+
+    async def wait_beeps(self, count: int) -> None:
+        await poll_until(lambda: self.beeps() >= count, TIMEOUT,
+                         f"poezio beeped {self.beeps()} times, not {count}", interval=0.05)
