@@ -91,8 +91,9 @@ class Plugin(BasePlugin):
     def _note(self, outer: Any, im: Any) -> None:
         if not im["body"] or im["type"] == "groupchat":
             return
-        hint = outer.xml.find(NOTIFY)
-        quiet = hint is not None and hint.get("value") == "false"
+        # the last one: the server appends its own; one a contact put in the message comes earlier
+        hints = outer.xml.findall(NOTIFY)
+        quiet = bool(hints) and hints[-1].get("value") == "false"
         if quiet:
             self._quiet[key(im)] = True
             while len(self._quiet) > REMEMBERED:

@@ -24,9 +24,11 @@ def read_hint(stanza: Any) -> Hint | None:
     before any stanza handler runs, so this must see the stanza before dispatch."""
     if stanza.getName() != "message":
         return None
-    tag = stanza.getTag("notify", namespace=NOTIFY)
-    if tag is None:
+    # the last one: the server appends its own; one a contact put in the message comes earlier
+    tags = stanza.getTags("notify", namespace=NOTIFY)
+    if not tags:
         return None
+    tag = tags[-1]
     author = stanza
     received = stanza.getTag("received", namespace=CARBONS)
     if received is not None:
