@@ -1,5 +1,6 @@
-"""R3.8 with the real Gajim (Debian's package) as alice's laptop, under Xvfb with a private
-D-Bus session bus and a notification-daemon double that counts the popups (tests/realclients).
+"""R3.8 with the real Gajim as alice's laptop: Debian 12's Gajim 1.7 and Debian 13's Gajim 2.1
+(in a trixie root, tests/realclients/trixie.py), under Xvfb with a private D-Bus session bus and a
+notification-daemon double that counts the popups (tests/realclients).
 
 The seed's flow: the laptop (Gajim) logs in; a scripted phone becomes the active device (its
 available presence, R3.1); Bob writes 3 IMs. With the component and the plugin the laptop shows
@@ -20,6 +21,7 @@ import pytest
 from .realclients.desktop import Desktop
 from .realclients.gajim import Gajim
 from .realclients.scenario import Run, seed_flow
+from .realclients.trixie import ensure_root
 
 QUIET = ["lunch at 1?", "the usual place", "see you there"]
 LOUD = ["running late", "order for me", "thanks"]
@@ -29,19 +31,30 @@ def popups(desktop: Desktop, bodies: list[str]) -> list[str]:
     return [str(n["body"]) for n in desktop.shown if n["body"] in bodies]
 
 
+# Gajim 1.7 from the host (Debian 12), Gajim 2.1 from a Debian 13 root
+VERSIONS = pytest.mark.parametrize("version", ["1.7", "2.1"], ids=["gajim-1.7", "gajim-2.1"])
+
+
 @asynccontextmanager
-async def gajim_laptop(*, plugin: bool, component: bool) -> AsyncIterator[tuple[Run, Gajim, Desktop]]:
+async def gajim_laptop(version: str, *, plugin: bool,
+                       component: bool) -> AsyncIterator[tuple[Run, Gajim, Desktop]]:
+    root = await ensure_root() if version == "2.1" else None
     workdir = Path(tempfile.mkdtemp(prefix="mdm-gajim-"))
     async with seed_flow(component=component) as run, Desktop(workdir) as desktop:
-        gajim = Gajim(desktop, run.laptop_account(), plugin=plugin)
-        await gajim.start()
-        await run.laptop_online(gajim.log)
-        yield run, gajim, desktop
+        gajim = Gajim(desktop, run.laptop_account(), plugin=plugin, root=root)
+        try:
+            await gajim.start()
+            await run.laptop_online(gajim.log, gajim.caught_up)
+            yield run, gajim, desktop
+        finally:
+            await desktop.children.stop()
+            gajim.release()
 
 
 @pytest.mark.asyncio
-async def test_R3_8_gajim_plugin_notifies_only_on_the_active_device():
-    async with gajim_laptop(plugin=True, component=True) as (run, gajim, desktop):
+@VERSIONS
+async def test_R3_8_gajim_plugin_notifies_only_on_the_active_device(version: str):
+    async with gajim_laptop(version, plugin=True, component=True) as (run, gajim, desktop):
         await run.bob_writes(*QUIET)
         await gajim.wait_received(QUIET)  # shown in the chat view: Gajim stored them
         await run.env.settle()
@@ -58,8 +71,9 @@ async def test_R3_8_gajim_plugin_notifies_only_on_the_active_device():
 
 
 @pytest.mark.asyncio
-async def test_R3_8_gajim_without_plugin_ignores_the_hint():
-    async with gajim_laptop(plugin=False, component=True) as (run, gajim, desktop):
+@VERSIONS
+async def test_R3_8_gajim_without_plugin_ignores_the_hint(version: str):
+    async with gajim_laptop(version, plugin=False, component=True) as (run, gajim, desktop):
         await run.bob_writes(*QUIET)
         await desktop.wait_notifications(lambda shown: len(popups(desktop, QUIET)) == 3)
         assert popups(desktop, QUIET) == QUIET, "stock Gajim pops up every copy, value='false' or not"
@@ -68,10 +82,11 @@ async def test_R3_8_gajim_without_plugin_ignores_the_hint():
 
 
 @pytest.mark.asyncio
+@VERSIONS
 @pytest.mark.parametrize("plugin", [True, False], ids=["with-plugin", "without-plugin"])
-async def test_R3_8_R9_10_gajim_on_the_stock_server_notifies_as_before(plugin: bool):
+async def test_R3_8_R9_10_gajim_on_the_stock_server_notifies_as_before(version: str, plugin: bool):
     """Component stopped: the copies carry no hint and the plugin changes nothing."""
-    async with gajim_laptop(plugin=plugin, component=False) as (run, gajim, desktop):
+    async with gajim_laptop(version, plugin=plugin, component=False) as (run, gajim, desktop):
         await run.bob_writes(*QUIET)
         await desktop.wait_notifications(lambda shown: len(popups(desktop, QUIET)) == 3)
         assert popups(desktop, QUIET) == QUIET

@@ -49,10 +49,12 @@ class Run:
         assert self.env.server is not None
         return LaptopAccount(USER, DOMAIN, PASSWORD, "laptop", self.env.server.host, self.env.server.c2s_port)
 
-    async def laptop_online(self, client_log: Callable[[], str]) -> None:
-        """Until the laptop has logged in (its available presence reached the phone) and, with
-        the component, enabled carbons (an MDM client); then step 2 of the flow: the phone is
-        the device in use (the last available presence, R3.1)."""
+    async def laptop_online(self, client_log: Callable[[], str],
+                            caught_up: Callable[[], bool] = lambda: True) -> None:
+        """Until the laptop has logged in (its available presence reached the phone), with the
+        component enabled carbons (an MDM client), and ``caught_up()`` (the client's own login
+        work, e.g. its archive query, is done); then step 2 of the flow: the phone is the device
+        in use (the last available presence, R3.1)."""
         env, phone = self.env, self.phone
         prefix = f"{USER}@{DOMAIN}/laptop"  # poezio adds a random suffix to the resource
 
@@ -60,8 +62,10 @@ class Run:
             jids = [s.get("from", "") for s in phone.history
                     if s.tag.endswith("}presence") and s.get("type") is None]
             self.laptop_jid = next((j for j in jids if j.startswith(prefix)), "")
-            if not self.component or not self.laptop_jid:
-                return bool(self.laptop_jid)
+            if not self.laptop_jid or not caught_up():
+                return False
+            if not self.component:
+                return True
             assert env.component is not None
             session = env.component.require().core.sessions.get(self.laptop_jid)
             return session is not None and session.carbons
