@@ -20,7 +20,7 @@ import pytest
 
 from .realclients.desktop import Desktop
 from .realclients.gajim import Gajim
-from .realclients.scenario import Run, seed_flow
+from .realclients.scenario import PHONE, Run, seed_flow
 from .realclients.trixie import ensure_root
 
 QUIET = ["lunch at 1?", "the usual place", "see you there"]
@@ -55,7 +55,8 @@ async def gajim_laptop(version: str, *, plugin: bool,
 @VERSIONS
 async def test_R3_8_gajim_plugin_notifies_only_on_the_active_device(version: str):
     async with gajim_laptop(version, plugin=True, component=True) as (run, gajim, desktop):
-        await run.bob_writes(*QUIET)
+        await run.bob_writes(*QUIET[:2])
+        await run.bob_writes(QUIET[2], to=PHONE)  # the laptop gets a carbon, the hint on its wrapper
         await gajim.wait_received(QUIET)  # shown in the chat view: Gajim stored them
         await run.env.settle()
         assert run.phone_hints() == ["true"] * 3, "the phone was the active device (R3.2)"
@@ -74,7 +75,8 @@ async def test_R3_8_gajim_plugin_notifies_only_on_the_active_device(version: str
 @VERSIONS
 async def test_R3_8_gajim_without_plugin_ignores_the_hint(version: str):
     async with gajim_laptop(version, plugin=False, component=True) as (run, gajim, desktop):
-        await run.bob_writes(*QUIET)
+        await run.bob_writes(*QUIET[:2])
+        await run.bob_writes(QUIET[2], to=PHONE)  # a carbon to the laptop
         await desktop.wait_notifications(lambda shown: len(popups(desktop, QUIET)) == 3)
         assert popups(desktop, QUIET) == QUIET, "stock Gajim pops up every copy, value='false' or not"
         await gajim.wait_received(QUIET)  # its archive is written a moment after the popup

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from .realclients.poezio import Poezio
-from .realclients.scenario import Run, seed_flow
+from .realclients.scenario import PHONE, Run, seed_flow
 
 QUIET = ["lunch at 1?", "the usual place", "see you there"]
 LOUD = ["running late", "order for me", "thanks"]
@@ -45,7 +45,8 @@ async def poezio_laptop(*, plugin: bool, component: bool) -> AsyncIterator[tuple
 @pytest.mark.asyncio
 async def test_R3_8_poezio_plugin_beeps_only_on_the_active_device():
     async with poezio_laptop(plugin=True, component=True) as (run, poezio):
-        await run.bob_writes(*QUIET)
+        await run.bob_writes(*QUIET[:2])
+        await run.bob_writes(QUIET[2], to=PHONE)  # the laptop gets a carbon, the hint on its wrapper
         await poezio.wait_received(QUIET)  # shown in its tab and logged
         await run.env.settle()
         assert run.phone_hints() == ["true"] * 3, "the phone was the active device (R3.2)"
@@ -63,7 +64,8 @@ async def test_R3_8_poezio_plugin_beeps_only_on_the_active_device():
 @pytest.mark.asyncio
 async def test_R3_8_poezio_without_plugin_ignores_the_hint():
     async with poezio_laptop(plugin=False, component=True) as (run, poezio):
-        await run.bob_writes(*QUIET)
+        await run.bob_writes(*QUIET[:2])
+        await run.bob_writes(QUIET[2], to=PHONE)  # a carbon to the laptop
         await poezio.wait_received(QUIET)
         await poezio.wait_beeps(3)
         assert poezio.beeps() == 3, "stock poezio beeps for every copy, value='false' or not"

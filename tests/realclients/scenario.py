@@ -19,6 +19,7 @@ from mdm_harness.waiting import poll_until
 
 NOTIFY = "{urn:x-open-mdm:notify:0}notify"
 USER, DOMAIN, PASSWORD = "alice", "localhost", "alice-password"
+PHONE = f"{USER}@{DOMAIN}/phone"
 
 
 @dataclass(frozen=True)
@@ -77,10 +78,11 @@ class Run:
         await env.settle()
         phone.received.clear()
 
-    async def bob_writes(self, *bodies: str) -> None:
+    async def bob_writes(self, *bodies: str, to: str = f"{USER}@{DOMAIN}") -> None:
+        """IMs from Bob, to alice's bare JID or (``to``) one device: the others get carbons."""
         for body in bodies:
             self.sent += 1
-            await self.bob.send(f"<message to='{USER}@{DOMAIN}' type='chat' id='bob-{self.sent}'>"
+            await self.bob.send(f"<message to='{to}' type='chat' id='bob-{self.sent}'>"
                                 f"<body>{body}</body></message>")
 
     def phone_hints(self) -> list[str]:
@@ -99,6 +101,6 @@ async def seed_flow(*, component: bool) -> AsyncIterator[Run]:
         assert env.component is not None
         if not component:
             await env.component.stop()  # the bridge fails open: the server's own carbons (R9.10)
-        phone = await env.online(f"{USER}@{DOMAIN}", PASSWORD, "phone")
+        phone = await env.online(f"{USER}@{DOMAIN}", PASSWORD, PHONE.rsplit("/", 1)[1])
         bob = await env.online("bob@localhost", "bob-password", "desktop", carbons=False)
         yield Run(env, phone, bob, component)
