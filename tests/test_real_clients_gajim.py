@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from .realclients.desktop import Desktop
+from .realclients.desktop import Desktop, desktop_session
 from .realclients.gajim import Gajim
 from .realclients.scenario import PHONE, Run, seed_flow
 from .realclients.trixie import ensure_root
@@ -40,7 +40,7 @@ async def gajim_laptop(version: str, *, plugin: bool,
                        component: bool) -> AsyncIterator[tuple[Run, Gajim, Desktop]]:
     root = await ensure_root() if version == "2.1" else None
     workdir = Path(tempfile.mkdtemp(prefix="mdm-gajim-"))
-    async with seed_flow(component=component) as run, Desktop(workdir) as desktop:
+    async with seed_flow(component=component) as run, desktop_session(workdir) as desktop:
         gajim = Gajim(desktop, run.laptop_account(), plugin=plugin, root=root)
         try:
             await gajim.start()

@@ -1,7 +1,7 @@
 """A desktop for a real GUI client (R3.8): Xvfb, a private D-Bus session bus and a
 notification-daemon double on it (notify_daemon.py) that reports every ``Notify`` call.
 
-    async with Desktop(workdir) as desktop:
+    async with desktop_session(workdir) as desktop:
         ... start a client with desktop.env ...
         await desktop.wait_notifications(lambda shown: len(shown) == 3)
 """
@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
-from types import TracebackType
 
 from .children import Children, program
 
@@ -49,23 +49,16 @@ class Desktop:
         self._changed = asyncio.Condition()
         self._reader: asyncio.Task[None] | None = None
 
-    async def __aenter__(self) -> Desktop:
-        try:
-            await self._start()
-        except BaseException:
-            await self.__aexit__(None, None, None)
-            raise
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def stop(self, *, keep: bool = False) -> None:
+        """Every process stopped by pid; the directory removed unless ``keep`` (after a failure
+        the clients' logs are there)."""
         await self.children.stop()
         if self._reader is not None:
             await asyncio.gather(self._reader, return_exceptions=True)
-        if exc is None:  # kept after a failure: the clients' logs are there
+        if not keep:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
-    async def _start(self) -> None:
+    async def start(self) -> None:
         xvfb = await self.children.start("xvfb", program("Xvfb"), "-displayfd", "1", "-screen", "0",
                                          "1280x1024x24", "-nolisten", "tcp", pipe=True)
         assert xvfb.stdout is not None
@@ -116,3 +109,17 @@ class Desktop:
             except TimeoutError:
                 raise AssertionError(f"popups shown: {self.shown}") from None
         return list(self.shown)
+
+
+@asynccontextmanager
+async def desktop_session(workdir: Path) -> AsyncIterator[Desktop]:
+    desktop = Desktop(workdir)
+    failed = False
+    try:
+        await desktop.start()
+        yield desktop
+    except BaseException:
+        failed = True
+        raise
+    finally:
+        await desktop.stop(keep=failed)
