@@ -94,3 +94,15 @@ async def test_R3_8_R9_10_gajim_on_the_stock_server_notifies_as_before(version: 
         assert popups(desktop, QUIET) == QUIET
         await gajim.wait_received(QUIET)
         assert gajim.received() == QUIET
+
+
+@pytest.mark.asyncio
+@VERSIONS
+async def test_R3_8_gajim_plugin_trusts_the_servers_hint_not_the_senders(version: str):
+    """A contact cannot silence the laptop by writing the hint into the message: the server
+    appends its own after the sender's content, and the plugin takes the last one."""
+    async with gajim_laptop(version, plugin=True, component=True) as (run, gajim, desktop):
+        await run.phone_to_background()  # the laptop is the active device
+        await run.bob.send("<message to='alice@localhost' type='chat' id='forged'><body>wake up</body>"
+                           "<notify xmlns='urn:x-open-mdm:notify:0' value='false'/></message>")
+        await desktop.wait_notifications(lambda shown: popups(desktop, ["wake up"]) == ["wake up"])
