@@ -6,20 +6,16 @@ each call); what it shows and logs read back from its conversation log."""
 
 from __future__ import annotations
 
-import asyncio
-import re
-import shlex
 import shutil
 from pathlib import Path
 
 from mdm_harness.waiting import poll_until
 
-from .children import Children, as_user, program
+from .children import Children, program
 from .scenario import LaptopAccount
+from .terminal import Terminal
 
 PLUGIN = Path(__file__).resolve().parents[2] / "clients" / "poezio" / "mdm_notify_hint.py"
-# OSC sequences (a terminal title) end with BEL too: only a bare BEL is a beep
-OSC = re.compile(rb"\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)")
 TIMEOUT = 20.0
 
 NOTIFY_SCRIPT = """#!/bin/sh
@@ -33,14 +29,12 @@ class Poezio:
         self.workdir = workdir
         self.children = Children(workdir)
         self.home = workdir / "home"
-        self.socket = workdir / "tmux.sock"
-        self.screen = workdir / "screen.out"  # all the pane wrote
         self.popups_file = self.home / "popups.out"  # written by the client's user
         self.logs = self.home / ".local" / "share" / "poezio" / "logs"
-        self.env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(self.home), "LANG": "C.UTF-8",
-                    "TERM": "screen", "XDG_CONFIG_HOME": str(self.home / ".config"),
-                    "XDG_DATA_HOME": str(self.home / ".local" / "share"),
-                    "XDG_CACHE_HOME": str(self.home / ".cache")}
+        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(self.home), "LANG": "C.UTF-8",
+               "XDG_CONFIG_HOME": str(self.home / ".config"), "XDG_DATA_HOME": str(self.home / ".local" / "share"),
+               "XDG_CACHE_HOME": str(self.home / ".cache")}
+        self.terminal = Terminal(workdir, env, self.children)
         self._write_config(account, plugin)
 
     def _write_config(self, account: LaptopAccount, plugin: bool) -> None:
@@ -65,24 +59,8 @@ class Poezio:
             plugins_dir.mkdir(parents=True, exist_ok=True)
             shutil.copy(PLUGIN, plugins_dir / PLUGIN.name)
 
-    async def _tmux(self, *args: str) -> str:
-        proc = await asyncio.create_subprocess_exec(
-            program("tmux"), "-S", str(self.socket), "-f", "/dev/null", *args, env=self.env,
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-        out, _ = await proc.communicate()
-        if proc.returncode != 0:
-            raise RuntimeError(f"tmux {' '.join(args)}: {out.decode(errors='replace')}")
-        return out.decode().strip()
-
     async def start(self) -> None:
-        # the pane first runs cat, so that pipe-pane is in place before poezio writes a byte
-        await self._tmux("new-session", "-d", "-s", "laptop", "-x", "160", "-y", "48", "cat")
-        self.children.adopt("tmux server", int(await self._tmux("display-message", "-p", "#{pid}")))
-        await self._tmux("pipe-pane", "-t", "laptop", "-o", f"cat >> {self.screen}")
-        self.workdir.chmod(0o755)  # poezio runs as another user when we are root (children.as_user)
-        poezio = as_user([program("poezio")], self.home)
-        await self._tmux("respawn-pane", "-k", "-t", "laptop", shlex.join(poezio))
-        self.children.adopt("poezio", int(await self._tmux("display-message", "-p", "-t", "laptop", "#{pane_pid}")))
+        await self.terminal.start("laptop", [program("poezio")], self.home)
 
     async def stop(self) -> None:
         await self.children.stop()
@@ -92,11 +70,10 @@ class Poezio:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     def log(self) -> str:
-        return self.screen.read_bytes().decode(errors="replace")[-3000:] if self.screen.exists() else ""
+        return self.terminal.text()
 
     def beeps(self) -> int:
-        data = self.screen.read_bytes() if self.screen.exists() else b""
-        return OSC.sub(b"", data).count(b"\x07")
+        return self.terminal.beeps()
 
     def popups(self) -> list[str]:
         return self.popups_file.read_text().splitlines() if self.popups_file.exists() else []
