@@ -11,7 +11,7 @@ import pytest
 
 from .realclients.desktop import desktop_session
 from .realclients.profanity import Profanity
-from .realclients.scenario import seed_flow
+from .realclients.scenario import PHONE, seed_flow
 
 QUIET = ["lunch at 1?", "the usual place", "see you there"]
 
@@ -24,7 +24,8 @@ async def test_R3_8_profanity_notifies_every_copy(component: bool):
         profanity = Profanity(desktop, run.laptop_account())
         await profanity.start()
         await run.laptop_online(profanity.log)
-        await run.bob_writes(*QUIET)
+        await run.bob_writes(*QUIET[:2])
+        await run.bob_writes(QUIET[2], to=PHONE)  # a carbon to the laptop
         await run.env.settle()
         if component:
             assert run.phone_hints() == ["true"] * 3, "the phone was the active device (R3.2)"
