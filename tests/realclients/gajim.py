@@ -8,14 +8,14 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
+from contextlib import closing
 from pathlib import Path
-
-from mdm_harness.waiting import poll_until
 
 from .children import as_user, program
 from .desktop import Desktop
 from .scenario import LaptopAccount
 from .trixie import in_root, release
+from .waits import until
 
 PLUGIN = Path(__file__).resolve().parents[2] / "clients" / "gajim" / "mdm_notify_hint"
 # settings.sqlite's user_version: Gajim 1.7 (Debian 12) and 2.1 (Debian 13)
@@ -100,7 +100,7 @@ class Gajim:
         path = self.home / ".local" / "share" / "gajim" / "logs.db"
         if not path.exists():
             return []
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
             # Gajim 1.7's table is logs(message), 2.x's message(text)
             tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
             if "logs" in tables:
@@ -113,5 +113,5 @@ class Gajim:
 
     async def wait_received(self, bodies: list[str], timeout: float = 20.0) -> None:
         """Until Gajim has stored every one of ``bodies`` (the chat view shows what is stored)."""
-        await poll_until(lambda: all(b in self.received() for b in bodies), timeout,
-                         f"Gajim did not store {bodies}; it has {self.received()}\n{self.log()}", interval=0.1)
+        await until(lambda: all(b in self.received() for b in bodies), timeout,
+                    lambda: f"Gajim did not store {bodies}; it has {self.received()}\n{self.log()}")

@@ -9,11 +9,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from mdm_harness.waiting import poll_until
-
 from .children import Children, program
 from .scenario import LaptopAccount
 from .terminal import Terminal
+from .waits import until
 
 PLUGIN = Path(__file__).resolve().parents[2] / "clients" / "poezio" / "mdm_notify_hint.py"
 TIMEOUT = 20.0
@@ -84,13 +83,9 @@ class Poezio:
         return path.read_text(errors="replace") if path.exists() else ""
 
     async def wait_received(self, bodies: list[str]) -> None:
-        await poll_until(lambda: all(b in self.received() for b in bodies), TIMEOUT,
-                         f"poezio did not show {bodies}:\n{self.log()}", interval=0.05)
-
-    async def wait_popups(self, count: int) -> None:
-        await poll_until(lambda: len(self.popups()) >= count, TIMEOUT,
-                         f"poezio asked for {self.popups()} popups, not {count}", interval=0.05)
+        await until(lambda: all(b in self.received() for b in bodies), TIMEOUT,
+                    lambda: f"poezio did not show {bodies}:\n{self.log()}")
 
     async def wait_beeps(self, count: int) -> None:
-        await poll_until(lambda: self.beeps() >= count, TIMEOUT,
-                         f"poezio beeped {self.beeps()} times, not {count}", interval=0.05)
+        await until(lambda: self.beeps() >= count, TIMEOUT,
+                    lambda: f"poezio beeped {self.beeps()} times, not {count}:\n{self.log()}")

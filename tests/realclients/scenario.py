@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 from mdm_harness.clients import Client
 from mdm_harness.environment import DEFAULT_ACCOUNTS, MdmEnvironment
-from mdm_harness.waiting import poll_until
+
+from .waits import until
 
 NOTIFY = "{urn:x-open-mdm:notify:0}notify"
 USER, DOMAIN, PASSWORD = "alice", "localhost", "alice-password"
@@ -70,10 +71,7 @@ class Run:
             assert env.component is not None
             session = env.component.require().core.sessions.get(self.laptop_jid)
             return session is not None and session.carbons
-        try:
-            await poll_until(online, 30, "the laptop did not log in", interval=0.05)
-        except TimeoutError:
-            raise AssertionError(f"the laptop did not log in:\n{client_log()}") from None
+        await until(online, 30, lambda: f"the laptop did not log in:\n{client_log()}")
         await phone.send("<presence/>")
         await env.settle()
         phone.received.clear()
