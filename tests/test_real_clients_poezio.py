@@ -10,7 +10,8 @@ Desktop popups: poezio's simple_notify (0.14, and upstream's plugins/simple_noti
 January 2024) raises AttributeError in its conversation_msg handler (``fro = message['from'].bare`` is a str,
 then ``fro.bare``), so it never pops up for a 1:1 IM; measured here as 0 popups in every run.
 The plugin guards simple_notify's handlers all the same (they do pop up for MUC private
-messages, and will for 1:1 IMs once simple_notify is fixed)."""
+messages, and will for 1:1 IMs once simple_notify is fixed): proved with a stand-in of the same
+name and shape that works (tests/realclients/poezio.py, NOTIFIER_STAND_IN)."""
 
 from __future__ import annotations
 
@@ -29,10 +30,11 @@ LOUD = ["running late", "order for me", "thanks"]
 
 
 @asynccontextmanager
-async def poezio_laptop(*, plugin: bool, component: bool) -> AsyncIterator[tuple[Run, Poezio]]:
+async def poezio_laptop(*, plugin: bool, component: bool,
+                        stand_in: bool = False) -> AsyncIterator[tuple[Run, Poezio]]:
     workdir = Path(tempfile.mkdtemp(prefix="mdm-poezio-"))
     async with seed_flow(component=component) as run:
-        poezio = Poezio(workdir, run.laptop_account(), plugin=plugin)
+        poezio = Poezio(workdir, run.laptop_account(), plugin=plugin, stand_in=stand_in)
         try:
             await poezio.start()
             await run.laptop_online(poezio.log)
@@ -81,3 +83,27 @@ async def test_R3_8_R9_10_poezio_on_the_stock_server_beeps_as_before(plugin: boo
         await poezio.wait_received(QUIET)
         await poezio.wait_beeps(3)
         assert poezio.beeps() == 3
+
+
+@pytest.mark.asyncio
+async def test_R3_8_poezio_plugin_guards_the_popup_notifier():
+    """simple_notify's popups (here its working stand-in) follow the hint as the bell does."""
+    async with poezio_laptop(plugin=True, component=True, stand_in=True) as (run, poezio):
+        await run.bob_writes(*QUIET[:2])
+        await run.bob_writes(QUIET[2], to=PHONE)
+        await poezio.wait_received(QUIET)
+        await run.phone_to_background()
+        await run.bob_writes(*LOUD)
+        # the stand-in writes each popup as poezio handles the IM, in order: once the loud ones
+        # are there, a quiet one would be there before them
+        await poezio.wait_popups(3)
+        assert poezio.popups() == LOUD, "popups only on the active device (R3.8)"
+
+
+@pytest.mark.asyncio
+async def test_R3_8_poezio_without_plugin_the_popup_notifier_ignores_the_hint():
+    async with poezio_laptop(plugin=False, component=True, stand_in=True) as (run, poezio):
+        await run.bob_writes(*QUIET[:2])
+        await run.bob_writes(QUIET[2], to=PHONE)
+        await poezio.wait_popups(3)
+        assert poezio.popups() == QUIET

@@ -17,6 +17,22 @@ from .waits import until
 PLUGIN = Path(__file__).resolve().parents[2] / "clients" / "poezio" / "mdm_notify_hint.py"
 TIMEOUT = 20.0
 
+# simple_notify's shape (a conversation_msg handler that asks for a popup) without its 0.14 bug
+# (AttributeError on every 1:1 IM): put in the user's plugin folder, which poezio searches before
+# its own, so the plugin's guard on "simple_notify" is exercised by poezio's real event system
+NOTIFIER_STAND_IN = """from poezio.plugin import BasePlugin
+
+
+class Plugin(BasePlugin):
+    def init(self):
+        self.api.add_event_handler('conversation_msg', self.on_conversation_msg)
+
+    def on_conversation_msg(self, message, tab):
+        if message['from'].bare != self.core.xmpp.boundjid.bare and message['body']:
+            with open({out!r}, 'a') as f:
+                f.write(message['body'] + '\\n')
+"""
+
 NOTIFY_SCRIPT = """#!/bin/sh
 # simple_notify's command: one line per desktop popup poezio asks for
 printf '%s\\n' "$2" >> {out}
@@ -24,7 +40,8 @@ printf '%s\\n' "$2" >> {out}
 
 
 class Poezio:
-    def __init__(self, workdir: Path, account: LaptopAccount, *, plugin: bool) -> None:
+    def __init__(self, workdir: Path, account: LaptopAccount, *, plugin: bool, stand_in: bool = False) -> None:
+        """``stand_in``: simple_notify replaced by NOTIFIER_STAND_IN (same name, working popups)."""
         self.workdir = workdir
         self.children = Children(workdir)
         self.home = workdir / "home"
@@ -34,9 +51,9 @@ class Poezio:
                "XDG_CONFIG_HOME": str(self.home / ".config"), "XDG_DATA_HOME": str(self.home / ".local" / "share"),
                "XDG_CACHE_HOME": str(self.home / ".cache")}
         self.terminal = Terminal(workdir, env, self.children)
-        self._write_config(account, plugin)
+        self._write_config(account, plugin, stand_in)
 
-    def _write_config(self, account: LaptopAccount, plugin: bool) -> None:
+    def _write_config(self, account: LaptopAccount, plugin: bool, stand_in: bool) -> None:
         config = self.home / ".config" / "poezio"
         (config / "plugins").mkdir(parents=True, exist_ok=True)
         plugins = ["simple_notify"] + (["mdm_notify_hint"] if plugin else [])
@@ -53,10 +70,12 @@ class Poezio:
         script.chmod(0o755)
         (config / "plugins" / "simple_notify.cfg").write_text(
             f"[simple_notify]\ncommand = {script} %(from)s %(body)s\n")
+        plugins_dir = self.home / ".local" / "share" / "poezio" / "plugins"
+        plugins_dir.mkdir(parents=True, exist_ok=True)
         if plugin:
-            plugins_dir = self.home / ".local" / "share" / "poezio" / "plugins"
-            plugins_dir.mkdir(parents=True, exist_ok=True)
             shutil.copy(PLUGIN, plugins_dir / PLUGIN.name)
+        if stand_in:
+            (plugins_dir / "simple_notify.py").write_text(NOTIFIER_STAND_IN.format(out=str(self.popups_file)))
 
     async def start(self) -> None:
         await self.terminal.start("laptop", [program("poezio")], self.home)
@@ -85,6 +104,10 @@ class Poezio:
     async def wait_received(self, bodies: list[str]) -> None:
         await until(lambda: all(b in self.received() for b in bodies), TIMEOUT,
                     lambda: f"poezio did not show {bodies}:\n{self.log()}")
+
+    async def wait_popups(self, count: int) -> None:
+        await until(lambda: len(self.popups()) >= count, TIMEOUT,
+                    lambda: f"poezio asked for popups {self.popups()}, not {count}:\n{self.log()}")
 
     async def wait_beeps(self, count: int) -> None:
         await until(lambda: self.beeps() >= count, TIMEOUT,
