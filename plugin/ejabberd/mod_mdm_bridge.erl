@@ -511,9 +511,10 @@ sm_receive_packet(#message{to = #jid{luser = U, lserver = Host} = To, from = Fro
     %% over (no limits to check).
     Plan = not Pass andalso serving(Host) andalso mod_mdm_bridge_plans:targets(Host, U, Pkt),
     Hand = not Pass
-        andalso (Plan /= false orelse serving(Host))
-        andalso (Plan /= false orelse component_can_matter(U, Host))
-        andalso (Plan /= false orelse fits_or_note(Host, Pkt))  % over the limits: native path, stock carbons
+        andalso (Plan /= false
+                 orelse (serving(Host)
+                         andalso component_can_matter(U, Host)
+                         andalso fits_or_note(Host, Pkt)))  % over the limits: native path, stock carbons
         andalso privacy_allows(Host, To, Pkt),
     if Hand, Plan /= false ->
             case waiting(Host, U) of
