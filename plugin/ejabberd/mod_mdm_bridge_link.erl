@@ -30,7 +30,7 @@
 -define(TICK, 1000).
 -define(MAX_BATCH, 256 * 1024).      % bytes of events in one <events/> stanza
 -define(ESCAPED, 6).                 % the most bytes one character takes escaped (&quot; &apos;)
--define(MAX_EVENT, 508 * 1024).      % mod_mdm_bridge's limits, for the log line
+-define(MAX_EVENT, 508 * 1024).      % mod_mdm_bridge's limits (checked there), named in the log line
 -define(MAX_DEPTH, 1000).
 
 -record(state, {host :: binary(),
@@ -51,8 +51,9 @@
                 reached = #{} :: #{integer() => true},
                 %% R2.4/R9.6 order: per user, what entered the bridge and is not delivered yet, in
                 %% the order it entered: refs held at the component, and messages to deliver
-                %% natively once every ref before them is done
-                waiting = #{} :: #{binary() => queue:queue(integer() | {native, message()})}}).
+                %% natively or on the user's plan once every ref before them is done
+                waiting = #{} :: #{binary() => queue:queue(integer() | {native | planned, message()})}}).
+
 %% Input any client can repeat is logged at most once a minute per kind, with a count (R9.6: no log
 %% flood). Runs in the bridge process: the count lives in its dictionary.
 warn_limited(Kind, Format, Args) ->
