@@ -1,8 +1,9 @@
 """R9.8 / R9.9 fault tests on a real two-node ejabberd cluster: alice's three devices spread over the
 nodes, steady numbered traffic (200 IM/s), real ``mdm-component`` processes (an active instance
 and a standby sharing a real PostgreSQL store and HA lock, each given every node's component
-listener), and real faults: SIGKILL of the standby, of the active instance (after it stalled with IMs in flight), of a cluster node
-(the one carrying the component's link, and the other one), 30 cuts of the component's link.
+listener), and real faults: SIGKILL of the standby, of the active instance (after it stalled with
+IMs in flight), of a cluster node (the one carrying the component's link, and the other one), 30
+cuts of the component's link.
 
 Every device's arrivals are counted (received / lost / duplicated / out of order) and the time to
 "MDM again" is printed, never asserted (a noisy shared machine): the assertions are on counts.
