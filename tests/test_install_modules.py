@@ -27,9 +27,9 @@ from mdm.config import load as load_config
 from mdm.setup_cmd import bridge_dir
 
 from .serverinstall import (
+    HERE,
     EjabberdInstall,
     ProsodyInstall,
-    chown,
     free_metrics_port,
     have_user,
     missing_tools,
@@ -291,7 +291,7 @@ def test_ejabberd_bridge_says_at_start_when_no_listener_takes_its_component(root
     # the admin keeps the module and drops the listener
     conf = server.contrib / "sources" / "mod_mdm_bridge" / "conf" / "mod_mdm_bridge.yml"
     conf.write_text("modules:\n  mod_mdm_bridge: {}\n")
-    chown(root, "ejabberd")
+    HERE.chown(root, "ejabberd")
     server.start()
     try:
         install = server.ctl("module_install", "mod_mdm_bridge")

@@ -9,6 +9,13 @@ module_install``), the component started from the virtualenv with the config set
 then the R10 flow walkthrough (conformance/R10-flow-walkthrough.scs) played by the harness's
 clients against that installation. Nothing written for the servers or the component points into
 the source checkout.
+
+R9.12: the same steps run on this machine (Debian 12: Prosody 0.12, ejabberd 23.01, Python 3.11)
+and in a Debian 13 container (docker/install-test/Dockerfile: Debian's Prosody 13, ejabberd 24.12
+on Erlang/OTP 27 and Python 3.13, nothing of ours), where the wheel goes into a virtualenv of the
+container's Python (its dependencies from the wheelhouse the docker backend fetches for 3.13); the
+servers and the component run there, the walkthrough's clients here, over loopback (serverinstall.py:
+``HERE`` / ``InContainer``). The component's unit tests also run from the wheel on 3.12 and 3.13.
 """
 
 from __future__ import annotations
@@ -18,13 +25,22 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from mdm_harness.servers import docker as mdm_docker
+from mdm_harness.servers.kinds import RELEASES
+
+from .docker_engine import docker_engine  # noqa: F401 (the fixture)
 from .serverinstall import (
+    HERE,
     ComponentProcess,
     EjabberdInstall,
+    Here,
+    InContainer,
     ProsodyInstall,
     free_metrics_port,
     have_user,
@@ -71,6 +87,42 @@ def installed():
         shutil.rmtree(base, ignore_errors=True)
 
 
+@dataclass
+class Installed:
+    """The wheel installed on one machine: where the steps run, the virtualenv, its mdm-component."""
+    on: Here
+    venv: Path
+    exe: str
+
+
+@pytest.fixture(scope="module", params=["here", "deb13"])
+def machine(request, installed) -> Iterator[Installed]:
+    """This machine's virtualenv (the ``installed`` fixture), or (R9.12) the wheel installed the
+    same way in a Debian 13 container: ``python3 -m venv`` with Debian's Python 3.13 there, then
+    ``pip install`` of the wheel, its dependencies from the wheelhouse fetched for 3.13."""
+    venv, exe = installed
+    if request.param == "here":
+        yield Installed(HERE, venv, exe)
+        return
+    request.getfixturevalue("docker_engine")  # started for the session, stopped by pid at its end
+    release = request.param
+    on = InContainer(release)
+    base = world_dir(f"mdm-wheel-{release}-")
+    try:
+        wheel = next(venv.parent.glob("dist/open_mdm-*.whl"))
+        shutil.copy(wheel, base / wheel.name)
+        assert on.run(["python3", "-m", "venv", str(base / "venv")]).returncode == 0
+        with mdm_docker.serve_wheelhouse(release) as url:
+            r = on.run([str(base / "venv" / "bin" / "pip"), "install", "-q", "--disable-pip-version-check",
+                        "--no-index", "--find-links", url, str(base / wheel.name)])
+        assert r.returncode == 0, r.stdout + r.stderr
+        version = on.run([str(base / "venv" / "bin" / "python"), "-c", "import sys; print(sys.version)"]).stdout
+        assert version.startswith(RELEASES[release].python + "."), version
+        yield Installed(on, base / "venv", str(base / "venv" / "bin" / "mdm-component"))
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
 def _no_checkout_paths(*paths: Path) -> None:
     for p in paths:
         for f in ([p] if p.is_file() else [x for x in p.rglob("*") if x.is_file()]):
@@ -78,34 +130,39 @@ def _no_checkout_paths(*paths: Path) -> None:
             assert str(CHECKOUT) not in f.read_text(errors="replace"), f"{f} points into the checkout"
 
 
-def test_the_wheel_installs_the_component_alone(installed):
-    venv, exe = installed
-    r = run([exe, "--version"])
+def test_the_wheel_installs_the_component_alone(machine: Installed):
+    on, venv, exe = machine.on, machine.venv, machine.exe
+    r = on.run([exe, "--version"])
     assert r.returncode == 0 and r.stdout.strip() == "mdm-component 0.1.0"
-    files = run([exe, "files"]).stdout
+    files = on.run([exe, "files"]).stdout
     assert str(CHECKOUT) not in files and str(venv) in files
     for line in files.splitlines():
         assert Path(line.split(": ", 1)[1]).exists(), line
     # the component alone: no harness, no PostgreSQL driver, no test tools
     py = str(venv / "bin" / "python")
     for module in ("aioxmpp", "asyncpg", "pytest"):
-        assert run([py, "-c", f"import {module}"]).returncode != 0, f"{module} was installed with the component"
-    hint = run([str(venv / "bin" / "mdm-harness"), "--help"])
+        assert on.run([py, "-c", f"import {module}"]).returncode != 0, f"{module} was installed with the component"
+    hint = on.run([str(venv / "bin" / "mdm-harness"), "--help"])
     assert hint.returncode == 2 and "pip install 'open-mdm[harness]'" in hint.stderr
-    assert "``" not in run([exe, "--help"]).stdout
+    assert "``" not in on.run([exe, "--help"]).stdout
 
 
-@pytest.mark.skipif(bool(missing_tools("prosody", "prosodyctl", "lua5.4")) or not have_user("prosody"),
-                    reason="needs Debian's prosody")
+def _servers_here(*tools: str, user: str, on: Here) -> None:
+    """This machine's servers are Debian's packages, if installed (the container has them)."""
+    if on is HERE and (missing_tools(*tools) or not have_user(user)):
+        pytest.skip(f"needs Debian's {user} here")
+
+
 @pytest.mark.asyncio
-async def test_fresh_install_on_prosody_passes_the_flow_walkthrough(installed):
-    venv, exe = installed
+async def test_fresh_install_on_prosody_passes_the_flow_walkthrough(machine: Installed):
+    on, exe = machine.on, machine.exe
+    _servers_here("prosody", "prosodyctl", "lua5.4", user="prosody", on=on)
     root = world_dir("mdm-fresh-prosody-")
-    server = ProsodyInstall(root)
+    server = ProsodyInstall(root, on)
     component = None
     try:
         server.write_admin_config()
-        r = run([exe, *setup_args("prosody", root, server.component_port, server.cfg, [])])
+        r = on.run([exe, *setup_args("prosody", root, server.component_port, server.cfg, [])])
         assert r.returncode == 0, r.stdout + r.stderr
         toml = root / "mdm" / "mdm-component.toml"
         free_metrics_port(toml)
@@ -113,10 +170,10 @@ async def test_fresh_install_on_prosody_passes_the_flow_walkthrough(installed):
         assert f"ExecStart={exe} --config {toml}" in (root / "systemd" / "mdm-component.service").read_text()
         server.register(scenario_accounts())
         server.start()
-        component = ComponentProcess(exe, toml, root / "mdm-component.log")
+        component = ComponentProcess(exe, toml, root / "mdm-component.log", on)
         await component.start()
         log = wait_log(server.log, "MDM component mdm.localhost connected; reported the sessions of localhost")
-        doctor = run([exe, "doctor", "--config", str(toml)])
+        doctor = on.run([exe, "doctor", "--config", str(toml)])
         assert doctor.returncode == 0 and "connected and serving" in doctor.stdout, doctor.stdout
         await walkthrough(server.handle(toml), component)
         log = server.log.read_text(errors="replace")
@@ -129,17 +186,16 @@ async def test_fresh_install_on_prosody_passes_the_flow_walkthrough(installed):
         shutil.rmtree(root, ignore_errors=True)
 
 
-@pytest.mark.skipif(bool(missing_tools("ejabberdctl", "erlc", "epmd")) or not have_user("ejabberd"),
-                    reason="needs Debian's ejabberd and erlang-dev")
 @pytest.mark.asyncio
-async def test_fresh_install_on_ejabberd_passes_the_flow_walkthrough(installed):
-    venv, exe = installed
+async def test_fresh_install_on_ejabberd_passes_the_flow_walkthrough(machine: Installed):
+    on, exe = machine.on, machine.exe
+    _servers_here("ejabberdctl", "erlc", "epmd", user="ejabberd", on=on)
     root = world_dir("mdm-fresh-ejabberd-")
-    server = EjabberdInstall(root)
+    server = EjabberdInstall(root, on)
     component = None
     try:
         server.write_admin_config()
-        r = run([exe, *setup_args("ejabberd", root, server.component_port, server.cfg,
+        r = on.run([exe, *setup_args("ejabberd", root, server.component_port, server.cfg,
                                   ["--contrib-dir", str(server.contrib)])])
         assert r.returncode == 0, r.stdout + r.stderr
         toml = root / "mdm" / "mdm-component.toml"
@@ -150,10 +206,10 @@ async def test_fresh_install_on_ejabberd_passes_the_flow_walkthrough(installed):
         assert install.returncode == 0, install.stdout + install.stderr
         wait_log(server.log, "MDM bridge started on localhost")
         server.register(scenario_accounts())
-        component = ComponentProcess(exe, toml, root / "mdm-component.log")
+        component = ComponentProcess(exe, toml, root / "mdm-component.log", on)
         await component.start()
         wait_log(server.log, "MDM component mdm.localhost connected")
-        doctor = run([exe, "doctor", "--config", str(toml)])
+        doctor = on.run([exe, "doctor", "--config", str(toml)])
         assert doctor.returncode == 0 and "connected and serving" in doctor.stdout, doctor.stdout
         await walkthrough(server.handle(toml), component)
         log = server.log.read_text(errors="replace")
@@ -171,13 +227,17 @@ COMPONENT_UNIT_TESTS = ["test_bridge_protocol.py", "test_capacity.py", "test_cor
                         "test_limits.py", "test_silent_mode.py", "test_stream.py"]
 
 
-@pytest.mark.parametrize("version", ["3.12"])
+@pytest.mark.parametrize("version", ["3.12", "3.13"])
 def test_the_wheel_on_another_python(installed, version: str):
+    """R9.12: the component on each Python the servers' Debian releases carry (3.11 is this
+    machine's, above; 3.13 is Debian 13's) and 3.12 between, from pyenv here (a pyenv shim on PATH
+    fails for a version that is not selected: the installed versions are looked up directly)."""
     found = [shutil.which(f"python{version}"),
              *sorted(glob.glob(os.path.expanduser(f"~/.pyenv/versions/{version}.*/bin/python{version}")))]
     python = next((p for p in found if p and run([p, "-c", "import sys"]).returncode == 0), None)
     if python is None:
         pytest.skip(f"no Python {version} here")
+    print(f"Python {version}: {python}")
     wheel_venv, _ = installed
     base = world_dir(f"mdm-py{version}-")
     try:
@@ -187,6 +247,8 @@ def test_the_wheel_on_another_python(installed, version: str):
         r = run([str(venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check", str(wheel),
                  "pytest==9.2.0", "pytest-asyncio==1.5.0"], timeout=600)
         assert r.returncode == 0, r.stdout + r.stderr
+        assert run([str(venv / "bin" / "python"), "-c", "import sys; print(sys.version)"]).stdout.startswith(
+            version + ".")
         assert run([str(venv / "bin" / "mdm-component"), "--version"]).stdout.startswith("mdm-component ")
         # from the checkout's tests, the installed package (not the checkout's plugin/): --noconftest,
         # the shared conftest needs the harness
