@@ -49,14 +49,18 @@ from mdm_harness.servers.kinds import RELEASES
 CONFORMANCE = Path(__file__).resolve().parents[1] / "conformance"
 
 # Debian's default modules_enabled, per release (R9.12): Debian 12's prosody 0.12.3 and Debian 13's
-# 13.0.1, "posix" included on 0.12 (the server runs as the prosody user, as Debian runs it, so posix
-# does not close the listeners; Prosody 13 loads it itself). Without "tls": the test clients log in
-# plaintext on loopback and there is no certificate for the test host.
+# 13.0.1, which adds "account_activity" and "cloud_notify" (XEP-0357 push, a core module since
+# Prosody 13: the bridge's push veto, R3.6, has it without prosody-modules). "posix" included: the
+# server runs as the prosody user, as Debian runs it, so posix does not close the listeners (and
+# Prosody 13 needs no run_as_root). Without "tls": the test clients log in plaintext on loopback and
+# there is no certificate for the test host.
+_DEBIAN12_PROSODY_MODULES = (
+    "disco", "roster", "saslauth", "blocklist", "bookmarks", "carbons", "dialback", "limits", "pep", "private",
+    "smacks", "vcard4", "vcard_legacy", "csi_simple", "invites", "invites_adhoc", "invites_register", "ping",
+    "register", "time", "uptime", "version", "admin_adhoc", "admin_shell", "posix")
 DEBIAN_PROSODY_MODULES = {
-    "deb12": ("disco", "roster", "saslauth", "blocklist", "bookmarks", "carbons", "dialback", "limits", "pep",
-              "private", "smacks", "vcard4", "vcard_legacy", "csi_simple", "invites", "invites_adhoc",
-              "invites_register", "ping", "register", "time", "uptime", "version", "admin_adhoc", "admin_shell",
-              "posix"),
+    "deb12": _DEBIAN12_PROSODY_MODULES,
+    "deb13": (*_DEBIAN12_PROSODY_MODULES[:13], "account_activity", "cloud_notify", *_DEBIAN12_PROSODY_MODULES[13:]),
 }
 
 

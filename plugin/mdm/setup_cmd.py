@@ -111,6 +111,8 @@ _DUMP_LUA = r"""
 local cfg_path, libdir = arg[1], arg[2]
 package.path = libdir .. "/?.lua;" .. package.path
 package.cpath = libdir .. "/?.so;" .. package.cpath
+-- Prosody 13 requires "prosody.util.*": its loader maps those names onto libdir, as prosodyctl does
+if not pcall(require, "prosody.loader") then pcall(require, "loader") end
 prosody = { paths = {}, events = { fire_event = function() end } }
 local cm = require "core.configmanager"
 local ok, level, err = cm.load(cfg_path)
