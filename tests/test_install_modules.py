@@ -148,7 +148,9 @@ def test_ejabberd_module_install_builds_enables_and_answers(root: Path):
     assert r.returncode == 0, r.stdout + r.stderr
     assert "ejabberdctl module_install mod_mdm_bridge" in r.stdout
     sources = server.contrib / "sources" / "mod_mdm_bridge"
-    for f in ("mod_mdm_bridge.spec", "src/mod_mdm_bridge.erl", "conf/mod_mdm_bridge.yml", "README.txt", "COPYING"):
+    # README.txt for ejabberd up to 25.04, README.md from 25.07 (R9.12): one text, both names
+    for f in ("mod_mdm_bridge.spec", "src/mod_mdm_bridge.erl", "conf/mod_mdm_bridge.yml", "README.txt", "README.md",
+              "COPYING"):
         assert (sources / f).is_file(), f
     assert (sources / "conf" / "mod_mdm_bridge.yml").stat().st_uid == __import__("pwd").getpwnam("ejabberd").pw_uid
     toml = root / "mdm" / "mdm-component.toml"

@@ -147,6 +147,17 @@ def test_the_wheel_installs_the_component_alone(machine: Installed):
     assert "``" not in on.run([exe, "--help"]).stdout
 
 
+# Debian's default configs, as setup reads them on each release (R9.12)
+SETUP_SAYS = {
+    "deb12": {"prosody": ["ok: Prosody 0.12.3", 'no "cloud_notify" in modules_enabled'],
+              "ejabberd": ["ok: ejabberd 23.01", "ok: Erlang/OTP 25"]},
+    "deb13": {"prosody": ["ok: Prosody 13.0.1",
+                          '"cloud_notify" (XEP-0357 push, a core module in Prosody 13) stays enabled',
+                          "bounce_blocked_messages is not set: this Prosody drops"],
+              "ejabberd": ["ok: ejabberd 24.12", "ok: Erlang/OTP 27"]},
+}
+
+
 def _servers_here(*tools: str, user: str, on: Here) -> None:
     """This machine's servers are Debian's packages, if installed (the container has them)."""
     if on is HERE and (missing_tools(*tools) or not have_user(user)):
@@ -164,6 +175,9 @@ async def test_fresh_install_on_prosody_passes_the_flow_walkthrough(machine: Ins
         server.write_admin_config()
         r = on.run([exe, *setup_args("prosody", root, server.component_port, server.cfg, [])])
         assert r.returncode == 0, r.stdout + r.stderr
+        # what setup leaves as it is on each release, and says so (R9.12)
+        for line in SETUP_SAYS[on.release]["prosody"]:
+            assert line in r.stdout, r.stdout
         toml = root / "mdm" / "mdm-component.toml"
         free_metrics_port(toml)
         _no_checkout_paths(server.etc, server.modules, toml, root / "systemd")
@@ -198,6 +212,8 @@ async def test_fresh_install_on_ejabberd_passes_the_flow_walkthrough(machine: In
         r = on.run([exe, *setup_args("ejabberd", root, server.component_port, server.cfg,
                                   ["--contrib-dir", str(server.contrib)])])
         assert r.returncode == 0, r.stdout + r.stderr
+        for line in SETUP_SAYS[on.release]["ejabberd"]:
+            assert line in r.stdout, r.stdout
         toml = root / "mdm" / "mdm-component.toml"
         free_metrics_port(toml)
         _no_checkout_paths(server.contrib, toml, root / "systemd")
