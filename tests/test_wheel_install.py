@@ -57,9 +57,32 @@ CHECKOUT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="runs the servers as their own users (needs root)")
 
 
+@dataclass
+class Installed:
+    """The wheel installed on one machine: where the steps run, the virtualenv, its mdm-component."""
+    on: Here
+    venv: Path
+    exe: str
+
+    @property
+    def wheel(self) -> Path:
+        return next(self.venv.parent.glob("open_mdm-*.whl"))
+
+
+def _install(on: Here, python: str, wheel: Path, *pip: str) -> Installed:
+    """Step 1 of the install guides: a virtualenv of ``python`` beside the wheel, and the wheel in it."""
+    venv = wheel.parent / "venv"
+    r = on.run([python, "-m", "venv", str(venv)])
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = on.run([str(venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check", *pip, str(wheel)],
+               timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return Installed(on, venv, str(venv / "bin" / "mdm-component"))
+
+
 @pytest.fixture(scope="module")
-def installed():
-    """(virtualenv dir, its mdm-component): the wheel built from a copy of the checkout's files."""
+def installed() -> Iterator[Installed]:
+    """The wheel built from a copy of the checkout's files, installed here."""
     base = world_dir("mdm-wheel-")
     try:
         src = base / "src"
@@ -70,55 +93,36 @@ def installed():
                        input=files, check=True, capture_output=True)
         subprocess.run(["tar", "-C", str(src), "-xf", str(base / "src.tar")], check=True)
         r = run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--disable-pip-version-check",
-                 "-w", str(base / "dist"), str(src)], timeout=600)
+                 "-w", str(base), str(src)], timeout=600)
         assert r.returncode == 0, r.stdout + r.stderr
-        wheel = next((base / "dist").glob("open_mdm-*.whl"))
         shutil.rmtree(src)
         # the distribution's Python (Debian 12: 3.11), as an admin would use it
         python = next((p for p in ("/usr/bin/python3", shutil.which("python3")) if p and os.path.exists(p)),
                       sys.executable)
-        venv = base / "venv"
-        r = run([python, "-m", "venv", str(venv)])
-        assert r.returncode == 0, r.stderr
-        r = run([str(venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check", str(wheel)], timeout=600)
-        assert r.returncode == 0, r.stdout + r.stderr
-        yield venv, str(venv / "bin" / "mdm-component")
+        yield _install(HERE, python, next(base.glob("open_mdm-*.whl")))
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
 
-@dataclass
-class Installed:
-    """The wheel installed on one machine: where the steps run, the virtualenv, its mdm-component."""
-    on: Here
-    venv: Path
-    exe: str
-
-
 @pytest.fixture(scope="module", params=["here", "deb13"])
-def machine(request, installed) -> Iterator[Installed]:
+def machine(request, installed: Installed) -> Iterator[Installed]:
     """This machine's virtualenv (the ``installed`` fixture), or (R9.12) the wheel installed the
-    same way in a Debian 13 container: ``python3 -m venv`` with Debian's Python 3.13 there, then
-    ``pip install`` of the wheel, its dependencies from the wheelhouse fetched for 3.13."""
-    venv, exe = installed
+    same way in a Debian 13 container: a virtualenv of Debian's Python 3.13 there, the wheel's
+    dependencies from the wheelhouse the docker backend fetches for 3.13."""
     if request.param == "here":
-        yield Installed(HERE, venv, exe)
+        yield installed
         return
     request.getfixturevalue("docker_engine")  # started for the session, stopped by pid at its end
     release = request.param
     on = InContainer(release)
     base = world_dir(f"mdm-wheel-{release}-")
     try:
-        wheel = next(venv.parent.glob("dist/open_mdm-*.whl"))
-        shutil.copy(wheel, base / wheel.name)
-        assert on.run(["python3", "-m", "venv", str(base / "venv")]).returncode == 0
+        wheel = Path(shutil.copy(installed.wheel, base))
         with mdm_docker.serve_wheelhouse(release) as url:
-            r = on.run([str(base / "venv" / "bin" / "pip"), "install", "-q", "--disable-pip-version-check",
-                        "--no-index", "--find-links", url, str(base / wheel.name)])
-        assert r.returncode == 0, r.stdout + r.stderr
-        version = on.run([str(base / "venv" / "bin" / "python"), "-c", "import sys; print(sys.version)"]).stdout
+            there = _install(on, "python3", wheel, "--no-index", "--find-links", url)
+        version = on.run([str(there.venv / "bin" / "python"), "-c", "import sys; print(sys.version)"]).stdout
         assert version.startswith(RELEASES[release].python + "."), version
-        yield Installed(on, base / "venv", str(base / "venv" / "bin" / "mdm-component"))
+        yield there
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
@@ -254,15 +258,10 @@ def test_the_wheel_on_another_python(installed, version: str):
     if python is None:
         pytest.skip(f"no Python {version} here")
     print(f"Python {version}: {python}")
-    wheel_venv, _ = installed
     base = world_dir(f"mdm-py{version}-")
     try:
-        venv = base / "venv"
-        assert run([python, "-m", "venv", str(venv)]).returncode == 0
-        wheel = next(wheel_venv.parent.glob("dist/open_mdm-*.whl"))
-        r = run([str(venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check", str(wheel),
-                 "pytest==9.2.0", "pytest-asyncio==1.5.0"], timeout=600)
-        assert r.returncode == 0, r.stdout + r.stderr
+        venv = _install(HERE, python, Path(shutil.copy(installed.wheel, base)), "pytest==9.2.0",
+                        "pytest-asyncio==1.5.0").venv
         assert run([str(venv / "bin" / "python"), "-c", "import sys; print(sys.version)"]).stdout.startswith(
             version + ".")
         assert run([str(venv / "bin" / "mdm-component"), "--version"]).stdout.startswith("mdm-component ")
