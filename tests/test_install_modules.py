@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from mdm.config import load as load_config
-from mdm.setup_cmd import bridge_dir
+from mdm.setup_cmd import bridge_dir, prosody_release_notes
 
 from .serverinstall import (
     HERE,
@@ -302,3 +302,16 @@ def test_ejabberd_bridge_says_at_start_when_no_listener_takes_its_component(root
         assert "[error]" in log
     finally:
         server.stop()
+
+
+def test_setup_says_what_it_leaves_as_it_is_on_each_prosody_release():
+    """R9.12: what setup leaves to the admin where Prosody 0.12.3 and 13 differ, and why."""
+    old = prosody_release_notes((0, 12, 3), {"carbons"}, {})
+    assert [n.split(":")[0] for n in old] == ['no "cloud_notify" in modules_enabled']
+    assert "from prosody-modules on Prosody 0.12" in old[0]
+    new = prosody_release_notes((13, 0, 1), {"cloud_notify"}, {"run_as_root": "true"})
+    assert new[0].startswith('"cloud_notify" (XEP-0357 push, a core module in Prosody 13) stays enabled')
+    assert new[1].startswith("bounce_blocked_messages is not set: this Prosody drops")
+    assert new[2].startswith("run_as_root = true: Prosody 13 starts as root only with it")
+    mine = prosody_release_notes((13, 0, 1), set(), {"bounce_blocked_messages": "true"})
+    assert "bounce_blocked_messages = true (yours, left as it is)" in mine[1]

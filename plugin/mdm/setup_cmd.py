@@ -193,7 +193,7 @@ def _pick_host(args: argparse.Namespace, hosts: list[str], report: Report) -> st
     return None
 
 
-def _prosody_release_notes(version: tuple[int, ...], enabled: set[str], opts: dict[str, object]) -> list[str]:
+def prosody_release_notes(version: tuple[int, ...], enabled: set[str], opts: dict[str, object]) -> list[str]:
     """What setup leaves as it is, and why, where Prosody's releases differ (R9.12: Debian 12's
     0.12.3, Debian 13's 13.0)."""
     notes = []
@@ -259,7 +259,7 @@ def check_prosody(args: argparse.Namespace) -> int:
         if m in enabled:
             report.notes.append(f'"{m}" stays enabled: the bridge loads it itself and lets it serve while the '
                                 f"component is down (R9.10)")
-    report.notes += _prosody_release_notes(_version_tuple(version or "0"), enabled, glob_opts)
+    report.notes += prosody_release_notes(_version_tuple(version or "0"), enabled, glob_opts)
     plugin_paths = [str(p) for p in glob_opts.get("plugin_paths", []) or []]  # type: ignore[union-attr]
     modules_dir = Path(args.modules_dir or (plugin_paths[0] if plugin_paths else "/usr/local/lib/prosody/modules"))
     ours = bridge_dir("prosody")
