@@ -19,6 +19,11 @@ session), so every conformance scenario passes through the three images. The com
 (tests/test_docker_compose.py) runs the shipped compose stacks and plays the R10 flow
 walkthrough against them.
 
+The install tests (tests/test_wheel_install.py, R9.12) use a fourth image, ``open-mdm/install-test``
+(docker/install-test/Dockerfile: Debian's servers and python3, nothing of ours), through
+``image_container``, ``exec_output`` and ``ContainerProcess`` below, with ``serve_wheelhouse`` for
+pip in it.
+
 The engine: ``DOCKER_HOST`` if set (someone else's engine, used as it is). Otherwise, as root, a
 private ``dockerd`` (vfs storage, no iptables, no default bridge) on a socket in a temp dir, with
 its data root in ``/var/cache/open-mdm/docker`` (``MDM_DOCKER_CACHE`` moves the cache), so later
