@@ -54,13 +54,13 @@ CONFORMANCE = Path(__file__).resolve().parents[1] / "conformance"
 # server runs as the prosody user, as Debian runs it, so posix does not close the listeners (and
 # Prosody 13 needs no run_as_root). Without "tls": the test clients log in plaintext on loopback and
 # there is no certificate for the test host.
-_DEBIAN12_PROSODY_MODULES = (
-    "disco", "roster", "saslauth", "blocklist", "bookmarks", "carbons", "dialback", "limits", "pep", "private",
-    "smacks", "vcard4", "vcard_legacy", "csi_simple", "invites", "invites_adhoc", "invites_register", "ping",
-    "register", "time", "uptime", "version", "admin_adhoc", "admin_shell", "posix")
+_DEBIAN_PROSODY_MODULES = ("disco", "roster", "saslauth", "blocklist", "bookmarks", "carbons", "dialback", "limits",
+                           "pep", "private", "smacks", "vcard4", "vcard_legacy")
+_DEBIAN_PROSODY_MODULES_TAIL = ("csi_simple", "invites", "invites_adhoc", "invites_register", "ping", "register",
+                                "time", "uptime", "version", "admin_adhoc", "admin_shell", "posix")
 DEBIAN_PROSODY_MODULES = {
-    "deb12": _DEBIAN12_PROSODY_MODULES,
-    "deb13": (*_DEBIAN12_PROSODY_MODULES[:13], "account_activity", "cloud_notify", *_DEBIAN12_PROSODY_MODULES[13:]),
+    "deb12": (*_DEBIAN_PROSODY_MODULES, *_DEBIAN_PROSODY_MODULES_TAIL),
+    "deb13": (*_DEBIAN_PROSODY_MODULES, "account_activity", "cloud_notify", *_DEBIAN_PROSODY_MODULES_TAIL),
 }
 
 
@@ -317,6 +317,8 @@ Include "conf.d/*.cfg.lua"
         self.on.chown(self.data, "prosody")
         self.on.chown(self.log.parent, "prosody")
 
+    ENV = {"HOME": "/var/lib/prosody"}  # the prosody user's, for its commands and the server
+
     def prosodyctl(self, *args: str) -> subprocess.CompletedProcess[str]:
         """``prosodyctl --config …`` as the prosody user."""
         return self.on.run(["prosodyctl", "--config", str(self.cfg), *args], user="prosody", env=self.ENV)
@@ -325,8 +327,6 @@ Include "conf.d/*.cfg.lua"
         for a in accounts:
             r = self.prosodyctl("register", a.user, "localhost", a.password)
             assert r.returncode == 0, f"prosodyctl register {a.user}: {r.stdout}{r.stderr}"
-
-    ENV = {"HOME": "/var/lib/prosody"}
 
     def start(self, component: bool = True) -> None:
         """Until Prosody listens (on the component port too, unless the config has no component)."""

@@ -82,8 +82,7 @@ def test_prosody_module_installed_by_setup_is_loaded_and_answers(root: Path):
         check = run(["systemd-analyze", "verify", str(unit)], timeout=60)
         assert check.returncode == 0 and not check.stderr.strip(), check.stderr
     # the guide's next step: Prosody's own check accepts what setup wrote
-    check = run(["prosodyctl", "--config", str(server.cfg), "check", "config"], user="prosody", group="prosody",
-                extra_groups=[], env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/var/lib/prosody"})
+    check = server.prosodyctl("check", "config")
     assert check.returncode == 0 and "All checks passed" in check.stdout, check.stdout + check.stderr
     assert str(server.etc / "conf.d" / "mdm.cfg.lua") in check.stdout
     # the check is clean on the config it wrote: setup says the bridge and the component are there

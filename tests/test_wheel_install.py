@@ -182,6 +182,9 @@ async def test_fresh_install_on_prosody_passes_the_flow_walkthrough(machine: Ins
         # what setup leaves as it is on each release, and says so (R9.12)
         for line in SETUP_SAYS[on.release]["prosody"]:
             assert line in r.stdout, r.stdout
+        # the guide's step 3, on each release
+        check = server.prosodyctl("check", "config")
+        assert check.returncode == 0 and "All checks passed" in check.stdout, check.stdout + check.stderr
         toml = root / "mdm" / "mdm-component.toml"
         free_metrics_port(toml)
         _no_checkout_paths(server.etc, server.modules, toml, root / "systemd")
