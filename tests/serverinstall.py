@@ -7,6 +7,13 @@ listens on free loopback ports and is stopped by pid; nothing stays behind.
 ``ComponentProcess`` stands in for the harness's in-process component, so a conformance scenario
 runs against a server and an ``mdm-component`` process configured like a real install:
 ``Component sets mdm.x = v`` edits the component's TOML and sends SIGHUP (R1.2).
+
+Where the steps run (R9.12): ``HERE`` is this machine (Debian 12 today, its packages, users and
+Python); ``InContainer`` runs the very same steps in a container of another Debian release
+(docker/install-test/Dockerfile: Debian's prosody, ejabberd, erlang-dev and python3, nothing of
+ours) on the host's network, with the temp dir bind-mounted at the same path: commands and server
+processes run there (as the servers' users there, stopped by their pids there), while files are
+written and read here and the walkthrough's clients connect over loopback.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import os
 import pwd
 import re
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -25,6 +33,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Protocol
 
 import yaml
 
@@ -33,17 +42,26 @@ from mdm.config import load as load_config
 from mdm_harness.ports import free_ports
 from mdm_harness.runner import ScenarioRun, accounts_of
 from mdm_harness.scenario import load_scenarios
+from mdm_harness.servers import docker as mdm_docker
 from mdm_harness.servers.base import Account, ServerHandle
+from mdm_harness.servers.kinds import RELEASES
 
 CONFORMANCE = Path(__file__).resolve().parents[1] / "conformance"
 
-# Debian 12's default modules_enabled (prosody 0.12.3), "posix" included: the server runs as the
-# prosody user, as Debian runs it, so posix does not close the listeners. Without "tls": the test
-# clients log in plaintext on loopback and there is no certificate for the test host.
-DEBIAN_PROSODY_MODULES = (
-    "disco", "roster", "saslauth", "blocklist", "bookmarks", "carbons", "dialback", "limits", "pep",
-    "private", "smacks", "vcard4", "vcard_legacy", "csi_simple", "invites", "invites_adhoc", "invites_register",
-    "ping", "register", "time", "uptime", "version", "admin_adhoc", "admin_shell", "posix")
+# Debian's default modules_enabled, per release (R9.12): Debian 12's prosody 0.12.3 and Debian 13's
+# 13.0.1, which adds "account_activity" and "cloud_notify" (XEP-0357 push, a core module since
+# Prosody 13: the bridge's push veto, R3.6, has it without prosody-modules). "posix" included: the
+# server runs as the prosody user, as Debian runs it, so posix does not close the listeners (and
+# Prosody 13 needs no run_as_root). Without "tls": the test clients log in plaintext on loopback and
+# there is no certificate for the test host.
+_DEBIAN_PROSODY_MODULES = ("disco", "roster", "saslauth", "blocklist", "bookmarks", "carbons", "dialback", "limits",
+                           "pep", "private", "smacks", "vcard4", "vcard_legacy")
+_DEBIAN_PROSODY_MODULES_TAIL = ("csi_simple", "invites", "invites_adhoc", "invites_register", "ping", "register",
+                                "time", "uptime", "version", "admin_adhoc", "admin_shell", "posix")
+DEBIAN_PROSODY_MODULES = {
+    "deb12": (*_DEBIAN_PROSODY_MODULES, *_DEBIAN_PROSODY_MODULES_TAIL),
+    "deb13": (*_DEBIAN_PROSODY_MODULES, "account_activity", "cloud_notify", *_DEBIAN_PROSODY_MODULES_TAIL),
+}
 
 
 def missing_tools(*tools: str) -> list[str]:
@@ -65,14 +83,6 @@ def world_dir(prefix: str) -> Path:
     return d
 
 
-def chown(path: Path, user: str) -> None:
-    pw = pwd.getpwnam(user)
-    for root, _dirs, files in os.walk(path):
-        os.chown(root, pw.pw_uid, pw.pw_gid)
-        for f in files:
-            os.chown(os.path.join(root, f), pw.pw_uid, pw.pw_gid)
-
-
 def current_user() -> str:
     return pwd.getpwuid(os.getuid()).pw_name
 
@@ -81,11 +91,117 @@ def run(cmd: list[str], **kw) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=kw.pop("timeout", 180), **kw)
 
 
-def wait_port(port: int, proc: subprocess.Popen | None, what: str, log: Path | None, timeout: float = 60.0) -> None:
+class Process(Protocol):
+    """A started server or component: ``subprocess.Popen`` here, ``ContainerProcess`` there."""
+
+    def poll(self) -> int | None: ...
+
+    def send_signal(self, sig: signal.Signals) -> None: ...
+
+
+class Here:
+    """The install steps on this machine, as its root: commands as the servers' users, processes
+    started as our children and stopped by pid."""
+
+    def __init__(self, release: str = "") -> None:
+        """``release``: deb12 / deb13 (servers/kinds.py), which Debian's defaults apply; this
+        machine's by default (/etc/os-release)."""
+        if not release:
+            m = re.search(r"^VERSION_CODENAME=(\S+)", Path("/etc/os-release").read_text(), re.M)
+            codename = m.group(1).strip('"') if m else ""
+            release = next((r.name for r in RELEASES.values() if r.codename == codename), "deb12")
+        self.release = release
+
+    @staticmethod
+    def _as(user: str | None, env: dict[str, str] | None) -> dict[str, object]:
+        kw: dict[str, object] = {"user": user, "group": user, "extra_groups": []} if user else {}
+        if env is not None:
+            kw["env"] = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **env}
+        return kw
+
+    def run(self, cmd: list[str], *, user: str | None = None, env: dict[str, str] | None = None,
+            cwd: Path | None = None, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+        return run(cmd, cwd=cwd, timeout=timeout, **self._as(user, env))
+
+    def spawn(self, cmd: list[str], output: Path, *, user: str | None = None, env: dict[str, str] | None = None,
+              cwd: Path | None = None) -> Process:
+        """``cmd`` in the background, its output appended to ``output``."""
+        with open(output, "ab") as out:
+            return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                    start_new_session=True, cwd=cwd, **self._as(user, env))  # type: ignore[call-overload]
+
+    def stop(self, proc: Process | None) -> None:
+        stop(proc)  # type: ignore[arg-type]
+
+    def kill(self, pid: int) -> None:
+        kill_pid(pid)
+
+    def chown(self, path: Path, owner: str, recursive: bool = True) -> None:
+        """``owner``: ``user`` or ``user:group``."""
+        user, _, group = owner.partition(":")
+        uid = pwd.getpwnam(user).pw_uid
+        gid = grp.getgrnam(group).gr_gid if group else pwd.getpwnam(user).pw_gid
+        os.chown(path, uid, gid)
+        for root, dirs, files in os.walk(path) if recursive else ():
+            for name in (*dirs, *files):
+                os.chown(os.path.join(root, name), uid, gid)
+
+    def read(self, path: str) -> str:
+        return Path(path).read_text()
+
+
+HERE = Here()
+
+
+class InContainer(Here):
+    """The same steps in the container of docker/install-test/Dockerfile built on a Debian release
+    (R9.12): commands by ``docker exec`` as root, as a server's user through ``setpriv``, background
+    processes known by their pids there; paths under the bind-mounted temp dir are the same on
+    both sides."""
+
+    def __init__(self, release: str) -> None:
+        super().__init__(release)
+        self.container = mdm_docker.image_container("install-test", release)
+
+    @staticmethod
+    def _script(cmd: list[str], user: str | None, cwd: Path | None) -> str:
+        as_user = ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups"] if user else []
+        return (f"cd {shlex.quote(str(cwd))} && " if cwd else "") + "exec " + shlex.join([*as_user, *cmd])
+
+    def run(self, cmd: list[str], *, user: str | None = None, env: dict[str, str] | None = None,
+            cwd: Path | None = None, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+        # (the engine's own timeout, 600 s, bounds a command here)
+        return mdm_docker.exec_output(self.container, self._script(cmd, user, cwd), env)
+
+    def spawn(self, cmd: list[str], output: Path, *, user: str | None = None, env: dict[str, str] | None = None,
+              cwd: Path | None = None) -> Process:
+        script = f"{self._script(cmd, user, cwd)} >>{shlex.quote(str(output))} 2>&1"
+        return mdm_docker.ContainerProcess(self.container, script, output.with_suffix(".pid"), env)
+
+    def stop(self, proc: Process | None) -> None:
+        if proc is not None:
+            proc.stop()  # type: ignore[attr-defined]
+
+    def kill(self, pid: int) -> None:
+        """SIGTERM, SIGKILL if it is still there after 10 s (a detached ejabberd: docker-init reaps it)."""
+        self.run(["sh", "-c", f"kill {pid} 2>/dev/null || exit 0; for i in $(seq 200); do "
+                              f"kill -0 {pid} 2>/dev/null || exit 0; sleep 0.05; done; kill -9 {pid}"])
+
+    def chown(self, path: Path, owner: str, recursive: bool = True) -> None:
+        r = self.run(["chown", *(["-R"] if recursive else []), owner, str(path)])
+        assert r.returncode == 0, r.stderr
+
+    def read(self, path: str) -> str:
+        r = self.run(["cat", path])
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+
+
+def wait_port(port: int, proc: Process | None, what: str, log: Path | None, timeout: float = 60.0) -> None:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with {proc.returncode}:\n{_tail(log)}")
+        if proc is not None and (code := proc.poll()) is not None:
+            raise RuntimeError(f"{what} exited with {code}:\n{_tail(log)}")
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
             return
         time.sleep(0.1)
@@ -157,20 +273,21 @@ class ProsodyInstall:
     """Prosody from Debian's package with an admin's config in ``root/etc`` (Debian's layout:
     prosody.cfg.lua root:prosody 0640 including conf.d/*.cfg.lua), run as the prosody user."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, on: Here = HERE) -> None:
         self.root = root
+        self.on = on
         self.etc = root / "etc"
         self.cfg = self.etc / "prosody.cfg.lua"
         self.modules = root / "modules"  # stands for /usr/local/lib/prosody/modules
         self.data = root / "data"
         self.log = root / "log" / "prosody.log"
         self.c2s_port, self.component_port = free_ports(2)
-        self.proc: subprocess.Popen | None = None
+        self.proc: Process | None = None
 
     def write_admin_config(self, extra_modules: tuple[str, ...] = ()) -> None:
         for d in (self.etc / "conf.d", self.etc / "certs", self.modules, self.data, self.log.parent):
             d.mkdir(parents=True, exist_ok=True)
-        mods = "; ".join(f'"{m}"' for m in (*DEBIAN_PROSODY_MODULES, *extra_modules))
+        mods = "; ".join(f'"{m}"' for m in (*DEBIAN_PROSODY_MODULES[self.on.release], *extra_modules))
         self.cfg.write_text(f"""-- an admin's prosody.cfg.lua, as Debian ships it, on test ports
 admins = {{ }}
 plugin_paths = {{ "{self.modules}" }}
@@ -194,34 +311,33 @@ archive_expires_after = "1w"
 VirtualHost "localhost"
 Include "conf.d/*.cfg.lua"
 """)
-        os.chown(self.cfg, 0, grp.getgrnam("prosody").gr_gid)
         self.cfg.chmod(0o640)
-        os.chown(self.etc / "conf.d", 0, grp.getgrnam("prosody").gr_gid)
-        chown(self.data, "prosody")
-        chown(self.log.parent, "prosody")
+        self.on.chown(self.cfg, "root:prosody", recursive=False)
+        self.on.chown(self.etc / "conf.d", "root:prosody", recursive=False)
+        self.on.chown(self.data, "prosody")
+        self.on.chown(self.log.parent, "prosody")
+
+    ENV = {"HOME": "/var/lib/prosody"}  # the prosody user's, for its commands and the server
+
+    def prosodyctl(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """``prosodyctl --config …`` as the prosody user."""
+        return self.on.run(["prosodyctl", "--config", str(self.cfg), *args], user="prosody", env=self.ENV)
 
     def register(self, accounts: list[Account]) -> None:
         for a in accounts:
-            r = run(["prosodyctl", "--config", str(self.cfg), "register", a.user, "localhost", a.password],
-                    user="prosody", group="prosody", extra_groups=[], env=self._env())
+            r = self.prosodyctl("register", a.user, "localhost", a.password)
             assert r.returncode == 0, f"prosodyctl register {a.user}: {r.stdout}{r.stderr}"
-
-    def _env(self) -> dict[str, str]:
-        return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/var/lib/prosody"}
 
     def start(self, component: bool = True) -> None:
         """Until Prosody listens (on the component port too, unless the config has no component)."""
-        with open(self.root / "prosody.stderr", "wb") as err:
-            self.proc = subprocess.Popen(["prosody", "-F", "--config", str(self.cfg)], user="prosody",
-                                         group="prosody", extra_groups=[], env=self._env(), stdin=subprocess.DEVNULL,
-                                         stdout=subprocess.DEVNULL, stderr=err, start_new_session=True,
-                                         cwd=str(self.root))
+        self.proc = self.on.spawn(["prosody", "-F", "--config", str(self.cfg)], self.root / "prosody.stderr",
+                                  user="prosody", env=self.ENV, cwd=self.root)
         wait_port(self.c2s_port, self.proc, "prosody", self.log)
         if component:
             wait_port(self.component_port, self.proc, "prosody", self.log)
 
     def stop(self) -> None:
-        stop(self.proc)
+        self.on.stop(self.proc)
         self.proc = None
 
     def handle(self, toml: Path) -> ServerHandle:
@@ -238,8 +354,9 @@ class EjabberdInstall:
     contrib modules dir, a distributed node on our own epmd (a free port, ERL_EPMD_PORT) and a
     cookie only this run knows. ``stop`` ends ejabberd (ejabberdctl stop, then its pid) and epmd."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, on: Here = HERE) -> None:
         self.root = root
+        self.on = on
         self.conf = root / "conf"
         self.cfg = self.conf / "ejabberd.yml"
         self.spool = root / "spool"
@@ -249,13 +366,13 @@ class EjabberdInstall:
         self.pidfile = self.spool / "ejabberd.pid"
         self.c2s_port, self.component_port, self.epmd_port = free_ports(3)
         self.node = f"mdm{secrets.token_hex(3)}@localhost"
-        self.epmd: subprocess.Popen | None = None
-        self.pid: int | None = None
+        self.epmd: Process | None = None
+        self.pid: int | None = None  # in the runner's pid namespace
 
     def write_admin_config(self, modules_drop: tuple[str, ...] = ()) -> None:
         for d in (self.conf, self.spool, self.logs, self.contrib):
             d.mkdir(parents=True, exist_ok=True)
-        conf = yaml.safe_load(Path("/etc/ejabberd/ejabberd.yml").read_text())
+        conf = yaml.safe_load(self.on.read("/etc/ejabberd/ejabberd.yml"))
         conf["hosts"] = ["localhost"]
         conf["loglevel"] = "info"
         conf["log_rotate_count"] = 0
@@ -268,7 +385,7 @@ class EjabberdInstall:
         for m in ("mod_mqtt", "mod_bosh", "mod_stun_disco", *modules_drop):
             conf["modules"].pop(m, None)
         self.cfg.write_text("# Debian's default ejabberd.yml, on test ports\n" + yaml.safe_dump(conf, sort_keys=False))
-        shutil.copy("/etc/ejabberd/inetrc", self.conf / "inetrc")
+        (self.conf / "inetrc").write_text(self.on.read("/etc/ejabberd/inetrc"))
         dist = "-kernel inet_dist_use_interface {127,0,0,1}"
         (self.conf / "ejabberdctl.cfg").write_text(f"""# Debian's settings, and this run's node, epmd and paths
 ERL_OPTIONS="-env ERL_CRASH_DUMP_BYTES 0 -setcookie {secrets.token_hex(16)} {dist}"
@@ -280,17 +397,15 @@ EJABBERD_PID_PATH={self.pidfile}
 CONTRIB_MODULES_PATH={self.contrib}
 EJABBERD_BYPASS_WARNINGS=true
 """)
-        chown(self.root, "ejabberd")
+        self.on.chown(self.root, "ejabberd")
 
     def ctl(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        return run(["ejabberdctl", "--config-dir", str(self.conf), "--spool", str(self.spool),
+        return self.on.run(["ejabberdctl", "--config-dir", str(self.conf), "--spool", str(self.spool),
                     "--logs", str(self.logs), *args], timeout=timeout)
 
     def start(self) -> None:
-        with open(self.root / "epmd.log", "wb") as out:
-            self.epmd = subprocess.Popen(["epmd", "-address", "127.0.0.1", "-port", str(self.epmd_port)],
-                                         stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
+        self.epmd = self.on.spawn(["epmd", "-address", "127.0.0.1", "-port", str(self.epmd_port)],
+                                  self.root / "epmd.log")
         wait_port(self.epmd_port, self.epmd, "epmd", self.root / "epmd.log", 10)
         r = self.ctl("start")
         assert r.returncode == 0, f"ejabberdctl start: {r.stdout}{r.stderr}"
@@ -313,10 +428,10 @@ EJABBERD_BYPASS_WARNINGS=true
             pid = self.pid or int(self.pidfile.read_text().strip())
             self.ctl("stop", timeout=60)
             self.ctl("stopped", timeout=60)
-            kill_pid(pid)  # in case it did not stop
+            self.on.kill(pid)  # in case it did not stop
             self.pid = None
         if self.epmd is not None:
-            stop(self.epmd)
+            self.on.stop(self.epmd)
             self.epmd = None
 
     def handle(self, toml: Path) -> ServerHandle:
@@ -330,11 +445,12 @@ EJABBERD_BYPASS_WARNINGS=true
 class ComponentProcess:
     """``mdm-component --config FILE`` as a process, with what ScenarioRun asks of a component."""
 
-    def __init__(self, exe: str, toml: Path, log: Path) -> None:
+    def __init__(self, exe: str, toml: Path, log: Path, on: Here = HERE) -> None:
         self.exe = exe
         self.toml = toml
         self.log_path = log
-        self.proc: subprocess.Popen | None = None
+        self.on = on
+        self.proc: Process | None = None
         self.component = None  # no in-process view: scenarios that inspect it do not run here
 
     @property
@@ -348,13 +464,11 @@ class ComponentProcess:
         return self.proc is not None and self.proc.poll() is None
 
     async def start(self, timeout: float = 30.0) -> None:
-        with open(self.log_path, "ab") as out:
-            self.proc = subprocess.Popen([self.exe, "--config", str(self.toml)], stdin=subprocess.DEVNULL,
-                                         stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = self.on.spawn([self.exe, "--config", str(self.toml)], self.log_path)
         end = time.monotonic() + timeout
         while time.monotonic() < end:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"mdm-component exited with {self.proc.returncode}:\n{_tail(self.log_path)}")
+            if (code := self.proc.poll()) is not None:
+                raise RuntimeError(f"mdm-component exited with {code}:\n{_tail(self.log_path)}")
             with contextlib.suppress(OSError, AssertionError):
                 from mdm.doctor import _metrics
                 metrics = await _metrics(self.config, 1.0)
@@ -364,7 +478,7 @@ class ComponentProcess:
         raise RuntimeError(f"mdm-component did not serve within {timeout}s:\n{_tail(self.log_path)}")
 
     async def stop(self) -> None:
-        stop(self.proc)
+        await asyncio.to_thread(self.on.stop, self.proc)
         self.proc = None
 
     async def set(self, assignment: str) -> None:

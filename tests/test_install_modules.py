@@ -24,12 +24,12 @@ from pathlib import Path
 import pytest
 
 from mdm.config import load as load_config
-from mdm.setup_cmd import bridge_dir
+from mdm.setup_cmd import bridge_dir, prosody_release_notes
 
 from .serverinstall import (
+    HERE,
     EjabberdInstall,
     ProsodyInstall,
-    chown,
     free_metrics_port,
     have_user,
     missing_tools,
@@ -82,8 +82,7 @@ def test_prosody_module_installed_by_setup_is_loaded_and_answers(root: Path):
         check = run(["systemd-analyze", "verify", str(unit)], timeout=60)
         assert check.returncode == 0 and not check.stderr.strip(), check.stderr
     # the guide's next step: Prosody's own check accepts what setup wrote
-    check = run(["prosodyctl", "--config", str(server.cfg), "check", "config"], user="prosody", group="prosody",
-                extra_groups=[], env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/var/lib/prosody"})
+    check = server.prosodyctl("check", "config")
     assert check.returncode == 0 and "All checks passed" in check.stdout, check.stdout + check.stderr
     assert str(server.etc / "conf.d" / "mdm.cfg.lua") in check.stdout
     # the check is clean on the config it wrote: setup says the bridge and the component are there
@@ -148,8 +147,9 @@ def test_ejabberd_module_install_builds_enables_and_answers(root: Path):
     assert r.returncode == 0, r.stdout + r.stderr
     assert "ejabberdctl module_install mod_mdm_bridge" in r.stdout
     sources = server.contrib / "sources" / "mod_mdm_bridge"
+    # README.txt for ejabberd up to 25.04, README.md from 25.07 (R9.12): one text, both names
     for f in ("mod_mdm_bridge.spec", "src/mod_mdm_bridge.erl", "src/mod_mdm_bridge_link.erl",
-              "src/mod_mdm_bridge_plans.erl", "conf/mod_mdm_bridge.yml", "README.txt", "COPYING"):
+              "src/mod_mdm_bridge_plans.erl", "conf/mod_mdm_bridge.yml", "README.txt", "README.md", "COPYING"):
         assert (sources / f).is_file(), f
     assert (sources / "conf" / "mod_mdm_bridge.yml").stat().st_uid == __import__("pwd").getpwnam("ejabberd").pw_uid
     toml = root / "mdm" / "mdm-component.toml"
@@ -293,7 +293,7 @@ def test_ejabberd_bridge_says_at_start_when_no_listener_takes_its_component(root
     # the admin keeps the module and drops the listener
     conf = server.contrib / "sources" / "mod_mdm_bridge" / "conf" / "mod_mdm_bridge.yml"
     conf.write_text("modules:\n  mod_mdm_bridge: {}\n")
-    chown(root, "ejabberd")
+    HERE.chown(root, "ejabberd")
     server.start()
     try:
         install = server.ctl("module_install", "mod_mdm_bridge")
@@ -302,3 +302,16 @@ def test_ejabberd_bridge_says_at_start_when_no_listener_takes_its_component(root
         assert "[error]" in log
     finally:
         server.stop()
+
+
+def test_setup_says_what_it_leaves_as_it_is_on_each_prosody_release():
+    """R9.12: what setup leaves to the admin where Prosody 0.12.3 and 13 differ, and why."""
+    old = prosody_release_notes((0, 12, 3), {"carbons"}, {})
+    assert [n.split(":")[0] for n in old] == ['no "cloud_notify" in modules_enabled']
+    assert "from prosody-modules on Prosody 0.12" in old[0]
+    new = prosody_release_notes((13, 0, 1), {"cloud_notify"}, {"run_as_root": "true"})
+    assert new[0].startswith('"cloud_notify" (XEP-0357 push, a core module in Prosody 13) stays enabled')
+    assert new[1].startswith("bounce_blocked_messages is not set: this Prosody drops")
+    assert new[2].startswith("run_as_root = true: Prosody 13 starts as root only with it")
+    mine = prosody_release_notes((13, 0, 1), set(), {"bounce_blocked_messages": "true"})
+    assert "bounce_blocked_messages = true (yours, left as it is)" in mine[1]

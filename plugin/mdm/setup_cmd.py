@@ -105,12 +105,20 @@ def ejabberd_version() -> str | None:
     return _dpkg_version("ejabberd")
 
 
+def otp_version() -> str | None:
+    """The Erlang/OTP release ejabberd runs on (``/usr/lib/erlang/releases/N/OTP_VERSION``)."""
+    found = sorted(glob.glob("/usr/lib/erlang/releases/*/OTP_VERSION"), key=_version_tuple)
+    return Path(found[-1]).read_text().strip() if found else None
+
+
 # --- Prosody ----------------------------------------------------------------------------------
 
 _DUMP_LUA = r"""
 local cfg_path, libdir = arg[1], arg[2]
 package.path = libdir .. "/?.lua;" .. package.path
 package.cpath = libdir .. "/?.so;" .. package.cpath
+-- Prosody 13 requires "prosody.util.*": its loader maps those names onto libdir, as prosodyctl does
+if not pcall(require, "prosody.loader") then pcall(require, "loader") end
 prosody = { paths = {}, events = { fire_event = function() end } }
 local cm = require "core.configmanager"
 local ok, level, err = cm.load(cfg_path)
@@ -185,6 +193,32 @@ def _pick_host(args: argparse.Namespace, hosts: list[str], report: Report) -> st
     return None
 
 
+def prosody_release_notes(version: tuple[int, ...], enabled: set[str], opts: dict[str, object]) -> list[str]:
+    """What setup leaves as it is, and why, where Prosody's releases differ (R9.12: Debian 12's
+    0.12.3, Debian 13's 13.0)."""
+    notes = []
+    core = version >= (13,)
+    where = "a core module in Prosody 13" if core else "from prosody-modules on Prosody 0.12"
+    if "cloud_notify" in enabled:
+        notes.append(f'"cloud_notify" (XEP-0357 push, {where}) stays enabled: while the user is active on one '
+                     f"device, the bridge keeps alerting pushes from the others (R3.6)")
+    else:
+        notes.append(f'no "cloud_notify" in modules_enabled: phones that wait for XEP-0357 pushes get none; MDM '
+                     f"works without it ({where}; Debian 13's default config enables it)")
+    bounce = opts.get("bounce_blocked_messages")
+    if bounce is not None:
+        notes.append(f"bounce_blocked_messages = {bounce} (yours, left as it is): the bridge only sees what "
+                     f"mod_blocklist lets through (R2.6)")
+    elif version >= (0, 12, 5):
+        notes.append("bounce_blocked_messages is not set: this Prosody drops a blocked contact's messages without "
+                     "an error (0.12.3 bounced them); no device gets them either way (R2.6). Setup leaves it: set "
+                     "it to true for the old behaviour")
+    if core and str(opts.get("run_as_root", "")).lower() == "true":
+        notes.append("run_as_root = true: Prosody 13 starts as root only with it; Debian's systemd unit runs it as "
+                     "prosody, which is all the bridge needs")
+    return notes
+
+
 def check_prosody(args: argparse.Namespace) -> int:
     cfg_path = Path(args.config or "/etc/prosody/prosody.cfg.lua")
     report = Report()
@@ -225,6 +259,7 @@ def check_prosody(args: argparse.Namespace) -> int:
         if m in enabled:
             report.notes.append(f'"{m}" stays enabled: the bridge loads it itself and lets it serve while the '
                                 f"component is down (R9.10)")
+    report.notes += prosody_release_notes(_version_tuple(version or "0"), enabled, glob_opts)
     plugin_paths = [str(p) for p in glob_opts.get("plugin_paths", []) or []]  # type: ignore[union-attr]
     modules_dir = Path(args.modules_dir or (plugin_paths[0] if plugin_paths else "/usr/local/lib/prosody/modules"))
     ours = bridge_dir("prosody")
@@ -360,6 +395,10 @@ def check_ejabberd(args: argparse.Namespace) -> int:
         report.notes.append(f"ejabberd {version}")
     if shutil.which("erlc") is None:
         report.errors.append("erlc is missing: module_install compiles the bridge (apt-get install erlang-dev)")
+    otp = otp_version()
+    if otp:
+        # R9.12: Debian 12 carries OTP 25, Debian 13 OTP 27; the bridge compiles on both
+        report.notes.append(f"Erlang/OTP {otp}: ejabberdctl module_install compiles the bridge with it")
     try:
         conf = yaml.safe_load(cfg_path.read_text()) or {}
     except (OSError, yaml.YAMLError) as e:

@@ -19,6 +19,11 @@ session), so every conformance scenario passes through the three images. The com
 (tests/test_docker_compose.py) runs the shipped compose stacks and plays the R10 flow
 walkthrough against them.
 
+The install tests (tests/test_wheel_install.py, R9.12) use a fourth image, ``open-mdm/install-test``
+(docker/install-test/Dockerfile: Debian's servers and python3, nothing of ours), through
+``image_container``, ``exec_output`` and ``ContainerProcess`` below, with ``serve_wheelhouse`` for
+pip in it.
+
 The engine: ``DOCKER_HOST`` if set (someone else's engine, used as it is). Otherwise, as root, a
 private ``dockerd`` (vfs storage, no iptables, no default bridge) on a socket in a temp dir, with
 its data root in ``/var/cache/open-mdm/docker`` (``MDM_DOCKER_CACHE`` moves the cache), so later
@@ -324,6 +329,13 @@ def _serving(directory: Path):
         server.server_close()
 
 
+def serve_wheelhouse(release: str) -> contextlib.AbstractContextManager[str]:
+    """The component's dependencies as wheels for that release's Python, served on loopback for
+    the duration: a URL for pip's ``--find-links`` (with ``--no-index``) in a container on the
+    host's network."""
+    return _serving(_wheelhouse(RELEASES[release].python))
+
+
 def image_tag(name: str, release: str) -> str:
     return f"open-mdm/{name}:{release}"
 
@@ -342,7 +354,7 @@ def ensure_image(eng: Engine, name: str, release: str = DEFAULT_RELEASE) -> str:
     buildargs = {"BASE": rel.base_image}
     with contextlib.ExitStack() as stack:
         if name == "component" and not os.environ.get("MDM_DOCKER_PIP_INDEX"):
-            url = stack.enter_context(_serving(_wheelhouse(rel.python)))
+            url = stack.enter_context(serve_wheelhouse(release))
             buildargs |= {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": url}
         lines: list[str] = []
         for chunk in eng.client.api.build(path=str(checkout()), dockerfile=f"docker/{name}/Dockerfile",
@@ -419,14 +431,17 @@ def _check_release(eng: Engine, cid: str, name: str, release: Release) -> None:
     """The server in the container is the version servers/kinds.py says the release carries
     (what scenarios see as ``server_version``): a Debian point release may move the minor version,
     never the major one."""
-    package = {"prosody": "prosody", "ejabberd": "ejabberd", "component": "python3"}[name]
-    out = eng.client.api.exec_start(eng.client.api.exec_create(
-        cid, ["dpkg-query", "-W", "-f=${Version}", package], user="0:0")["Id"]).decode().strip()
-    declared = Version(release.python if name == "component" else getattr(release, name))
-    found = Version(out.split(":", 1)[-1])
-    if found[:1] != declared[:1] or (name == "component" and found[:2] != declared[:2]):
-        raise RuntimeError(f"open-mdm/{name}:{release.name} has {package} {out}, not {declared} as "
-                           f"harness/mdm_harness/servers/kinds.py says {release.codename} carries")
+    # the install tests' image (docker/install-test) has Debian's servers and Python, none of ours
+    packages = {"prosody": ("prosody",), "ejabberd": ("ejabberd",), "component": ("python3",),
+                "install-test": ("prosody", "ejabberd", "python3")}[name]
+    for package in packages:
+        out = eng.client.api.exec_start(eng.client.api.exec_create(
+            cid, ["dpkg-query", "-W", "-f=${Version}", package], user="0:0")["Id"]).decode().strip()
+        declared = Version(release.python if package == "python3" else getattr(release, package))
+        found = Version(out.split(":", 1)[-1])
+        if found[:1] != declared[:1] or (package == "python3" and found[:2] != declared[:2]):
+            raise RuntimeError(f"open-mdm/{name}:{release.name} has {package} {out}, not {declared} as "
+                               f"harness/mdm_harness/servers/kinds.py says {release.codename} carries")
 
 
 def _exec(eng: Engine, cid: str, script: str, env: dict[str, str] | None = None, detach: bool = True) -> str:
@@ -438,6 +453,43 @@ def _exec(eng: Engine, cid: str, script: str, env: dict[str, str] | None = None,
 def _exec_running(eng: Engine, exec_id: str) -> tuple[bool, int | None]:
     info = eng.client.api.exec_inspect(exec_id)
     return info["Running"], info["ExitCode"]
+
+
+def image_container(name: str, release: str) -> str:
+    """The long-lived container of ``open-mdm/<name>:<release>`` (the image built or reused first);
+    blocking."""
+    eng = engine()
+    return _host_container(eng, name, release, ensure_image(eng, name, release))
+
+
+def exec_output(cid: str, script: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``sh -c script`` as root in the container, until it ends: its exit code and output."""
+    api = engine().client.api
+    exec_id = api.exec_create(cid, ["sh", "-c", script], environment=env or {}, user="0:0")["Id"]
+    out, err = api.exec_start(exec_id, demux=True)
+    return subprocess.CompletedProcess(["sh", "-c", script], api.exec_inspect(exec_id)["ExitCode"],
+                                       (out or b"").decode(errors="replace"), (err or b"").decode(errors="replace"))
+
+
+class ContainerProcess:
+    """A process started in a container with ``docker exec`` (``script`` ends in an ``exec`` of
+    it), known by its pid there: what ``subprocess.Popen`` is for a process here."""
+
+    def __init__(self, cid: str, script: str, pid_file: Path, env: dict[str, str] | None = None) -> None:
+        self.container_id = cid
+        self.pid_file = pid_file
+        self.exec_id = _exec(engine(), cid, f"echo $$ > {shlex.quote(str(pid_file))}\n{script}", env)
+
+    def poll(self) -> int | None:
+        running, code = _exec_running(engine(), self.exec_id)
+        return None if running else (code if code is not None else -1)
+
+    def send_signal(self, sig: signal.Signals) -> None:
+        _exec(engine(), self.container_id, f"kill -{sig.name[3:]} {int(self.pid_file.read_text())}", None, False)
+
+    def stop(self) -> None:
+        """SIGTERM by its pid (SIGKILL after 10 s), until the exec has ended."""
+        _stop_exec(self.container_id, self.exec_id, self.pid_file)
 
 
 class ContainerServerMixin:
