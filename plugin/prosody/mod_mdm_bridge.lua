@@ -583,18 +583,22 @@ module:hook("resource-unbind", function(event)
 	send_events(st.stanza("unbind", { jid = session.full_jid }));
 end);
 
--- XEP-0280 enable/disable, answered here before mod_carbons (which advertises the feature): the
--- client's choice is kept in mdm_carbons; mod_carbons' want_carbons follows it only while the
--- component is not serving (R9.10).
+-- XEP-0280: the client's choice is kept in mdm_carbons; mod_carbons' want_carbons follows it only
+-- while the component is not serving (R9.10). However the client chose (the iq below, or inline in
+-- a Bind2 request: mdm_bind2.lib.lua, R9.11), it is the same choice.
+local function choose_carbons(session, enable)
+	session.mdm_carbons = enable and xmlns_carbons or nil;
+	session.want_carbons = not mdm_on() and session.mdm_carbons or nil;
+	if component_connected() then
+		send_events(st.stanza("carbons", { jid = session.full_jid, enabled = enable and "true" or "false" }));
+	end
+end
+
+-- XEP-0280 enable/disable, answered here before mod_carbons (which advertises the feature).
 local function toggle_carbons(event)
 	local origin, stanza = event.origin, event.stanza;
-	local enable = stanza.tags[1].name == "enable";
-	origin.mdm_carbons = enable and xmlns_carbons or nil;
-	origin.want_carbons = not mdm_on() and origin.mdm_carbons or nil;
+	choose_carbons(origin, stanza.tags[1].name == "enable");
 	origin.send(st.reply(stanza));
-	if component_connected() then
-		send_events(st.stanza("carbons", { jid = origin.full_jid, enabled = enable and "true" or "false" }));
-	end
 	return true;
 end
 module:hook("iq-set/self/" .. xmlns_carbons .. ":enable", toggle_carbons, 1);
@@ -639,10 +643,26 @@ local function bridge_holds(session)
 	filters.add_filter(session, "stanzas/out", hold_filter, 500);
 end
 
+-- R9.10 / R9.11: stock Prosody holds nothing for a session that chose <inactive/> inline in Bind2
+-- (mod_sasl2_bind2 sets its state, mod_csi_simple never hears of it), so neither does the bridge
+-- then: mod_csi_simple takes over only sessions that sent the nonza.
 local function stock_holds(session)
 	filters.remove_filter(session, "stanzas/out", hold_filter);
 	local mod = csi_simple();
-	if mod and mod.enable_optimizations then mod.enable_optimizations(session); end
+	if mod and mod.enable_optimizations and not session.mdm_csi_inline then mod.enable_optimizations(session); end
+end
+
+-- The session's CSI state, however it was chosen (a nonza, or inline in Bind2, R9.11).
+local function choose_csi(session, state)
+	session.mdm_csi_state = state;
+	if state == "inactive" then
+		if mdm_on() then bridge_holds(session); end
+	elseif not session.hibernating then
+		filters.remove_filter(session, "stanzas/out", hold_filter);
+	end
+	if component_connected() then
+		send_events(st.stanza("csi", { jid = session.full_jid, state = state }));
+	end
 end
 
 -- Runs after mod_csi_simple's own handlers (priority 0), so while the component serves it undoes
@@ -650,21 +670,17 @@ end
 local function csi_handler(state)
 	return function(event)
 		local session = event.origin;
-		session.mdm_csi_state = state;
-		if state == "inactive" then
-			if mdm_on() then bridge_holds(session); end
-		elseif not session.hibernating then
-			filters.remove_filter(session, "stanzas/out", hold_filter);
-		end
-		if component_connected() then
-			send_events(st.stanza("csi", { jid = session.full_jid, state = state }));
-		end
+		session.mdm_csi_inline = nil; -- a nonza: mod_csi_simple heard it too (stock_holds)
+		choose_csi(session, state);
 	end
 end
 module:depends("csi");
 module:depends("csi_simple");
 module:hook("csi-client-active", csi_handler("active"), -1);
 module:hook("csi-client-inactive", csi_handler("inactive"), -1);
+-- R9.11: SASL2 + Bind2 logins choose carbons and the CSI state inline (mdm_bind2.lib.lua).
+module:require("mdm_bind2")({ choose_carbons = choose_carbons, choose_csi = choose_csi });
+
 -- mod_csi_simple pauses a background session's writes again once its connection drained; not
 -- while the bridge holds that session's stanzas.
 module:hook("c2s-ondrain", function(event)

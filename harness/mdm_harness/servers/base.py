@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 # Server features a run may ask for (issue 11, R3.6 / R5.7 / R9.5): XEP-0198 stream management
 # with resumption, XEP-0357 push with the harness's push app server double (push.py), the direct
 # TLS c2s port (XEP-0368), XMPP over WebSocket (RFC 7395) and PEP (XEP-0163, for XEP-0490 MDS).
-FEATURES = ("stream-management", "push", "direct-tls", "websocket", "pep")
+FEATURES = ("stream-management", "push", "direct-tls", "websocket", "pep", "sasl2")
 
 
 @dataclass(frozen=True)
