@@ -226,7 +226,10 @@ class ScenarioRun:
         serving = await self.component.serving()
         jid = client.full_jid
         if step.verb == "sm-enable":
-            await client.enable_sm()
+            if client.sm_id is not None and "sm" in client.login.inline:
+                self._shown.append("        (enabled at login, with Bind2)")  # R9.11
+            else:
+                await client.enable_sm()
         elif step.verb == "drop":
             await client.lose_connection()
             if serving:  # the server hibernated the session and the bridge said so (R5.7)
@@ -237,8 +240,9 @@ class ScenarioRun:
             if serving:
                 await poll_until(lambda: self._hibernated(jid, False),
                                  DEFAULT_TIMEOUT, f"the component did not see {step.actor} resume", interval=0.005)
-            if client.resumed_inline:
-                self._shown.append("        (resumed inline in SASL2)")
+            if client.resumed_inline:  # R9.11: what the transcript shows of a modern login
+                how = " with a FAST token" if client.used_fast else ""
+                self._shown.append(f"        (resumed inline in SASL2{how})")
         elif step.verb == "resume-fails":
             # R9.11: the old session is gone; the phone's fresh session starts clean
             if await client.resume(fresh_on_failure=True):

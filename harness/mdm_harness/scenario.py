@@ -224,7 +224,9 @@ def parse_scenario(text: str, name: str = "scenario", path: Path | None = None,
             break
         if s.startswith("## ") and ":" in s:
             k, v = s[3:].split(":", 1)
-            meta[k.strip()] = v.strip()
+            k, v = k.strip(), v.strip()
+            # a scenario that includes another (R9.11-R10-…) keeps its own R-IDs and the other's
+            meta[k] = f"{meta[k]}, {v}" if k == "requirements" and meta.get(k) else v
         elif s.startswith("#") and title == name and not s.startswith("##"):
             title = s.lstrip("#").strip() or name
         elif _is_comment(s):

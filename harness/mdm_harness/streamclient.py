@@ -270,6 +270,8 @@ class StreamClient(IqRoundTrips):
         self.client_id = str(uuid.uuid4())  # XEP-0388 <user-agent id/>: stable for this device
         self.fast_token: str | None = None  # XEP-0484: once the server gave one
         self.resumed_inline = False  # the last resume() went inline in SASL2 (R9.11)
+        self._bind2_offered: set[str] = set()  # what the server's Bind2 takes inline
+        self.used_fast = False  # the last SASL2 login authenticated with a FAST token (XEP-0484)
         self.bare_jid = jid.split("/", 1)[0]
         self.jid = f"{jid}/{resource}" if resource else jid
         self.user, _, self.domain = self.bare_jid.partition("@")
@@ -297,6 +299,7 @@ class StreamClient(IqRoundTrips):
         self.full_jid = ""  # a new session: bound below
         if self.login.kind == "bind2":  # R9.11: SASL2 + Bind2, the choices inline
             self._took(await self._sasl2(await self._open_stream(), bind=True))
+            await self._after_bind2()
             return
         await self._login()
         self.send_nowait(f"<iq xmlns='{CLIENT_NS}' type='set' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
@@ -350,17 +353,23 @@ class StreamClient(IqRoundTrips):
         parts.append(f"<initial-response>{base64.b64encode(response).decode()}</initial-response>"
                      f"<user-agent id='{self.client_id}'><software>mdm-harness</software>"
                      f"<device>{self.name}</device></user-agent>")
-        if mechanism == FAST_MECHANISM:
+        self.used_fast = mechanism == FAST_MECHANISM
+        if self.used_fast:
             parts.append(f"<fast xmlns='{FAST}'/>")
         if "fast" in choices:
             parts.append(f"<request-token xmlns='{FAST}' mechanism='{FAST_MECHANISM}'/>")
         if resume:
             parts.append(f"<resume xmlns='{SM}' previd='{self.sm_id}' h='{self.handled}'/>")
         if bind:
+            # what the server's Bind2 takes inline (mod_sasl2_bind2, ejabberd's c2s_inline_features);
+            # XEP-0198 that it does not take is enabled with the nonza after (see connect())
+            offered = self._bind2_offered = {f.get("var") for f in auth.iterfind(
+                f"{{{SASL2}}}inline/{{{BIND2}}}bind/{{{BIND2}}}inline/{{{BIND2}}}feature")}
+            csi = CSI in offered
             wanted = "".join(
                 (f"<enable xmlns='{CARBONS}'/>" if "carbons" in choices else "")
-                + "".join(f"<{state} xmlns='{CSI}'/>" for state in ("active", "inactive") if state in choices)
-                + (f"<enable xmlns='{SM}' resume='true'/>" if "sm" in choices else ""))
+                + "".join(f"<{state} xmlns='{CSI}'/>" for state in ("active", "inactive") if state in choices and csi)
+                + (f"<enable xmlns='{SM}' resume='true'/>" if "sm" in choices and SM in offered else ""))
             parts.append(f"<bind xmlns='{BIND2}'><tag>{self.resource}</tag>{wanted}</bind>")
         self.send_nowait(f"<authenticate xmlns='{SASL2}' mechanism='{mechanism}'>{''.join(parts)}</authenticate>")
         success = await self._nonza("success")
@@ -383,12 +392,20 @@ class StreamClient(IqRoundTrips):
             raise StreamError(f"{self.name}: no full JID after Bind2: {etree.tostring(success).decode()}")
         self.full_jid = jid
         enabled = bound.find(f"{{{SM}}}enabled")
-        if "sm" in self.login.inline:
-            if enabled is None or not enabled.get("id"):
-                raise StreamError(f"{self.name}: stream management was not enabled inline: "
-                                  f"{etree.tostring(success).decode()}")
+        if enabled is not None and enabled.get("id"):
             self.sm_id, self.handled = enabled.get("id"), 0
         self.inactive = "inactive" in self.login.inline
+
+    async def _after_bind2(self) -> None:
+        """What the phone chose but the server's Bind2 did not take inline, done with the nonzas
+        right after, as phones do: XEP-0198 (Prosody 0.12: mod_sasl2_sm needs Prosody 13), the CSI
+        state (ejabberd 24.12 takes only carbons and XEP-0198 inline)."""
+        if "sm" in self.login.inline and self.sm_id is None:
+            await self.enable_sm()
+        if CSI not in self._bind2_offered:
+            for state in ("active", "inactive"):
+                if state in self.login.inline:
+                    self.send_nowait(f"<{state} xmlns='{CSI}'/>")
 
     async def _login(self) -> None:
         await self._open_stream()
@@ -458,6 +475,7 @@ class StreamClient(IqRoundTrips):
                     raise StreamError(f"{self.name}: inline resumption failed: {etree.tostring(success).decode()}")
                 self.sm_id, self.handled = None, 0
                 self._took(success)
+                await self._after_bind2()
                 return False
             await self._sasl2(features, bind=False)
         else:
