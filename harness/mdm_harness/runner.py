@@ -227,7 +227,7 @@ class ScenarioRun:
         jid = client.full_jid
         if step.verb == "sm-enable":
             if client.sm_id is not None and "sm" in client.login.inline:
-                self._shown.append("        (enabled at login, with Bind2)")  # R9.11
+                self._shown.append("        (already enabled at login: a Bind2 phone)")  # R9.11
             else:
                 await client.enable_sm()
         elif step.verb == "drop":
