@@ -149,8 +149,8 @@ def test_ejabberd_module_install_builds_enables_and_answers(root: Path):
     assert r.returncode == 0, r.stdout + r.stderr
     assert "ejabberdctl module_install mod_mdm_bridge" in r.stdout
     sources = server.contrib / "sources" / "mod_mdm_bridge"
-    for f in ("mod_mdm_bridge.spec", "src/mod_mdm_bridge.erl", "src/mod_mdm_bridge_bind2.erl", "conf/mod_mdm_bridge.yml",
-              "README.txt", "COPYING"):
+    for f in ("mod_mdm_bridge.spec", "src/mod_mdm_bridge.erl", "src/mod_mdm_bridge_bind2.erl",
+              "conf/mod_mdm_bridge.yml", "README.txt", "COPYING"):
         assert (sources / f).is_file(), f
     assert (sources / "conf" / "mod_mdm_bridge.yml").stat().st_uid == __import__("pwd").getpwnam("ejabberd").pw_uid
     toml = root / "mdm" / "mdm-component.toml"

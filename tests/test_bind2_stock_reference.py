@@ -1,0 +1,72 @@
+"""R9.11 / R9.10: the stock reference for Bind2 phones, i.e. who gets what from the server alone.
+
+Fail-open must give users exactly what the server gives without the component (R9.10), Bind2
+phones included, so this is the reference the bridge is held to: the server with its own
+carbons and CSI queue and no bridge (Prosody: mod_carbons + mod_csi_simple + prosody-modules'
+mod_sasl2_bind2). A phone that logs in with SASL2 + Bind2, enabling carbons and setting
+<inactive/> inline, beside a classic laptop:
+
+* every IM to Alice's bare JID reaches both, without our hint (no MDM);
+* the phone is woken for each of them: stock holds nothing for a session that chose <inactive/>
+  inline (mod_sasl2_bind2 sets its state; mod_csi_simple never hears of it), which is what the
+  bridge then does too while it does not serve (mdm_bind2.lib.lua, stock_holds);
+* an IM to the laptop's full JID reaches the phone as a <received/> carbon: inline carbons work
+  stock (mod_sasl2_bind2 sets want_carbons).
+
+The bridge's side of the same cast is conformance/R9.11-*.scs.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+from lxml import etree
+
+from mdm_harness.clients import ClientPool
+from mdm_harness.environment import DEFAULT_ACCOUNTS, online
+from mdm_harness.servers import start_server
+from mdm_harness.servers.base import MODULES
+from mdm_harness.streamclient import Login
+
+NOTIFY = "{urn:x-open-mdm:notify:0}notify"
+RECEIVED = "{urn:xmpp:carbons:2}received"
+
+
+@pytest.mark.asyncio
+@pytest.mark.skipif(shutil.which("prosody") is None, reason="needs Debian's prosody and prosody-modules")
+async def test_R9_11_stock_prosody_gives_a_bind2_phone_stock_carbons_and_holds_nothing():
+    workdir = Path(tempfile.mkdtemp(prefix="mdm-bind2-stock-"))
+    server = await start_server("prosody", DEFAULT_ACCOUNTS, workdir, bridge=False, features=("sasl2",),
+                                extra_modules=MODULES["prosody"]["csi_queue"])
+    pool = ClientPool(server)
+    try:
+        laptop = await online(pool, "alice@localhost", "alice-password", "laptop")
+        phone = await pool.connect("phone", "alice@localhost", "alice-password", "phone",
+                                   login=Login("bind2", frozenset({"carbons", "inactive"})))
+        assert phone.inactive  # chose <inactive/> in its Bind2 request
+        await phone.send("<presence/>")
+        bob = await online(pool, "bob@localhost", "bob-password", "desktop", carbons=False)
+        await pool.barrier()
+        for c in (laptop, phone):
+            c.received.clear()  # presence echoes
+
+        for i in range(3):
+            await bob.send(f"<message to='alice@localhost' type='chat' id='w{i}'><body>hi {i}</body></message>")
+        await bob.send(f"<message to='{laptop.full_jid}' type='chat' id='full'><body>to the laptop</body></message>")
+        await pool.barrier()
+
+        got = {c.name: [etree.QName(s).localname + ":" + (s.get("id") or "") for s in c.received]
+               for c in (laptop, phone)}
+        # 3 of 3 IMs woke the phone (no hold), and the laptop's IM came to it as a carbon
+        assert got["phone"] == ["message:w0", "message:w1", "message:w2", "message:"], got
+        assert got["alice@localhost/laptop"] == ["message:w0", "message:w1", "message:w2", "message:full"], got
+        carbon = phone.received[3].find(RECEIVED)
+        assert carbon is not None and carbon.find(".//{jabber:client}message").get("id") == "full"
+        assert not any(s.find(NOTIFY) is not None for c in (laptop, phone) for s in c.received)  # no MDM markup
+    finally:
+        await pool.close()
+        await server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
