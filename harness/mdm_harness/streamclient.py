@@ -131,6 +131,7 @@ class _Link:
     def close_stream(self) -> None: ...
     def abort(self) -> None: ...
     def unread(self) -> int: return 0
+    reads = 0  # socket reads so far: radio wake-ups for a phone (bench/wakeups.py)
 
 
 def _unverified_tls() -> ssl.SSLContext:
@@ -175,6 +176,7 @@ class _SocketLink(_Link):
         depth = 0
         try:
             while data := await reader.read(65536):
+                self.reads += 1
                 if self._parser is None:
                     # huge_tree: a server may deliver what it accepted from a client, deeper than
                     # libxml2's default 256 levels (R9.6's hostile inputs)
@@ -418,6 +420,11 @@ class StreamClient(IqRoundTrips):
     @property
     def connected(self) -> bool:
         return self._open
+
+    @property
+    def socket_reads(self) -> int:
+        """Reads on the current connection (each one a radio wake-up for a phone)."""
+        return self._link.reads if self._link is not None else 0
 
     @property
     def stream_established(self) -> bool:

@@ -130,6 +130,17 @@ def server_option(argv: list[str], default: str = "prosody") -> tuple[str, list[
     return kind, rest
 
 
+def login_option(argv: list[str]) -> tuple[str, list[str]]:
+    """``[--login classic|bind2] REST…`` (R9.11): how a benchmark's phone logs in, and the rest."""
+    from ..streamclient import LOGINS
+    kind, rest = "classic", list(argv)
+    if rest[:1] == ["--login"] and len(rest) > 1:
+        kind, rest = rest[1], rest[2:]
+    if kind not in LOGINS:
+        raise SystemExit(f"unknown login {kind!r} (available: {', '.join(LOGINS)})")
+    return kind, rest
+
+
 # Modules by role, for code that runs against either server (benchmarks, baselines).
 MODULES = {
     "prosody": {"archive": "mam", "csi_queue": ("csi", "csi_simple")},
