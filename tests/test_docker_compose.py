@@ -23,6 +23,7 @@ from mdm_harness.runner import ScenarioRun, accounts_of
 from mdm_harness.scenario import load_scenarios
 from mdm_harness.servers import ServerHandle
 from mdm_harness.servers import docker as mdm_docker
+from mdm_harness.servers.kinds import DEFAULT_RELEASE, RELEASES
 
 from .docker_engine import ROOT, compose, docker_engine  # noqa: F401 (the fixture)
 
@@ -31,23 +32,31 @@ FLOW = ROOT / "conformance" / "R10-flow-walkthrough.scs"
 SECRET = "change-me"  # the shipped configs' component secret
 
 
-def test_images_build_from_debian_packages(docker_engine):  # noqa: F811
-    """No registry: the base is Debian's packages imported as debian:bookworm-slim; the component
-    runs on Debian's python3 (3.11)."""
+@pytest.mark.parametrize("release", sorted(RELEASES))
+def test_R9_12_images_build_from_debian_packages(docker_engine, release):  # noqa: F811
+    """No registry: the base is Debian's packages imported as debian:<codename>-slim; the component
+    runs on that release's python3 (3.11 on Debian 12, 3.13 on Debian 13), its servers are the
+    versions servers/kinds.py says (checked in the container when the backend starts one)."""
+    rel = RELEASES[release]
     started = time.monotonic()
-    times = mdm_docker.build_images()
-    print(f"images: {', '.join(f'{k} {v:.1f}s' for k, v in times.items())}; total {time.monotonic() - started:.1f}s")
+    times = mdm_docker.build_images(release=release)
+    print(f"{release} images: {', '.join(f'{k} {v:.1f}s' for k, v in times.items())}; "
+          f"total {time.monotonic() - started:.1f}s")
     client = docker_engine.client
-    base = client.images.get(mdm_docker.BASE_IMAGE)
+    base = client.images.get(rel.base_image)
     for name in ("prosody", "ejabberd", "component"):
-        image = client.images.get(f"open-mdm/{name}")
+        image = client.images.get(mdm_docker.image_tag(name, release))
         assert base.id in [layer for layer in _ancestors(client, image.id)], name
-    out = client.containers.run("open-mdm/component", entrypoint=["sh", "-c"], remove=True, network_mode="host",
+    out = client.containers.run(mdm_docker.image_tag("component", release), entrypoint=["sh", "-c"], remove=True,
+                                network_mode="host",
                                 command=["readlink -f $(command -v python3) && python3 --version && "
                                          "mdm-component --config /etc/mdm/mdm-component.toml --check"],
                                 labels={mdm_docker.LABEL: "test"}).decode()
-    assert "/opt/mdm/bin/python3" in out or "/usr/bin/python3.11" in out, out
-    assert "Python 3.11." in out and "OK" in out, out
+    assert "/opt/mdm/bin/python3" in out or f"/usr/bin/python{rel.python}" in out, out
+    assert f"Python {rel.python}." in out and "OK" in out, out
+    if release == DEFAULT_RELEASE:  # what compose and `docker build` without arguments run
+        assert client.images.get("open-mdm/component").id == client.images.get(
+            mdm_docker.image_tag("component", release)).id
 
 
 def _ancestors(client, image_id: str) -> list[str]:
@@ -141,7 +150,7 @@ async def test_compose_stack_plays_the_flow_walkthrough(server, docker_engine, t
     files = _stack_files(server, tmp_path)
     project = f"mdm-test-{server}-{tmp_path.name}".lower().replace("_", "-")
     (scenario,) = load_scenarios([FLOW])
-    scenario = scenario.for_server(server)
+    scenario = scenario.for_server(f"docker-{server}-{DEFAULT_RELEASE}")  # what compose builds: Debian 13
     started = time.monotonic()
     compose(docker_engine, project, files, "up", "-d", "--no-build")
     try:

@@ -1,4 +1,4 @@
-"""``mdm-harness serve --server docker-prosody`` (issue 16): an admin tries the images by hand.
+"""``mdm-harness serve --server docker-prosody-deb13`` (issue 16): an admin tries the images by hand.
 The server runs from the Prosody image and the component from the component image, each in its
 image's container on the host's network; real clients log in, an IM to a two-device user is
 served by the component in its container (the notification hint shows it), and Ctrl-C leaves no
@@ -33,9 +33,9 @@ def _metrics(url: str) -> dict[str, float]:
 
 @pytest.mark.asyncio
 async def test_serve_runs_server_and_component_from_their_images(docker_engine):  # noqa: F811
-    await asyncio.to_thread(mdm_docker.build_images, ("prosody", "component"))
+    await asyncio.to_thread(mdm_docker.build_images, ("prosody", "component"), "deb13")
     env = dict(os.environ, DOCKER_HOST=docker_engine.base_url)  # the test session's engine
-    proc = subprocess.Popen([sys.executable, "-m", "mdm_harness.cli", "serve", "--server", "docker-prosody"],
+    proc = subprocess.Popen([sys.executable, "-m", "mdm_harness.cli", "serve", "--server", "docker-prosody-deb13"],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     clients: list[Client] = []
     try:
@@ -46,7 +46,7 @@ async def test_serve_runs_server_and_component_from_their_images(docker_engine):
             assert line, proc.stderr.read()
             lines.append(line)
         text = "".join(lines)
-        assert "the open-mdm/component image (container" in text, text
+        assert "the open-mdm/component:deb13 image (container" in text, text
         port = int(re.search(r"c2s\s+: 127\.0\.0\.1:(\d+)", text).group(1))
         metrics = re.search(r"metrics\s+: (\S+)", text).group(1)
 

@@ -4,6 +4,7 @@ import asyncio
 import hashlib
 
 import pytest
+from lxml import etree
 
 from mdm.stream import ComponentLink, LinkError, handshake_digest
 
@@ -129,7 +130,7 @@ async def test_R9_6_deeply_nested_stanzas_do_not_end_the_link():
     read, one deeper than our limit is dropped, and the stanzas after it still arrive."""
     hold = asyncio.Event()
     payload = nested(300, "deep") + nested(5000, "too deep") + b"<iq id='after'/>"
-    server, link = await served(payload, hold=hold, max_depth=2048)
+    server, link = await served(payload, hold=hold)
     got = []
     async for s in link.stanzas():
         got.append(s)
@@ -169,3 +170,50 @@ async def test_a_stream_with_a_dtd_is_refused():
         await link.connect("127.0.0.1", port)
     await link.close()
     server.close()
+
+
+# --- the depth guard, whatever lxml (R9.6, R9.12: libxml2 2.11+ ends a document at 2048 levels) --
+
+def guarded(max_depth: int) -> tuple[ComponentLink, list[etree._Element]]:
+    """A link's parser and guard without a socket: what ``_read_more`` does with each read."""
+    link = ComponentLink("mdm.localhost", "s", max_depth=max_depth)
+    link._new_parser()
+    link._guard.feed(b"<stream:stream xmlns='jabber:component:accept' xmlns:stream='" + STREAMS + b"'>")
+    return link, link._pending  # type: ignore[return-value]
+
+
+STREAMS = b"http://etherx.jabber.org/streams"
+
+
+def test_R9_6_R9_12_deeper_than_libxml2_allows_is_cut_and_dropped_on_any_lxml():
+    """3000 levels (past libxml2 2.11+'s 2048 even with huge_tree): dropped, the parser goes on;
+    2000 levels (the message and 1999 below it) are read."""
+    link, got = guarded(2000)
+    link._guard.feed(nested(3000, "too deep") + nested(1999, "at the limit") + b"<iq id='after'/>")
+    assert ["".join(el.itertext()) for el in got] == ["at the limit", ""]
+    assert got[1].get("id") == "after"
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 7, 64, 4096])
+def test_R9_6_the_guard_is_exact_across_any_read_boundary(chunk: int):
+    """Limit 3 levels below the stream: 3 deep is read, 4 deep dropped, in reads of any size; a
+    ``>`` inside an attribute, comments, CDATA and empty elements do not confuse it."""
+    link, got = guarded(3)
+    data = (b"<message id='ok'><a x='>'><b><!-- <c> --><![CDATA[<d>]]></b></a></message>"
+            b"<message id='cut'><a><b><c/><c>deeper<d/></c>x<c y=\"/>\"/></b></a></message>"
+            b"<message id='empty-at-limit'><a><b/></a></message>"
+            + b"".join(b"<message id='m%d'><body>%d</body></message>" % (i, i) for i in range(300)))
+    for i in range(0, len(data), chunk):
+        link._guard.feed(data[i:i + chunk])
+    assert [el.get("id") for el in got] == ["ok", "empty-at-limit", *(f"m{i}" for i in range(300))]
+    assert got[0].find(".//{jabber:component:accept}b").text == "<d>"
+
+
+def test_R9_6_many_small_stanzas_in_one_read_take_the_fast_path():
+    """A read holding more "<" than the headroom (a busy batch) is fed in pieces, none lost."""
+    link, got = guarded(2000)
+    fed: list[int] = []
+    parse = link._parse
+    link._guard._feed = lambda piece: (fed.append(len(piece)), parse(piece))  # type: ignore[method-assign]
+    link._guard.feed(b"".join(b"<message id='m%d'><body>x</body></message>" % i for i in range(1000)))
+    assert len(got) == 1000 and len(fed) <= 4  # 4000 "<" in 2000-level pieces, not a feed per tag

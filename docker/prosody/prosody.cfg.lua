@@ -14,6 +14,9 @@ modules_enabled = {
     "carbons", "csi_simple",
     "mdm_bridge",
 }
+-- XEP-0191: tell a blocked contact with an error, as Prosody did before 0.12.5 and as ejabberd
+-- does; Prosody 13 drops such messages silently by default. Either way no device gets them (R2.6).
+bounce_blocked_messages = true
 archive_expires_after = "1w"
 default_archive_policy = true
 

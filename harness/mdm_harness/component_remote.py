@@ -27,6 +27,7 @@ from mdm.jid import bare
 from .component_control import ComponentControl, ControlledComponent, SessionView, assignment, settings_toml
 from .faults import ComponentProcess
 from .servers import ServerHandle
+from .servers.kinds import kind_of
 from .waiting import poll_until
 
 # How long one admin API request may take: on loopback it answers in milliseconds, unless the
@@ -197,11 +198,14 @@ def control_for(server: ServerHandle, *, own_process: bool = False) -> Controlle
     """The component for ``server``: in the component image's container for the docker backends,
     as an ``mdm-component`` process when ``own_process``, else in this event loop."""
     workdir = server.workdir / "component"  # its pid file and log apart from the server's
-    if server.kind.startswith("docker-"):
+    kind = kind_of(server.kind)
+    if kind.docker:
         from .servers.docker import DockerComponent
 
         def container(toml: str, metrics_port: int) -> ComponentProcess:
-            return DockerComponent(workdir, "mdm-component", toml=toml, metrics_port=metrics_port)
+            # the component image of the server's Debian release (R9.12: Python 3.13 on Debian 13)
+            return DockerComponent(workdir, "mdm-component", toml=toml, metrics_port=metrics_port,
+                                   release=kind.release)
         return RemoteComponentControl(server, container)
     if own_process:
         def process(toml: str, metrics_port: int) -> ComponentProcess:

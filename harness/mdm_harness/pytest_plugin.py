@@ -26,7 +26,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def mdm_servers(config: pytest.Config) -> list[str]:
-    return config.getoption("--mdm-server") or ["prosody"]
+    """The servers named (``KIND`` or ``KIND:REGEX``, the regex selecting conformance scenarios)."""
+    return [s.partition(":")[0] for s in config.getoption("--mdm-server") or ["prosody"]]
 
 
 @pytest_asyncio.fixture

@@ -22,7 +22,8 @@ every scenario there that does not set the key itself (conformance/ sets ``## ma
 ``load_scenarios`` never lets one broken file stop the others: a file that does not parse becomes
 a scenario with ``error`` set, which the runner reports as failed.
 
-The template sees ``server`` (``prosody``, ``ejabberd``; empty when parsed without one), so a
+The template sees ``server`` (``prosody``, ``ejabberd``; empty when parsed without one) and
+``server_version`` (servers/kinds.py: compared as numbers, ``server_version >= (24,)``; R9.12), so a
 scenario can say where a server really differs: ``{% if server == "ejabberd" %}`` plus a ``#`` line
 saying why, which the run prints.
 """
@@ -36,6 +37,7 @@ from pathlib import Path
 import jinja2
 
 from .matcher import MATCHING_RULES, SCANSION_RULES
+from .servers.kinds import family, server_version
 from .streamclient import Login
 
 
@@ -178,8 +180,9 @@ def _render(text: str, search_path: list[Path], server: str = "") -> str:
                              variable_start_string="{{", variable_end_string="}}")
     try:
         # an ejabberd cluster renders as ejabberd; ``cluster`` tells the two apart (R9.8)
-        # docker-ejabberd runs ejabberd too: the template sees the server, not how it is started
-        return env.from_string(text).render(server=server.removeprefix("docker-").removesuffix("-cluster"),
+        # docker-ejabberd-deb13 runs ejabberd too: the template sees the server and its version
+        # (R9.12: ``server_version >= (24,)``), not how it is started
+        return env.from_string(text).render(server=family(server), server_version=server_version(server),
                                             cluster=server.endswith("-cluster"))
     except Exception as e:  # any template failure is the scenario's fault: say so, don't crash
         raise ScenarioError(f"template error: {type(e).__name__}: {e}") from None

@@ -4,10 +4,11 @@ Both directions are bounded, and each side sends only what the other takes
 (docs/operations.md has the whole table):
 
 * server -> component: the component reads stanzas of up to ``component.max_stanza_size`` bytes
-  (1 MiB) and any depth (lxml's ``huge_tree`` lifts libxml2's 256-level limit). It hands the core
-  stanzas of at most ``MAX_DEPTH`` levels; a bridge never sends deeper ones (the Prosody bridge
-  hands over messages of at most ``mdm_max_depth`` = 1000 levels and caps each ``<events/>``
-  stanza at 256 KiB or one event; everything else takes the server's native path).
+  (1 MiB) and any depth (what is deeper than ``MAX_DEPTH`` is cut before the parser sees it, below
+  libxml2's own limits, and the stanza dropped). It hands the core stanzas of at most
+  ``MAX_DEPTH`` levels; a bridge never sends deeper ones (the Prosody bridge hands over messages
+  of at most ``mdm_max_depth`` = 1000 levels and caps each ``<events/>`` stanza at 256 KiB or one
+  event; everything else takes the server's native path).
 * component -> server: Prosody closes a component link that sends it a stanza over
   ``component_stanza_size_limit`` (512 KiB by default). Commands are split into stanzas of at
   most ``SERVER_MAX_STANZA`` bytes, keeping each message's deliveries with their ack whenever
@@ -29,7 +30,10 @@ from lxml import etree
 from . import namespaces as ns
 
 # Levels below the stream root a stanza may nest (the bridges hand over at most 1000 + envelope).
-MAX_DEPTH = 2048
+MAX_DEPTH = 2000
+# libxml2 2.11+ (lxml 5+) ends a document deeper than this even with huge_tree; the link's parser
+# is kept below it (mdm.stream.DepthGuard), so any lxml from 4.9 on reads the same (R9.12).
+MAX_PARSER_DEPTH = 2048
 # Prosody's default component_stanza_size_limit, less a margin: the largest stanza we send.
 SERVER_MAX_STANZA = 512 * 1024 - 1024
 # Longest attribute value the codec accepts from a bridge (JIDs are at most 3 × 1023 bytes).

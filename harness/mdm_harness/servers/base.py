@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..profiles import ServerProfile
 from ..waiting import poll_until
+from .kinds import SERVER_KINDS, family, kind_of
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +117,6 @@ def plugin_dir() -> Path:
     return Path(mdm.__file__).resolve().parents[1]
 
 
-# docker-*: the server from the project's image, through the docker SDK (servers/docker.py)
-SERVER_KINDS = ("prosody", "ejabberd", "ejabberd-cluster", "docker-prosody", "docker-ejabberd")
 
 
 def server_option(argv: list[str], default: str = "prosody") -> tuple[str, list[str]]:
@@ -125,8 +124,10 @@ def server_option(argv: list[str], default: str = "prosody") -> tuple[str, list[
     kind, rest = default, list(argv)
     if rest[:1] == ["--server"] and len(rest) > 1:
         kind, rest = rest[1], rest[2:]
-    if kind not in SERVER_KINDS:
-        raise SystemExit(f"unknown server {kind!r} (available: {', '.join(SERVER_KINDS)})")
+    try:
+        kind_of(kind)
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
     return kind, rest
 
 
@@ -141,13 +142,12 @@ def login_option(argv: list[str]) -> tuple[str, list[str]]:
     return kind, rest
 
 
-# Modules by role, for code that runs against either server (benchmarks, baselines).
-MODULES = {
+# Modules by role, for code that runs against either server (benchmarks, baselines), by family.
+_MODULES = {
     "prosody": {"archive": "mam", "csi_queue": ("csi", "csi_simple")},
     "ejabberd": {"archive": "mod_mam", "csi_queue": ("mod_client_state",)},
 }
-MODULES["ejabberd-cluster"] = MODULES["ejabberd"]
-MODULES["docker-prosody"], MODULES["docker-ejabberd"] = MODULES["prosody"], MODULES["ejabberd"]
+MODULES = {name: _MODULES[family(name)] for name in SERVER_KINDS}
 
 
 def cluster_nodes() -> int:
@@ -179,23 +179,20 @@ async def start_server(kind: str, accounts: list[Account], workdir: Path, *,
     if hibernation_timeout is not None:  # R5.7/R5.4: seconds a hibernated XEP-0198 session is kept
         options["hibernation_timeout"] = hibernation_timeout
     if profile is not None and not profile.empty:
-        if kind not in ("prosody", "docker-prosody"):
+        if family(kind) != "prosody":
             raise ValueError(f"server profile {profile.name!r}: profiles are rendered for Prosody only, not {kind}")
         options["profile"] = profile
-    if kind == "prosody":
-        from .prosody import start_prosody
-        return await start_prosody(accounts, workdir, **options)
-    if kind == "ejabberd":
-        from .ejabberd import start_ejabberd
-        return await start_ejabberd(accounts, workdir, **options)
-    if kind == "ejabberd-cluster":
+    server = kind_of(kind)
+    if server.docker:  # R9.12: the image of the kind's Debian release
+        from .docker import start_docker_ejabberd, start_docker_prosody
+        start = start_docker_prosody if server.family == "prosody" else start_docker_ejabberd
+        return await start(accounts, workdir, release=server.release, **options)
+    if server.cluster:
         from .ejabberd_cluster import start_ejabberd_cluster
         # R9.8: 2 nodes unless MDM_CLUSTER_NODES (mdm-harness --cluster-nodes) says more
         return await start_ejabberd_cluster(accounts, workdir, nodes=cluster_nodes(), **options)
-    if kind == "docker-prosody":
-        from .docker import start_docker_prosody
-        return await start_docker_prosody(accounts, workdir, **options)
-    if kind == "docker-ejabberd":
-        from .docker import start_docker_ejabberd
-        return await start_docker_ejabberd(accounts, workdir, **options)
-    raise ValueError(f"unknown server kind {kind!r} (available: {', '.join(SERVER_KINDS)})")
+    if server.family == "prosody":
+        from .prosody import start_prosody
+        return await start_prosody(accounts, workdir, **options)
+    from .ejabberd import start_ejabberd
+    return await start_ejabberd(accounts, workdir, **options)

@@ -1,7 +1,10 @@
 """Prosody and ejabberd from the project's own images (docker/), through the ``docker`` SDK.
 
-``--server docker-prosody`` and ``--server docker-ejabberd`` run the server under test as a
-container of the image ``docker/prosody/Dockerfile`` or ``docker/ejabberd/Dockerfile`` builds: the
+``--server docker-prosody-deb12|deb13`` and ``--server docker-ejabberd-deb12|deb13`` run the server
+under test as a container of the image ``docker/prosody/Dockerfile`` or ``docker/ejabberd/Dockerfile``
+builds on that Debian release (R9.12: the ``BASE`` build argument; Prosody 0.12 / ejabberd 23.01 on
+Debian 12, Prosody 13 / ejabberd 24.12 on Debian 13, servers/kinds.py), tagged
+``open-mdm/<name>:deb12`` / ``:deb13`` (``latest`` is the Dockerfiles' default, Debian 13): the
 bridge the image installs (Prosody's plugin path, the .beam the ejabberd image compiles with
 ``erlc``), Debian's server package inside it. The container uses the host's network and the same
 generated config as the native backends (prosody.py, ejabberd.py) on free loopback ports, written
@@ -22,11 +25,12 @@ its data root in ``/var/cache/open-mdm/docker`` (``MDM_DOCKER_CACHE`` moves the 
 runs on the same machine reuse the images; one per process, stopped by pid at exit
 (``stop_engine``). A file lock in the cache keeps two runs from sharing a data root at once.
 
-No registry needs to be reachable: the images' base ``debian:bookworm-slim`` is, when missing,
-made from Debian's packages (``mmdebstrap --variant=minbase bookworm``, about a minute) and
-``docker import``-ed under that tag; the component image's pip installs from a wheelhouse the
-host's pip fills (``pip download``), served on loopback for the build. Where a registry is
-reachable, the Dockerfiles build unchanged without any of this.
+No registry needs to be reachable: the images' base ``debian:bookworm-slim`` or
+``debian:trixie-slim`` is, when missing, made from Debian's packages (``mmdebstrap --variant=minbase
+bookworm|trixie``, about a minute) and ``docker import``-ed under that tag; the component image's
+pip installs from a wheelhouse the host's pip fills for the image's Python (``pip download
+--python-version``: 3.11 on Debian 12, 3.13 on Debian 13), served on loopback for the build. Where
+a registry is reachable, the Dockerfiles build unchanged without any of this.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ import sys
 import tempfile
 import threading
 import time
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,11 +65,11 @@ from ..waiting import poll_until
 from . import ejabberd as native_ejabberd
 from . import prosody as native_prosody
 from .base import Account, ServerHandle, plugin_dir
+from .kinds import DEFAULT_RELEASE, RELEASES, Release, Version
 from .tls import self_signed
 
 log = logging.getLogger(__name__)
 
-BASE_IMAGE = "debian:bookworm-slim"
 LABEL = "org.open-mdm.harness"  # on every container the harness starts: stale ones are removed
 # where each image keeps the bridge (docker/prosody/Dockerfile, docker/ejabberd/ejabberdctl.cfg)
 PROSODY_PLUGINS = "/usr/local/lib/prosody/mdm"
@@ -90,8 +95,8 @@ class Engine:
     proc: subprocess.Popen[bytes] | None = None
     run_dir: Path | None = None
     lock: Any = None  # the open lock file while our dockerd uses the data root
-    built: dict[str, str] = field(default_factory=dict)  # image name -> id, built in this process
-    hosts: dict[str, str] = field(default_factory=dict)  # image name -> its long-lived container
+    built: dict[str, str] = field(default_factory=dict)  # image tag -> id, built in this process
+    hosts: dict[str, str] = field(default_factory=dict)  # image tag -> its long-lived container
 
     def stop(self) -> None:
         """Remove the containers we started; stop our dockerd (SIGTERM by pid, SIGKILL after
@@ -238,17 +243,18 @@ def _kill_stale_dockerd(pidfile: Path) -> None:
 
 # --- the images ------------------------------------------------------------------------------
 
-def ensure_base(eng: Engine) -> None:
-    """``debian:bookworm-slim``: a pulled one if the engine has it, else one made from Debian's
+def ensure_base(eng: Engine, release: Release) -> None:
+    """``debian:<codename>-slim``: a pulled one if the engine has it, else one made from Debian's
     packages with mmdebstrap and imported under that tag (no registry needed)."""
     docker = _docker()
+    base = release.base_image
     try:
-        eng.client.images.get(BASE_IMAGE)
+        eng.client.images.get(base)
         return
     except docker.errors.ImageNotFound:
         pass
     if shutil.which("mmdebstrap") is None:
-        raise RuntimeError(f"no {BASE_IMAGE} image and no mmdebstrap to make one (apt-get install mmdebstrap)")
+        raise RuntimeError(f"no {base} image and no mmdebstrap to make one (apt-get install mmdebstrap)")
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="mdm-rootfs-", dir=cache_dir()) as tmp:
         tar = Path(tmp) / "rootfs.tar"
@@ -256,32 +262,39 @@ def ensure_base(eng: Engine) -> None:
         slim = [f"--dpkgopt=path-exclude=/usr/share/{d}/*" for d in ("doc", "man", "locale", "info")]
         slim.append("--dpkgopt=path-include=/usr/share/doc/*/copyright")
         result = subprocess.run(["mmdebstrap", "--variant=minbase", "--mode=root", "--quiet", *slim,
-                                 "bookworm", str(tar)], capture_output=True, text=True)
+                                 release.codename, str(tar)], capture_output=True, text=True)
         if result.returncode != 0:
             raise RuntimeError(f"mmdebstrap failed ({result.returncode}):\n{result.stderr[-3000:]}")
         with open(tar, "rb") as f:
             eng.client.api.import_image_from_data(
-                f, repository=BASE_IMAGE.partition(":")[0], tag=BASE_IMAGE.partition(":")[2],
+                f, repository=base.partition(":")[0], tag=base.partition(":")[2],
                 changes=['CMD ["bash"]'])
-    log.info("made %s from Debian's packages in %.0f s", BASE_IMAGE, time.monotonic() - started)
+    log.info("made %s from Debian's packages in %.0f s", base, time.monotonic() - started)
 
 
-def _wheelhouse() -> Path:
-    """The component's dependencies as wheels, fetched by the host's pip (its own index config),
-    refreshed when pyproject.toml changes."""
-    wheels = cache_dir() / "wheelhouse"
+# manylinux tags a Debian 12 / 13 x86-64 system takes (glibc 2.36 / 2.41), newest first
+_PLATFORMS = [f"manylinux_2_{minor}_x86_64" for minor in range(36, 4, -1)] + [
+    "manylinux2014_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64", "linux_x86_64"]
+
+
+def _wheelhouse(python: str) -> Path:
+    """The component's dependencies as wheels for the image's Python (R9.12: 3.11 on Debian 12,
+    3.13 on Debian 13), fetched by the host's pip (its own index config) whatever Python runs
+    it, refreshed when pyproject.toml changes."""
+    wheels = cache_dir() / f"wheelhouse-py{python}"
     stamp = wheels / ".pyproject.toml"
     pyproject = (checkout() / "pyproject.toml").read_text()
     if stamp.exists() and stamp.read_text() == pyproject:
         return wheels
     wheels.mkdir(parents=True, exist_ok=True)
+    deps = tomllib.loads(pyproject)["project"]["dependencies"]
+    target = ["--python-version", python, "--implementation", "cp", "--only-binary=:all:",
+              *(a for p in _PLATFORMS for a in ("--platform", p))]
     result = subprocess.run([sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "-q",
-                             "--dest", str(wheels), str(checkout()), "setuptools>=68", "wheel"],
+                             *target, "--dest", str(wheels), *deps, "setuptools>=68", "wheel"],
                             capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"pip download of the component's dependencies failed:\n{result.stderr[-3000:]}")
-    for sdist in wheels.glob("open_mdm-*"):  # the project itself is built from the context
-        sdist.unlink()
     stamp.write_text(pyproject)
     return wheels
 
@@ -311,30 +324,40 @@ def _serving(directory: Path):
         server.server_close()
 
 
-def ensure_image(eng: Engine, name: str) -> str:
-    """``open-mdm/<name>`` built from ``docker/<name>/Dockerfile`` (the layer cache makes a
-    rebuild of unchanged sources take seconds); once per process. Returns the image id."""
-    if name in eng.built:
-        return eng.built[name]
-    ensure_base(eng)
+def image_tag(name: str, release: str) -> str:
+    return f"open-mdm/{name}:{release}"
+
+
+def ensure_image(eng: Engine, name: str, release: str = DEFAULT_RELEASE) -> str:
+    """``open-mdm/<name>:<release>`` built from ``docker/<name>/Dockerfile`` on that Debian
+    release's base (the layer cache makes a rebuild of unchanged sources take seconds); once per
+    process. The default release's image is also tagged ``latest`` (what compose runs). Returns
+    the image id."""
+    tag = image_tag(name, release)
+    if tag in eng.built:
+        return eng.built[tag]
+    rel = RELEASES[release]
+    ensure_base(eng, rel)
     started = time.monotonic()
-    buildargs: dict[str, str] = {}
+    buildargs = {"BASE": rel.base_image}
     with contextlib.ExitStack() as stack:
         if name == "component" and not os.environ.get("MDM_DOCKER_PIP_INDEX"):
-            url = stack.enter_context(_serving(_wheelhouse()))
-            buildargs = {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": url}
+            url = stack.enter_context(_serving(_wheelhouse(rel.python)))
+            buildargs |= {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": url}
         lines: list[str] = []
         for chunk in eng.client.api.build(path=str(checkout()), dockerfile=f"docker/{name}/Dockerfile",
-                                          tag=f"open-mdm/{name}:latest", network_mode="host", rm=True,
+                                          tag=tag, network_mode="host", rm=True,
                                           forcerm=True, decode=True, buildargs=buildargs):
             if "stream" in chunk:
                 lines.extend(chunk["stream"].splitlines())
             if "error" in chunk:
                 raise RuntimeError(f"docker build of docker/{name}/Dockerfile failed: {chunk['error']}\n"
                                    + "\n".join(lines[-40:]))
-    image = eng.client.images.get(f"open-mdm/{name}:latest")
-    eng.built[name] = image.id
-    log.info("image open-mdm/%s ready in %.1f s", name, time.monotonic() - started)
+    image = eng.client.images.get(tag)
+    if release == DEFAULT_RELEASE:
+        image.tag(f"open-mdm/{name}", "latest")
+    eng.built[tag] = image.id
+    log.info("image %s ready in %.1f s", tag, time.monotonic() - started)
     _prune(eng)
     return image.id
 
@@ -354,13 +377,14 @@ def _prune(eng: Engine) -> None:
         log.info("removed untagged images left by earlier builds (%.0f MB)", freed / 1e6)
 
 
-def build_images(names: tuple[str, ...] = ("prosody", "ejabberd", "component")) -> dict[str, float]:
-    """Build (or reuse) the images; seconds each took."""
+def build_images(names: tuple[str, ...] = ("prosody", "ejabberd", "component"),
+                 release: str = DEFAULT_RELEASE) -> dict[str, float]:
+    """Build (or reuse) the images of one Debian release; seconds each took."""
     eng = engine()
     times = {}
     for name in names:
         started = time.monotonic()
-        ensure_image(eng, name)
+        ensure_image(eng, name, release)
         times[name] = time.monotonic() - started
     return times
 
@@ -375,18 +399,34 @@ def build_images(names: tuple[str, ...] = ("prosody", "ejabberd", "component")) 
 # after 10 s) like the native backends stop theirs. The containers are removed when the
 # engine is stopped (at exit), and by the next run if this one was killed.
 
-def _host_container(eng: Engine, name: str, image: str) -> str:
-    """The long-lived container of ``open-mdm/<name>`` (created once per process)."""
+def _host_container(eng: Engine, name: str, release: str, image: str) -> str:
+    """The long-lived container of ``open-mdm/<name>:<release>`` (created once per process)."""
+    tag = image_tag(name, release)
     with _engine_lock:
-        if name in eng.hosts:
-            return eng.hosts[name]
+        if tag in eng.hosts:
+            return eng.hosts[tag]
         tmp = str(Path(tempfile.gettempdir()).resolve())
         container = eng.client.containers.run(
             image, entrypoint=["sleep", "infinity"], user="0:0", network_mode="host", init=True, detach=True,
-            labels={LABEL: name}, name=f"mdm-{name}-{os.getpid()}-{int(time.time())}",
+            labels={LABEL: tag}, name=f"mdm-{name}-{release}-{os.getpid()}-{int(time.time())}",
             volumes={tmp: {"bind": tmp, "mode": "rw"}})
-        eng.hosts[name] = container.id
+        eng.hosts[tag] = container.id
+        _check_release(eng, container.id, name, RELEASES[release])
         return container.id
+
+
+def _check_release(eng: Engine, cid: str, name: str, release: Release) -> None:
+    """The server in the container is the version servers/kinds.py says the release carries
+    (what scenarios see as ``server_version``): a Debian point release may move the minor version,
+    never the major one."""
+    package = {"prosody": "prosody", "ejabberd": "ejabberd", "component": "python3"}[name]
+    out = eng.client.api.exec_start(eng.client.api.exec_create(
+        cid, ["dpkg-query", "-W", "-f=${Version}", package], user="0:0")["Id"]).decode().strip()
+    declared = Version(release.python if name == "component" else getattr(release, name))
+    found = Version(out.split(":", 1)[-1])
+    if found[:1] != declared[:1] or (name == "component" and found[:2] != declared[:2]):
+        raise RuntimeError(f"open-mdm/{name}:{release.name} has {package} {out}, not {declared} as "
+                           f"harness/mdm_harness/servers/kinds.py says {release.codename} carries")
 
 
 def _exec(eng: Engine, cid: str, script: str, env: dict[str, str] | None = None, detach: bool = True) -> str:
@@ -461,13 +501,13 @@ def _in_tmp(workdir: Path) -> None:
                            f"(bind-mounted into the container), not {workdir}")
 
 
-async def _start_in_container(name: str, workdir: Path, script: str,
+async def _start_in_container(name: str, release: str, workdir: Path, script: str,
                               env: dict[str, str] | None = None) -> tuple[str, str, Path]:
     """``script`` (ending in ``exec`` of the server) in the image's container; its pid in a file."""
     _in_tmp(workdir)
     eng = await asyncio.to_thread(engine)
-    image = await asyncio.to_thread(ensure_image, eng, name)
-    cid = await asyncio.to_thread(_host_container, eng, name, image)
+    image = await asyncio.to_thread(ensure_image, eng, name, release)
+    cid = await asyncio.to_thread(_host_container, eng, name, release, image)
     pid_file = workdir / "server.pid"
     script = f"echo $$ > {shlex.quote(str(pid_file))}\ncd {shlex.quote(str(workdir))}\nset -e\n" + script
     exec_id = await asyncio.to_thread(_exec, eng, cid, script, env)
@@ -503,7 +543,8 @@ async def _accepts(port: int) -> bool:
 async def start_docker_prosody(accounts: list[Account], workdir: Path, *, bridge: bool = True,
                                extra_modules: tuple[str, ...] = (), without_modules: tuple[str, ...] = (),
                                ack_timeout: float = 2.0, profile: ServerProfile | None = None,
-                               features: tuple[str, ...] = (), **config: Any) -> ServerHandle:
+                               features: tuple[str, ...] = (), release: str = "deb12",
+                               **config: Any) -> ServerHandle:
     """As prosody.start_prosody, with Prosody and the bridge from the image; ``config``: further
     render_config options (e.g. hibernation_timeout), passed on."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -518,7 +559,7 @@ async def start_docker_prosody(accounts: list[Account], workdir: Path, *, bridge
                                         extra_modules=extra_modules, without_modules=without_modules,
                                         log_level=level, ack_timeout=ack_timeout, profile=profile,
                                         http_port=http_port, features=features, direct_tls_port=direct_tls_port,
-                                        tls=tls, **config)
+                                        tls=tls, run_as_root=True, **config)
     # the bridge the image installed, not the checkout's
     text, n = re.subn(r"^plugin_paths = .*$", f'plugin_paths = {{ "{PROSODY_PLUGINS}" }}', text, count=1,
                       flags=re.M)
@@ -531,9 +572,9 @@ async def start_docker_prosody(accounts: list[Account], workdir: Path, *, bridge
     script = "".join(f"prosodyctl --root --config {cfg} register {shlex.quote(a.user)} "
                      f"{native_prosody.DOMAIN} {shlex.quote(a.password)} >>{out} 2>&1\n" for a in accounts)
     script += f"exec prosody --config {cfg} >>{out} 2>&1\n"
-    cid, exec_id, pid_file = await _start_in_container("prosody", workdir, script)
+    cid, exec_id, pid_file = await _start_in_container("prosody", release, workdir, script)
     domain = native_prosody.DOMAIN
-    handle = DockerServerHandle("docker-prosody", domain, c2s_port, component_port, "mdm." + domain,
+    handle = DockerServerHandle(f"docker-prosody-{release}", domain, c2s_port, component_port, "mdm." + domain,
                                 native_prosody.SECRET, "conference." + domain, workdir, None,
                                 workdir / "prosody.log", list(accounts), direct_tls_port=direct_tls_port or 0,
                                 websocket_url=f"ws://127.0.0.1:{http_port}/xmpp-websocket"
@@ -547,14 +588,15 @@ async def start_docker_prosody(accounts: list[Account], workdir: Path, *, bridge
     except BaseException:
         await handle.stop()
         raise
-    log.debug("docker-prosody in %s: c2s %s, component %s, dir %s", cid[:12], c2s_port, component_port, workdir)
+    log.debug("docker-prosody-%s in %s: c2s %s, component %s, dir %s", release, cid[:12], c2s_port,
+              component_port, workdir)
     return handle
 
 
 async def start_docker_ejabberd(accounts: list[Account], workdir: Path, *, bridge: bool = True,
                                 extra_modules: tuple[str, ...] = (), without_modules: tuple[str, ...] = (),
                                 ack_timeout: float = 2.0, features: tuple[str, ...] = (),
-                                **config: Any) -> ServerHandle:
+                                release: str = "deb12", **config: Any) -> ServerHandle:
     """As ejabberd.start_ejabberd, with ejabberd and the bridge's .beam from the image; ``config``:
     further render_config options (e.g. sql), passed on."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -585,9 +627,9 @@ async def start_docker_ejabberd(accounts: list[Account], workdir: Path, *, bridg
               'export ERL_LIBS="$(dirname "$(dirname "$lib")")"\n'
               f"exec erl -noinput -noshell +K true {pa}-mnesia dir {shlex.quote(json.dumps(str(spool)))} "
               f"-s ejabberd >>{shlex.quote(str(workdir / 'server.out'))} 2>&1\n")
-    cid, exec_id, pid_file = await _start_in_container("ejabberd", workdir, script, env)
+    cid, exec_id, pid_file = await _start_in_container("ejabberd", release, workdir, script, env)
     domain = native_ejabberd.DOMAIN
-    handle = DockerEjabberdHandle("docker-ejabberd", domain, c2s_port, component_port, "mdm." + domain,
+    handle = DockerEjabberdHandle(f"docker-ejabberd-{release}", domain, c2s_port, component_port, "mdm." + domain,
                                   native_ejabberd.SECRET, "conference." + domain, workdir, None, log_file,
                                   list(accounts), http_port=http_port, direct_tls_port=direct_tls_port or 0,
                                   websocket_url=f"ws://127.0.0.1:{http_port}/ws" if "websocket" in features else "",
@@ -604,7 +646,8 @@ async def start_docker_ejabberd(accounts: list[Account], workdir: Path, *, bridg
     except BaseException:
         await handle.stop()
         raise
-    log.debug("docker-ejabberd in %s: c2s %s, component %s, dir %s", cid[:12], c2s_port, component_port, workdir)
+    log.debug("docker-ejabberd-%s in %s: c2s %s, component %s, dir %s", release, cid[:12], c2s_port,
+              component_port, workdir)
     return handle
 
 
@@ -616,8 +659,9 @@ class DockerComponent(ComponentProcess):
     the bind-mounted temp dir). Its signals go to its pid in the container; component_remote.py
     drives it for scenario runs and ``mdm-harness serve --server docker-…``."""
 
-    def __init__(self, workdir: Path, name: str, **config: object) -> None:
+    def __init__(self, workdir: Path, name: str, release: str = DEFAULT_RELEASE, **config: object) -> None:
         super().__init__(workdir, name, **config)
+        self.release = release
         self.container_id = ""
         self.exec_id = ""
         self.pid_file: Path | None = None
@@ -626,7 +670,7 @@ class DockerComponent(ComponentProcess):
         out = shlex.quote(str(self.log_path))
         script = f"exec mdm-component --config {shlex.quote(str(self.config_path))} >>{out} 2>&1\n"
         self.container_id, self.exec_id, self.pid_file = await _start_in_container(
-            "component", self.config_path.parent, script)
+            "component", self.release, self.config_path.parent, script)
 
     @property
     def pid(self) -> int | None:
@@ -640,7 +684,8 @@ class DockerComponent(ComponentProcess):
 
     @property
     def where(self) -> str:
-        return f"the open-mdm/component image (container {self.container_id[:12]}), log {self.log_path}"
+        image = image_tag("component", self.release)
+        return f"the {image} image (container {self.container_id[:12]}), log {self.log_path}"
 
     async def signal(self, sig: signal.Signals) -> None:
         """``kill -<sig>`` of its pid, in the container."""

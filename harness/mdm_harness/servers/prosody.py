@@ -63,12 +63,15 @@ def render_config(workdir: Path, c2s_port: int, component_port: int, *, bridge: 
                   profile: ServerProfile | None = None, http_port: int | None = None,
                   features: tuple[str, ...] = (), direct_tls_port: int | None = None,
                   tls: tuple[Path, Path] | None = None, hibernation_timeout: int | None = None,
-                  sasl2_extra: tuple[str, ...] = ()) -> str:
+                  sasl2_extra: tuple[str, ...] = (), run_as_root: bool | None = None) -> str:
     """``sasl2_extra``: what sasl2_modules() found this Prosody can run besides mod_sasl2 and
-    mod_sasl2_bind2 (R9.11): mod_sasl2_sm (with stream management only), mod_sasl2_fast."""
+    mod_sasl2_bind2 (R9.11): mod_sasl2_sm (with stream management only), mod_sasl2_fast.
+    ``run_as_root``: whether the server runs as root (default: whether we do)."""
     profile = profile or ServerProfile()
     if "stream-management" not in features:
         sasl2_extra = tuple(m for m in sasl2_extra if m != "sasl2_sm")
+    if run_as_root is None:
+        run_as_root = os.geteuid() == 0
     without = set(without_modules) | set(profile.disable)
     modules = [m for m in ("roster", "saslauth", "disco", "ping", "presence", "message", "iq", "offline",
                            "mam", "blocklist", "time", "version") if m not in without]
@@ -117,6 +120,11 @@ log = {{ {{ levels = {{ min = {_lua(log_level)} }}, to = "file", filename = {_lu
 daemonize = false
 -- root on CI: mod_posix would close the listeners; we are an ordinary foreground process
 modules_disabled = {{ "posix" }}
+-- Options whose defaults moved between Prosody 0.12.3 and 13 (R9.12), set so both behave alike:
+-- Prosody 13 refuses to start as root unless told (util.startup; on 0.12 mod_posix read it);
+run_as_root = {str(run_as_root).lower()}
+-- XEP-0191: a message from a blocked contact bounces with an error, as before 0.12.5 (R2.6).
+bounce_blocked_messages = true
 interfaces = {{ "127.0.0.1" }}
 local_interfaces = {{ "127.0.0.1" }}
 c2s_ports = {{ {c2s_port} }}
