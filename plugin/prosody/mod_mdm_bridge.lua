@@ -50,8 +50,6 @@
 local st = require "util.stanza";
 local filters = require "util.filters";
 local jid_bare = require "util.jid".bare;
-local jid_split = require "util.jid".split;
-local mds_publish; -- R4.3, below
 local now = require "util.time".now;
 local modulemanager = require "core.modulemanager";
 
@@ -73,11 +71,7 @@ local component_jid = module:get_option_string("mdm_component", "mdm." .. host);
 local ack_timeout = module:get_option_number("mdm_ack_timeout", 10);
 local full_sessions = prosody.full_sessions;
 
-local push_while_active = module:get_option_string("mdm_push_while_active", "none");
 
--- R3.6: bare JID -> until when (util.time.now) the user has an active client, as the component
--- last said; only users with a push registration are told about.
-local active_until = {};
 
 -- Issue 15, delivery plans. plan_neutral: the child namespaces that keep an IM plannable, as the
 -- component sent them (nil: no plans). plans: bare JID -> { notify = {sid…}, silent = {…},
@@ -107,9 +101,6 @@ local depth_of, max_depth, warn_limited, note_over_limit =
 local queue_event, flush_events, send_events = link.queue_event, link.flush_events, link.send_events;
 local t_remove = table.remove;
 local add_task = require "util.timer".add_task;
--- Users with a push registration, as last reported to the component: their sent IMs always
--- matter to it (R3.6 needs their active client even with one session online).
-local push_users = {};
 -- Short ids for sessions, so the component's <fanout/> and plans name targets compactly.
 local by_sid = {};
 
@@ -139,6 +130,13 @@ local stock = false;
 -- The component serves MDM: it copies and holds; Prosody's stock modules stand by.
 local is_serving = link.is_serving;
 local function mdm_on() return is_serving() and not stock; end
+
+-- XEP-0357 push (mod_cloud_notify): who has a registration (R3.6, R7.1) and the veto on alerting
+-- pushes while the user is active elsewhere (mdm_push.lib.lua). push_users (bare JID -> true) is
+-- one table for good: read for every IM a user sends (sent_can_matter).
+local push = module:require("mdm_push")({ mdm_on = mdm_on, component_connected = component_connected,
+	send_events = send_events, queue_event = queue_event });
+local push_users = push.users;
 local apply_mode; -- below: switches every session to what mdm_on() says
 
 
@@ -613,27 +611,6 @@ module:hook("smacks-hibernation-start", function(event)
 	end
 end, 1);
 
--- XEP-0357 (mod_cloud_notify): users with a push registration. Read from mod_cloud_notify's own
--- store after it handled the iq, so what we report is what it keeps (R7.1 phantom sessions).
-local xmlns_push = "urn:xmpp:push:0";
-local push_store = module:open_store("cloud_notify");
-local function push_registered(username)
-	local registrations = push_store:get(username);
-	return registrations ~= nil and next(registrations) ~= nil;
-end
-local function push_changed(event)
-	local username = event.origin.username;
-	add_task(0, function() -- after mod_cloud_notify answered and stored
-		local registered = push_registered(username);
-		push_users[username .. "@" .. host] = registered or nil;
-		if component_connected() then
-			send_events(st.stanza("push", { jid = username .. "@" .. host,
-				registered = registered and "true" or "false" }));
-		end
-	end);
-end
-module:hook("iq-set/self/" .. xmlns_push .. ":enable", push_changed, 1);
-module:hook("iq-set/self/" .. xmlns_push .. ":disable", push_changed, 1);
 module:hook("smacks-hibernation-end", function(event)
 	local session = event.resumed or event.origin;
 	-- mod_smacks clears `hibernating` after this event: the hold filter must not take what the
@@ -649,70 +626,10 @@ module:hook("smacks-hibernation-end", function(event)
 	end
 end);
 
--- R3.6: mod_cloud_notify asks before each push; while the user has an active client (as the
--- component says) an alerting push (one with a body: mod_cloud_notify's "important") for an IM is
--- blocked, or made silent (mdm_push_while_active = "silent"). Calls ring every device as stock
--- (R9.4); non-alerting pushes go out.
-local function is_call(stanza)
-	local propose = stanza and stanza.get_child and stanza:get_child("propose", xmlns_jmi);
-	return propose ~= nil and propose:get_child("description", "urn:xmpp:jingle:apps:rtp:1") ~= nil;
-end
-local summary_hidden = { ["last-message-body"] = true, ["last-message-sender"] = true };
-module:hook("cloud_notify/push", function(event)
-	if not mdm_on() or not event.important or not event.username then return; end
-	local until_ = active_until[event.username .. "@" .. host];
-	if not until_ or until_ <= now() or is_call(event.original_stanza) then return; end
-	if push_while_active == "silent" then
-		local form = event.notification_payload and event.notification_payload:get_child("x", "jabber:x:data");
-		if form then
-			form:maptags(function(field)
-				if summary_hidden[field.attr.var] then return nil; end
-				return field;
-			end);
-		end
-		event.important = false;
-		return;
-	end
-	event.reason = "MDM: the user is active on another device (R3.6)";
-	return true;
-end, 10);
 
--- R4.3: XEP-0490 Message Displayed Synchronization in the user's PEP (mod_pep). The component
--- turns a <displayed/> marker into a publish here (the node is created as XEP-0490 asks:
--- whitelist access, items kept); and a client's own publish is reported to it, so clients that
--- only do markers get a <displayed/>. Our own publishes are not reported back.
-local xmlns_mds, xmlns_sid = "urn:xmpp:mds:displayed:0", "urn:xmpp:sid:0";
-local mds_publishing = false;
-mds_publish = function(user, peer, stanza_id)
-	local pep = modulemanager.get_module(host, "pep");
-	local username, user_host = jid_split(user or "");
-	if not (pep and pep.get_pep_service and username and user_host == host and peer and stanza_id) then return; end
-	local service = pep.get_pep_service(username);
-	if not service.nodes[xmlns_mds] then
-		service:create(xmlns_mds, true, { access_model = "whitelist", persist_items = true,
-			max_items = "max", send_last_published_item = "never" });
-	end
-	local item = st.stanza("item", { xmlns = "http://jabber.org/protocol/pubsub", id = peer })
-		:tag("displayed", { xmlns = xmlns_mds })
-			:tag("stanza-id", { xmlns = xmlns_sid, id = stanza_id, by = user }):up():up();
-	mds_publishing = true;
-	local ok, err = service:publish(xmlns_mds, true, peer, item);
-	mds_publishing = false;
-	if not ok then module:log("warn", "MDM: MDS publish for %s (%s) failed: %s", user, peer, tostring(err)); end
-end
-module:handle_items("pep-service", function(event)
-	local service = event.item.service;
-	service.events.add_handler("item-published/" .. xmlns_mds, function(published)
-		if mds_publishing or not component_connected() then return; end
-		local sid = published.item and published.item:find("{" .. xmlns_mds .. "}displayed/{" .. xmlns_sid .. "}stanza-id");
-		local actor = published.actor;
-		if sid and sid.attr.id and published.id then
-			report_planned_published(service.config.jid, sid.attr.id); -- R4.3, before the publish
-			send_events(st.stanza("mds", { jid = service.config.jid, peer = published.id, ["stanza-id"] = sid.attr.id,
-				publisher = type(actor) == "string" and actor:find("/", 1, true) and actor or nil }));
-		end
-	end);
-end, function() end, true);
+-- R4.3: XEP-0490 Message Displayed Synchronization in the user's PEP (mdm_mds.lib.lua).
+local mds_publish = module:require("mdm_mds")({ component_connected = component_connected,
+	send_events = send_events, report_planned_published = report_planned_published });
 
 -- Commands from the component, accepted only from the configured component JID.
 local function normalise(el, parent_ns)
@@ -845,7 +762,7 @@ module:hook("message/host", function(event)
 		elseif name == "active" then
 			-- R3.6: who is active for this push user, and for how long
 			local user, seconds = cmd.attr.user, tonumber(cmd.attr["for"]);
-			if user then active_until[user] = cmd.attr.jid and seconds and now() + seconds or nil; end
+			if user then push.set_active(user, cmd.attr.jid and seconds); end
 		else
 			module:log("warn", "Unknown MDM bridge command <%s/>", name);
 		end
@@ -894,7 +811,7 @@ local function set_serving(on)
 	link.set_serving(on);
 	stock = false; -- a (re)connecting component says again if MDM is off
 	plan_neutral = nil; -- issue 15: a (re)connected component sends its rules again
-	active_until = {}; -- R3.6: a (re)connected component tells again; a gone one vetoes nothing (R9.10)
+	push.reset(); -- R3.6: a (re)connected component tells again; a gone one vetoes nothing (R9.10)
 	apply_mode();
 end
 
@@ -918,15 +835,7 @@ local function attach(h)
 				if session.full_jid then session_events(session); end
 			end
 		end
-		if modulemanager.is_loaded(host, "cloud_notify") and push_store.users then
-			push_users = {};
-			for username in push_store:users() do
-				if push_registered(username) then
-					push_users[username .. "@" .. host] = true;
-					queue_event(tostring(st.stanza("push", { jid = username .. "@" .. host, registered = "true" })));
-				end
-			end
-		end
+		push.sync(); -- R3.6, R7.1: the users with a push registration
 		flush_events();
 		module:log("info", "MDM component %s connected; reported the sessions of %s", component_jid, host);
 	end);
