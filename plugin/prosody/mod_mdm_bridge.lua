@@ -41,6 +41,17 @@
 -- the component (which drops it). A plan is only taken from the answer to the user's latest
 -- handed-over message, so nothing overtakes a message still waiting for the component.
 --
+-- Modern logins (R9.11): a phone that logs in with SASL2 + Bind2 chooses carbons and its CSI state
+-- inline; the bridge takes the same choices from mod_sasl2_bind2's "enable-bind-features".
+--
+-- Files, by concern (loaded with module:require, as plugins/muc/mod_muc.lua loads its lib files):
+-- this one holds sessions and their hooks (bind, carbons, CSI, presence, XEP-0198), the message
+-- paths (hand-over, plans, fail-open) and the component's commands; mdm_link.lib.lua the link to
+-- the component, its R9.6 limits and the event batches; mdm_push.lib.lua push registrations and
+-- the R3.6 veto; mdm_mds.lib.lua R4.3 MDS in PEP; mdm_planned.lib.lua IMs delivered on a plan,
+-- for the read state; mdm_bind2.lib.lua Bind2 inline choices (R9.11); mdm_config.lib.lua the
+-- checks at load. The lib files sit beside this one (plugin_paths, or the module's folder).
+--
 -- Options: mdm_component (default "mdm." .. host), mdm_ack_timeout (default 10),
 -- mdm_batch_size (events per stanza to the component, default 100), mdm_batch_bytes (default
 -- 262144), mdm_max_depth (default 1000), mdm_push_while_active ("none", the default: no push
@@ -244,40 +255,11 @@ end
 local send_held, fanout_kinds; -- below, with the commands
 local xmlns_sid = "urn:xmpp:sid:0";
 
--- R4.3 for IMs delivered on a plan: the component's read state needs (user, peer, message id) <->
--- archive stanza-id only when the user marks one of them displayed, or publishes MDS for one.
--- Reporting each IM cost a write per IM and woke the component for nothing (issue 15: +20 ms p99
--- at 500 IM/s here), so the bridge keeps the last planned_max of them and reports one
--- (<planned/>) right before the marker or the MDS publish that names it.
-local planned_max = 10000;
--- "user\0peer\0id" -> stanza-id, "user\0stanza-id" -> "user\0peer\0id", and a ring of the keys
--- in the order they came (two strings and no table per IM: this runs for every planned IM).
-local planned_sid, planned_key, ring_id, ring_sid, planned_next = {}, {}, {}, {}, 0;
-local function remember_planned(user, peer, id, sid)
-	planned_next = planned_next % planned_max + 1;
-	local old_id, old_sid = ring_id[planned_next], ring_sid[planned_next];
-	if old_id then planned_sid[old_id], planned_key[old_sid] = nil, nil; end
-	local by_id, by_sid = user .. "\0" .. peer .. "\0" .. id, user .. "\0" .. sid;
-	ring_id[planned_next], ring_sid[planned_next] = by_id, by_sid;
-	planned_sid[by_id], planned_key[by_sid] = sid, by_id;
-end
-local function report_planned(by_id)
-	local sid = by_id and planned_sid[by_id];
-	if not sid then return; end
-	local user, peer, id = by_id:match("^([^%z]*)%z([^%z]*)%z(.*)$");
-	planned_sid[by_id], planned_key[user .. "\0" .. sid] = nil, nil;
-	queue_event(tostring(st.stanza("planned", { to = user, from = peer, id = id, ["stanza-id"] = sid })));
-end
--- Before a marker the user sends (message-out) and before an MDS publish (mds).
-local function report_planned_marked(user, stanza)
-	local displayed = stanza:get_child("displayed", "urn:xmpp:chat-markers:0");
-	if displayed and displayed.attr.id and stanza.attr.to then
-		report_planned(user .. "\0" .. jid_bare(stanza.attr.to) .. "\0" .. displayed.attr.id);
-	end
-end
-local function report_planned_published(user, sid)
-	report_planned(planned_key[user .. "\0" .. sid]);
-end
+-- R4.3 for IMs delivered on a plan: kept, and reported to the component only when a marker or an
+-- MDS publish names one (mdm_planned.lib.lua).
+local planned = module:require("mdm_planned")({ queue_event = queue_event });
+local remember_planned = planned.remember;
+local report_planned_marked, report_planned_published = planned.report_marked, planned.report_published;
 
 -- Send held record p to the sessions of a fanout or plan ({ notify = {sid…}, silent = …,
 -- plain = … }); true if any of them is still here.
@@ -850,36 +832,8 @@ end
 if prosody.hosts[component_jid] then attach(component_jid); end
 module:hook_global("host-activated", attach);
 
--- Issue 12: obvious misconfiguration is an error at load, not a bridge that silently never serves.
--- Modules that hold, drop or reorder what the component holds (the stock mod_carbons and
--- mod_csi_simple are fine: the bridge loads them itself for fail-open, R9.10).
-local fighting = {
-	csi_battery_saver = "holds and reorders the stanzas the component holds";
-	throttle_presence = "holds presence for background sessions itself";
-	filter_chatstates = "drops chat states for background sessions";
-	csi_pump = "a second CSI queue beside the component's";
-};
-
-local function check_config()
-	local configmanager = require "core.configmanager";
-	if configmanager.get(component_jid, "component_module") ~= "component" then
-		module:log("error", "No Component %q in the config: the MDM component cannot connect and users get"
-			.. " stock delivery; add Component %q with a component_secret (\"mdm-component setup prosody\""
-			.. " prints it), or set mdm_component to the component's JID", component_jid, component_jid);
-	end
-	local enabled = {};
-	local lists = { configmanager.get("*", "modules_enabled") or {}, module:get_option_array("modules_enabled", {}) };
-	for _, list in ipairs(lists) do
-		for _, name in ipairs(list) do enabled[name] = true; end
-	end
-	for name, why in pairs(fighting) do
-		if enabled[name] or modulemanager.is_loaded(host, name) then
-			module:log("error", "mod_%s is enabled beside mod_mdm_bridge: disable it, it %s; the bridge uses"
-				.. " mod_csi_simple while the MDM component is down and holds stanzas itself while it serves",
-				name, why);
-		end
-	end
-end
+-- Issue 12: obvious misconfiguration is an error at load (mdm_config.lib.lua).
+local check_config = module:require("mdm_config")({ component_jid = component_jid });
 
 function module.load()
 	check_config();
