@@ -623,7 +623,8 @@ async def start_docker_ejabberd(accounts: list[Account], workdir: Path, *, bridg
                                                  extra_modules=extra_modules, without_modules=without_modules,
                                                  log_level=level, ack_timeout=ack_timeout, features=features,
                                                  direct_tls_port=direct_tls_port, tls_pem=tls_pem,
-                                                 push_port=push_port, **config))
+                                                 push_port=push_port,
+                                                 fast=Version(RELEASES[release].ejabberd) >= (24, 12), **config))
     spool = workdir / "spool"
     spool.mkdir(exist_ok=True)
     log_file = workdir / "ejabberd.log"

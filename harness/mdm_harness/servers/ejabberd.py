@@ -97,8 +97,9 @@ def render_config(c2s_port: int, component_port: int, http_port: int, *, bridge:
                   log_level: str = "info", ack_timeout: float = 2.0, features: tuple[str, ...] = (),
                   direct_tls_port: int | None = None, tls_pem: Path | None = None,
                   push_port: int | None = None, sql: dict[str, object] | None = None,
-                  hibernation_timeout: int | None = None) -> str:
-    """``sql``: PostgreSQL for the archive (keys server, port, database, username; the schema of
+                  hibernation_timeout: int | None = None, fast: bool = False) -> str:
+    """``fast``: the server has mod_auth_fast (XEP-0484, ejabberd 24.12), turned on with the
+    ``sasl2`` feature (R9.11). ``sql``: PostgreSQL for the archive (keys server, port, database, username; the schema of
     Debian's /usr/share/ejabberd/sql/pg.sql loaded; needs erlang-p1-pgsql): benchmarks with the
     archive on, since the Mnesia archive manages ~110 IM/s here (issue 15)."""
     modules: dict[str, str] = {
@@ -125,6 +126,8 @@ def render_config(c2s_port: int, component_port: int, http_port: int, *, bridge:
         modules["mod_stream_mgmt"] = f"{{resume_timeout: {int(hibernation_timeout or 300)}}}"
     if "push" in features:
         modules["mod_push"] = "{include_body: true, include_sender: true}"
+    if "sasl2" in features and fast:  # R9.11: SASL2 and Bind2 are built in (24.02+), FAST is a module
+        modules["mod_auth_fast"] = "{}"
     if "pep" in features:  # XEP-0163, for XEP-0490 MDS (R4.3)
         modules["mod_caps"] = "{}"
         modules["mod_pubsub"] = '{plugins: ["flat", "pep"]}'
