@@ -35,6 +35,7 @@ from mdm_harness.environment import DEFAULT_ACCOUNTS
 from mdm_harness.push import SECRET as PUSH_SECRET
 from mdm_harness.push import PushService
 from mdm_harness.servers.base import MODULES, login_option, server_option, start_server
+from mdm_harness.servers.kinds import family
 from mdm_harness.streamclient import Login, StreamClient
 from mdm_harness.waiting import poll_until
 
@@ -125,7 +126,7 @@ async def main(kind: str, n: int, login: str = "classic") -> None:
         rows.append((state, stock, ours))
     print(f"{kind}: pushes to Alice's phone ({login} login) for {n} IMs while her laptop is active "
           "(alerting / silent)\n")
-    print(f"{'phone state':40} {BASELINE[kind]:>26} {'with the component':>20}")
+    print(f"{'phone state':40} {BASELINE[family(kind)]:>26} {'with the component':>20}")
     for state, stock, ours in rows:
         print(f"{state:40} {f'{stock.alerting} / {stock.silent}':>26} {f'{ours.alerting} / {ours.silent}':>20}")
 

@@ -26,6 +26,7 @@ from mdm_harness.clients import ClientPool
 from mdm_harness.component_control import ComponentControl
 from mdm_harness.environment import DEFAULT_ACCOUNTS, online
 from mdm_harness.servers.base import MODULES, login_option, server_option, start_server
+from mdm_harness.servers.kinds import family
 from mdm_harness.streamclient import Login, StreamClient
 
 PACE = 0.01
@@ -89,7 +90,7 @@ async def measure(kind: str, mdm: bool, n: int, login: str = "classic") -> Resul
         if not await phone.wait_for(start_stanzas + n, timeout=60):
             raise RuntimeError(f"the phone got {len(phone.received) - start_stanzas} of {n} IMs")
         await phone.drain()
-        return Result("MDM component" if mdm else BASELINE[kind], bg_stanzas, bg_reads,
+        return Result("MDM component" if mdm else BASELINE[family(kind)], bg_stanzas, bg_reads,
                       len(phone.received) - start_stanzas - bg_stanzas, background_reads() - bg_reads)
     finally:
         await pool.close()

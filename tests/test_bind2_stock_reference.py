@@ -61,13 +61,15 @@ async def test_R9_11_stock_server_gives_a_bind2_phone_stock_carbons_and_every_im
         await bob.send(f"<message to='{laptop.full_jid}' type='chat' id='full'><body>to the laptop</body></message>")
         await pool.barrier()
 
-        got = {c.name: [etree.QName(s).localname + ":" + (s.get("id") or "") for s in c.received]
-               for c in (laptop, phone)}
+        # messages only: ejabberd's mod_client_state queues the presences the background phone was
+        # sent (unimportant) and lets them out later, with an IM; Prosody sent them at once
+        ims = {c.name: [s for s in c.received if etree.QName(s).localname == "message"] for c in (laptop, phone)}
+        got = {name: ["message:" + (s.get("id") or "") for s in stanzas] for name, stanzas in ims.items()}
         # 3 of 3 IMs woke the phone (no hold), and the laptop's IM came to it as a carbon
         assert got["phone"] == ["message:w0", "message:w1", "message:w2", "message:"], got
         assert got["alice@localhost/laptop"][:3] == ["message:w0", "message:w1", "message:w2"], got
         assert got["alice@localhost/laptop"][3:] == ["message:full"], got
-        carbon = phone.received[3].find(RECEIVED)
+        carbon = ims["phone"][3].find(RECEIVED)
         assert carbon is not None and carbon.find(".//{jabber:client}message").get("id") == "full"
         assert not any(s.find(NOTIFY) is not None for c in (laptop, phone) for s in c.received)  # no MDM markup
     finally:
