@@ -33,6 +33,7 @@ from mdm_harness.environment import DEFAULT_ACCOUNTS, online
 from mdm_harness.servers import start_server
 from mdm_harness.servers.base import MODULES
 from mdm_harness.streamclient import Login
+from mdm_harness.waiting import poll_until
 
 NOTIFY = "{urn:x-open-mdm:notify:0}notify"
 RECEIVED = "{urn:xmpp:carbons:2}received"
@@ -59,6 +60,11 @@ async def test_R9_11_stock_server_gives_a_bind2_phone_stock_carbons_and_every_im
         for i in range(3):
             await bob.send(f"<message to='alice@localhost' type='chat' id='w{i}'><body>hi {i}</body></message>")
         await bob.send(f"<message to='{laptop.full_jid}' type='chat' id='full'><body>to the laptop</body></message>")
+        # ejabberd routes the carbon from the laptop's session process to the phone's: the barrier
+        # (a ping from the foreground clients, a drained socket for the background phone) can be
+        # ahead of it, so wait for the phone's fourth message, then for quiet
+        await poll_until(lambda: sum(etree.QName(s).localname == "message" for s in phone.received) >= 4, 5,
+                         "the phone did not get 4 messages")
         await pool.barrier()
 
         # messages only: ejabberd's mod_client_state queues the presences the background phone was
