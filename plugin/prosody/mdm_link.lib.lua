@@ -161,12 +161,8 @@ return function(bridge)
 	return {
 		is_serving = function() return serving; end,
 		set_serving = function(on) serving = on; end,
-		component_session = component_session,
 		component_connected = component_connected,
-		depth_of = depth_of,
-		max_depth = max_depth,
 		warn_limited = warn_limited,
-		note_over_limit = note_over_limit,
 		queue_event = queue_event,
 		flush_events = flush_events,
 		send_events = send_events,

@@ -82,8 +82,6 @@ local component_jid = module:get_option_string("mdm_component", "mdm." .. host);
 local ack_timeout = module:get_option_number("mdm_ack_timeout", 10);
 local full_sessions = prosody.full_sessions;
 
-
-
 -- Issue 15, delivery plans. plan_neutral: the child namespaces that keep an IM plannable, as the
 -- component sent them (nil: no plans). plans: bare JID -> { notify = {sid…}, silent = {…},
 -- plain = {…}, expires = util.time.now() deadline }. plan_gen: bare JID -> a counter moved by every
@@ -106,12 +104,11 @@ end
 -- The link to the component: whether it serves, the R9.6 limits, the event batches
 -- (mdm_link.lib.lua).
 local link = module:require("mdm_link")({ component_jid = component_jid, drop_plan_of = drop_plan_of });
-local component_session, component_connected = link.component_session, link.component_connected;
-local depth_of, max_depth, warn_limited, note_over_limit =
-	link.depth_of, link.max_depth, link.warn_limited, link.note_over_limit;
+local component_connected, warn_limited = link.component_connected, link.warn_limited;
 local queue_event, flush_events, send_events = link.queue_event, link.flush_events, link.send_events;
 local t_remove = table.remove;
 local add_task = require "util.timer".add_task;
+
 -- Short ids for sessions, so the component's <fanout/> and plans name targets compactly.
 local by_sid = {};
 
@@ -149,7 +146,6 @@ local push = module:require("mdm_push")({ mdm_on = mdm_on, component_connected =
 	send_events = send_events, queue_event = queue_event });
 local push_users = push.users;
 local apply_mode; -- below: switches every session to what mdm_on() says
-
 
 -- Continue the event's handler chain right after our handler: what would have run without us.
 local function deliver_natively(p)
@@ -608,7 +604,6 @@ module:hook("smacks-hibernation-end", function(event)
 	end
 end);
 
-
 -- R4.3: XEP-0490 Message Displayed Synchronization in the user's PEP (mdm_mds.lib.lua).
 local mds_publish = module:require("mdm_mds")({ component_connected = component_connected,
 	send_events = send_events, report_planned_published = report_planned_published });
@@ -796,7 +791,6 @@ local function set_serving(on)
 	push.reset(); -- R3.6: a (re)connected component tells again; a gone one vetoes nothing (R9.10)
 	apply_mode();
 end
-
 
 -- The component host starts after this VirtualHost: attach to its events when it appears.
 local function attach(h)
