@@ -1,8 +1,9 @@
 """R9.8 / R9.9 fault tests on a real two-node ejabberd cluster: alice's three devices spread over the
 nodes, steady numbered traffic (200 IM/s), real ``mdm-component`` processes (an active instance
 and a standby sharing a real PostgreSQL store and HA lock, each given every node's component
-listener), and real faults: SIGKILL of the standby, of the active instance, of a cluster node
-(the one carrying the component's link, and the other one), 30 cuts of the component's link.
+listener), and real faults: SIGKILL of the standby, of the active instance (after it stalled with
+IMs in flight), of a cluster node (the one carrying the component's link, and the other one), 30
+cuts of the component's link.
 
 Every device's arrivals are counted (received / lost / duplicated / out of order) and the time to
 "MDM again" is printed, never asserted (a noisy shared machine): the assertions are on counts.
@@ -10,15 +11,18 @@ Every device's arrivals are counted (received / lost / duplicated / out of order
 
 from __future__ import annotations
 
+import signal
+
 import pytest
 import pytest_asyncio
 
 from mdm_harness.environment import DEFAULT_ACCOUNTS
-from mdm_harness.faults import ComponentProcess, Endpoint, FaultBench, cuts_summary, link_cuts
+from mdm_harness.faults import ComponentProcess, Endpoint, FaultBench, cuts_summary, link_cuts, start_serving
 from mdm_harness.servers import start_server
 
 RATE = 200.0  # IMs per second
 AFTER = 300  # IMs sent after a fault before the next step
+STALLED = 60  # IMs sent to a stalled active instance before its SIGKILL (0.3 s, within the 2 s ack timeout)
 
 
 @pytest_asyncio.fixture
@@ -70,7 +74,11 @@ async def test_R9_9_cluster_sigkill_standby_then_active(cluster, postgres, tmp_p
 
         await spare.start()
         await spare.wait_metric("mdm_component_active", lambda v: v == 0)
-        fault = bench.mark("SIGKILL of the active instance")
+        fault = bench.mark("stall, then SIGKILL of the active instance")
+        # issue 23: it stalls first, so IMs are in flight when it dies; they are delivered
+        # natively, and the IMs after them never overtake them (R2.4, R9.6)
+        await active.signal(signal.SIGSTOP)
+        await bench.send_more(STALLED)
         await active.kill()
         took = await bench.wait_mdm_again(fault)
         await spare.wait_metric("mdm_component_active", lambda v: v == 1, timeout=10)
@@ -96,11 +104,7 @@ async def test_R9_8_R9_9_cluster_node_sigkill_under_traffic(cluster, postgres, t
     component = ComponentProcess.for_server(cluster, tmp_path, "instance-a", postgres.dsn)
     bench = bench_for(cluster, sender_node=survivor, device_nodes=(survivor, killed, survivor))
     try:
-        await component.start()
-        await component.wait_metric("mdm_component_active", lambda v: v == 1)
-        await bench.connect()
-        bench.start_traffic(RATE)
-        await bench.wait_mdm()
+        await start_serving(component, bench, RATE)
         await bench.send_more(AFTER)
 
         gone = bench.devices.pop(1)  # alice's mobile, on the node that dies

@@ -1,5 +1,5 @@
 """Issue 15: delivery plans, as the core computes them (sans-I/O; the bridge side is exercised by
-conformance/P15-delivery-plan-fallback.scs on a real Prosody)."""
+conformance/R2.1-R3.2-delivery-plan-fallback.scs on Prosody, ejabberd and the ejabberd cluster)."""
 
 import math
 
@@ -65,6 +65,15 @@ def test_plan_without_an_active_client_lasts_until_an_event():
     core = planned_core()
     # nobody active after the window: every MDM client notifies (R3.3), until someone does something
     assert ack(core.handle(MessageToUser("1", message(ALICE)), 400.0)).plan == math.inf
+
+
+def test_an_im_ejabberd_archived_before_the_hand_over_gets_a_plan():
+    # Issue 23: the ejabberd bridge archives a round-trip IM before handing it over, so it comes
+    # with mod_mam's <archived/> and <stanza-id/>: still the plainest IM, still a plan
+    core = planned_core()
+    archived = ("<archived xmlns='urn:xmpp:mam:tmp' by='alice@localhost' id='17'/>"
+                "<stanza-id xmlns='urn:xmpp:sid:0' by='alice@localhost' id='17'/>")
+    assert ack(core.handle(MessageToUser("1", message(ALICE, extra=archived)), 20.0)).plan == pytest.approx(289.0)
 
 
 def test_no_plan_for_a_bridge_that_did_not_ask():

@@ -149,7 +149,8 @@ def test_ejabberd_module_install_builds_enables_and_answers(root: Path):
     assert r.returncode == 0, r.stdout + r.stderr
     assert "ejabberdctl module_install mod_mdm_bridge" in r.stdout
     sources = server.contrib / "sources" / "mod_mdm_bridge"
-    for f in ("mod_mdm_bridge.spec", "src/mod_mdm_bridge.erl", "src/mod_mdm_bridge_bind2.erl",
+    for f in ("mod_mdm_bridge.spec", "src/mod_mdm_bridge.erl", "src/mod_mdm_bridge_link.erl",
+              "src/mod_mdm_bridge_plans.erl", "src/mod_mdm_bridge_bind2.erl",
               "conf/mod_mdm_bridge.yml", "README.txt", "COPYING"):
         assert (sources / f).is_file(), f
     assert (sources / "conf" / "mod_mdm_bridge.yml").stat().st_uid == __import__("pwd").getpwnam("ejabberd").pw_uid
@@ -161,7 +162,8 @@ def test_ejabberd_module_install_builds_enables_and_answers(root: Path):
         install = server.ctl("module_install", "mod_mdm_bridge")
         assert install.returncode == 0, install.stdout + install.stderr + server.log.read_text(errors="replace")
         assert "Module mod_mdm_bridge has been installed and started" in install.stdout
-        assert (server.contrib / "mod_mdm_bridge" / "ebin" / "mod_mdm_bridge.beam").is_file()
+        for beam in ("mod_mdm_bridge", "mod_mdm_bridge_link", "mod_mdm_bridge_plans"):  # every part compiled
+            assert (server.contrib / "mod_mdm_bridge" / "ebin" / f"{beam}.beam").is_file(), beam
         assert "mod_mdm_bridge" in server.ctl("modules_installed").stdout
         log = wait_log(server.log, "MDM bridge started on localhost")
         assert "is not loaded on localhost: mod_mdm_bridge needs it" not in log

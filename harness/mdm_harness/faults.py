@@ -635,6 +635,16 @@ class LinkProxy:
             await self._server.wait_closed()
 
 
+async def start_serving(component: ComponentProcess, bench: FaultBench, rate: float) -> None:
+    """The common start of a fault test: ``component`` started and active, the bench's clients
+    connected, traffic at ``rate``, and MDM serving every device."""
+    await component.start()
+    await component.wait_metric("mdm_component_active", lambda v: v == 1)
+    await bench.connect()
+    bench.start_traffic(rate)
+    await bench.wait_mdm()
+
+
 async def link_cuts(server: ServerHandle, bench: FaultBench, workdir: Path, cuts: int = 30,
                     rate: float = 200.0) -> tuple[FaultReport, int]:
     """R9.6/R9.9: a component (SQLite store) whose link to ``server`` goes through a LinkProxy,
@@ -645,11 +655,7 @@ async def link_cuts(server: ServerHandle, bench: FaultBench, workdir: Path, cuts
     component = ComponentProcess.for_server(server, workdir, "link-cuts", str(workdir / "link-cuts.sqlite"),
                                             servers=[("127.0.0.1", proxy.port)])
     try:
-        await component.start()
-        await component.wait_metric("mdm_component_active", lambda v: v == 1)
-        await bench.connect()
-        bench.start_traffic(rate)
-        await bench.wait_mdm()
+        await start_serving(component, bench, rate)
         for n in range(cuts):
             fault = bench.mark(f"cut {n + 1}")
             assert proxy.cut() == 1, f"cut {n + 1}: not exactly one link to cut"

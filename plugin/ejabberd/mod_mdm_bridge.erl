@@ -59,16 +59,19 @@
 %%% batch_size (events per stanza to the component, default 100).
 -module(mod_mdm_bridge).
 -behaviour(gen_mod).
--behaviour(gen_server).
 
 -export([start/2, stop/1, reload/3, depends/2, mod_opt_type/1, mod_options/1, mod_doc/0]).
--export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2, code_change/3]).
 -export([sm_receive_packet/1, user_send_packet/1, sm_register_connection_hook/3,
          sm_remove_connection_hook/3, c2s_authenticated_packet/2,
          c2s_filter_send/1, c2s_handle_info/2, local_send_to_resource/1,
          c2s_session_pending/1, c2s_session_resumed/1, c2s_copy_session/2,
          component_connected/1, component_disconnected/2, iq_carbons/1, filter_packet/1,
          store_mam_message/7, pubsub_publish_item/6]).
+%% for the bridge's own modules: its process (mod_mdm_bridge_link) and plans (mod_mdm_bridge_plans)
+-export([proc/1, alive/1, presence_events/3, with_hint/2, init_tables/2, session_pid/2, sync_events/2, add_hooks/1, del_hooks/1,
+         misc_tab/1, sessions_tab/1, order_tab/1, component_of/2, mode/1, leave/2, user_of/1, el/2,
+         forwarded/1, next_ref/1, now_ms/0, sid_pid/1, switch_mode/2, push_event/3, push_registered/2,
+         start_archivers/1, stop_archivers/1, mds_publish/3, archive/3]).
 
 -include("logger.hrl").
 -include("xmpp.hrl").
@@ -100,22 +103,6 @@
             hibernated = false :: boolean(),             % XEP-0198 pending: a phantom session (R7.1)
             active_at = undefined :: undefined | integer()}).
 
--record(state, {host :: binary(),
-                component :: binary(),
-                ack_timeout :: pos_integer(),
-                batch_size :: pos_integer(),
-                node :: binary(),                           % this node, on every <events/>
-                tag :: binary(),                            % this node's id, the prefix of its refs
-                comp_pid = undefined :: undefined | pid(),  % the component connection we pair with
-                comp_mon = undefined :: undefined | reference(),
-                %% ref -> {in, Packet, At} | {out, Pid, Key, Packet, At}
-                pending = #{} :: #{integer() => tuple()},
-                batch = [] :: [fxml:xmlel()],
-                batch_len = 0 :: non_neg_integer(),
-                batch_bytes = 0 :: non_neg_integer(),
-                %% refs one of whose deliveries reached a session; the component may split a
-                %% message's deliveries and its ack over several command stanzas
-                reached = #{} :: #{integer() => true}}).
 
 %%%===================================================================
 %%% gen_mod
@@ -125,7 +112,7 @@ start(Host, Opts) ->
                 "while the MDM component is not serving (R9.10); add \"~ts: {}\" to modules", [M, Host, M])
      || M <- [mod_carboncopy, mod_client_state], not gen_mod:is_loaded(Host, M)],
     check_listener(Host, Opts),
-    gen_mod:start_child(?MODULE, Host, Opts).
+    gen_mod:start_child(mod_mdm_bridge_link, Host, Opts).
 
 %% Issue 12: without an ejabberd_service listener for the component's JID the component can never
 %% connect and users get stock delivery: say so at start. (On a cluster the listener may be on
@@ -152,7 +139,7 @@ check_listener(Host, Opts) ->
     end.
 
 stop(Host) ->
-    gen_mod:stop_child(?MODULE, Host).
+    gen_mod:stop_child(mod_mdm_bridge_link, Host).
 
 reload(Host, NewOpts, _OldOpts) ->
     gen_server:cast(proc(Host), {reload, NewOpts}).
@@ -174,9 +161,30 @@ mod_doc() ->
 %%%===================================================================
 %%% Names and shared tables
 %%%===================================================================
-proc(Host) -> gen_mod:get_module_proc(Host, ?MODULE).
+proc(Host) -> gen_mod:get_module_proc(Host, mod_mdm_bridge_link).  % the bridge's process
 sessions_tab(Host) -> gen_mod:get_module_proc(Host, mdm_bridge_sessions).
 misc_tab(Host) -> gen_mod:get_module_proc(Host, mdm_bridge_misc).
+order_tab(Host) -> gen_mod:get_module_proc(Host, mdm_bridge_order).
+
+%% Made by the bridge process (their owner) before it adds the hooks: they end with it.
+init_tables(Host, Tag) ->
+    ets:new(sessions_tab(Host), [ordered_set, named_table, public, {keypos, #s.key},
+                                 {read_concurrency, true}, {write_concurrency, true}]),
+    ets:new(misc_tab(Host), [set, named_table, public, {read_concurrency, true}]),
+    ets:new(order_tab(Host), [set, named_table, public, {write_concurrency, true}]),
+    mod_mdm_bridge_plans:init(Host),
+    ets:insert(misc_tab(Host), [{connected, false}, {last_ref, 0}, {tag, Tag}]).
+
+%% The pid of this node's session Key, if it is still there.
+session_pid(Host, Key) ->
+    case ets:lookup(sessions_tab(Host), Key) of
+        [#s{pid = Pid}] -> Pid;
+        [] -> undefined
+    end.
+
+%% What a (re)connected component must know of this node's sessions (<sync/> follows).
+sync_events(Host, Now) ->
+    lists:flatmap(fun(S) -> session_events(S, Now) end, ets:tab2list(sessions_tab(Host))).
 
 component_of(Host, Opts) ->
     case gen_mod:get_opt(component, Opts) of
@@ -237,30 +245,11 @@ depth_within(_, _) -> true.
 
 now_ms() -> erlang:monotonic_time(millisecond).
 
-%% Input any client can repeat is logged at most once a minute per kind, with a count (R9.6: no log
-%% flood). Runs in the bridge process: the count lives in its dictionary.
-warn_limited(Kind, Format, Args) ->
-    Now = erlang:monotonic_time(second),
-    case get({warned, Kind}) of
-        {Seen, Last} when Now - Last < 60 ->
-            put({warned, Kind}, {Seen + 1, Last});
-        Prev ->
-            Seen = case Prev of {N, _} -> N; undefined -> 0 end,
-            ?WARNING_MSG(Format, [Seen + 1 | Args]),
-            put({warned, Kind}, {0, Now})
-    end.
-
 %% A ref is this node's id, a dot and a counter: unique in the cluster (R9.8). The bridge process
 %% keys its held stanzas by the counter alone.
 next_ref(Host) ->
     N = ets:update_counter(misc_tab(Host), last_ref, 1),
     {N, <<(ets:lookup_element(misc_tab(Host), tag, 2))/binary, $., (integer_to_binary(N))/binary>>}.
-
-local_ref(Tag, Wire) ->
-    case binary:split(Wire, <<".">>) of
-        [Tag, N] -> try binary_to_integer(N) catch error:badarg -> undefined end;
-        _ -> undefined  % not ours: treated like a ref already delivered natively
-    end.
 
 %% A session id is its c2s pid, so any node can deliver to it (fanout).
 sid(Pid) -> base64:encode(term_to_binary(Pid)).
@@ -295,8 +284,18 @@ set_matters(#jid{luser = U, lserver = S, lresource = R} = JID) ->
     end.
 
 %% Hand an event to the bridge process, which batches it for the component.
+%% Every event about a user drops the user's delivery plans, on every node (issue 15/23).
 event(Host, El) ->
+    drop_plan(Host, fxml:get_tag_attr_s(<<"jid">>, El)),
     gen_server:cast(proc(Host), {event, El}).
+
+drop_plan(Host, <<_, _/binary>> = J) ->
+    case binary:split(J, <<"@">>) of
+        [U, _] -> mod_mdm_bridge_plans:drop(Host, jid:nodeprep(U));
+        _ -> ok
+    end;
+drop_plan(_Host, _) ->
+    ok.
 
 forwarded(Pkt) ->
     #xmlel{name = <<"forwarded">>, attrs = [{<<"xmlns">>, ?NS_FORWARD}],
@@ -312,7 +311,8 @@ sm_register_connection_hook({_, Pid}, #jid{lserver = Host} = JID, _Info) ->
     Key = key(jid:tolower(JID)),
     Full = jid:encode(JID),
     ets:insert(sessions_tab(Host), #s{key = Key, jid = Full, pid = Pid, sid = Sid}),
-    event(Host, el(<<"bind">>, [{<<"jid">>, Full}, {<<"sid">>, Sid}])).
+    event(Host, el(<<"bind">>, [{<<"jid">>, Full}, {<<"sid">>, Sid}])),
+    represence(Host, JID).
 
 sm_remove_connection_hook({_, Pid}, #jid{lserver = Host} = JID, _Info) ->
     Key = key(jid:tolower(JID)),
@@ -350,6 +350,38 @@ c2s_authenticated_packet(#{jid := JID, lserver := Host} = State, #csi{type = T})
 c2s_authenticated_packet(State, _) ->
     State.
 
+%% Issue 23, as the Prosody bridge (issue 15): what a user sends matters to the component only if
+%% the user has another session (R2.3 copies, R3.1 the active client), a push registration (R3.6
+%% even with one session), or it is a read marker (R4.3) or a Jingle Message Initiation (R9.4).
+%% Anything else is not handed over at all (no event through the bridge process per IM sent);
+%% the next bind of the user reports the others' activity again (represence/2, R3.1).
+copy_matters(#jid{luser = U, lserver = S}, #message{sub_els = Els}) ->
+    lists:any(fun(El) -> case xmpp:get_ns(El) of
+                             ?NS_CHAT_MARKERS_0 -> true;
+                             ?NS_JMI -> true;
+                             _ -> false
+                         end
+              end, Els)
+        orelse length(ejabberd_sm:get_user_resources(U, S)) > 1
+        orelse push_registered(S, U).
+
+%% R3.1: a session bound: the component learns again how long ago each of the user's other
+%% sessions was last active (what they sent alone was not reported), on every node (R9.8).
+represence(Host, #jid{luser = U} = JID) ->
+    Bare = <<U/binary, "@", Host/binary>>,
+    Others = [S || #s{jid = J} = S <- ets:select(sessions_tab(Host), [{#s{key = {Bare, '_'}, _ = '_'}, [], ['$_']}]),
+                   J /= jid:encode(JID)],
+    [event(Host, E) || E <- presence_events(Others, now_ms())],
+    [gen_server:cast({proc(Host), N}, {represence, Bare}) || N <- nodes()],
+    ok.
+
+%% The presence (with idle) of this node's sessions of Bare, for another node's bind.
+presence_events(Host, Bare, Now) ->
+    presence_events(ets:select(sessions_tab(Host), [{#s{key = {Bare, '_'}, _ = '_'}, [], ['$_']}]), Now).
+
+presence_events(Sessions, Now) ->
+    [E || S <- Sessions, #xmlel{name = <<"presence">>} = E <- session_events(S, Now)].
+
 %% What a session sends: broadcast presence and messages. Sending an IM or available presence
 %% is what makes a client active (R3.1); the time is kept for a reconnecting component.
 user_send_packet({#message{} = Pkt, #{jid := JID, lserver := Host}} = Acc) ->
@@ -360,8 +392,10 @@ user_send_packet({#message{} = Pkt, #{jid := JID, lserver := Host}} = Acc) ->
     %% Over the limits (R9.6), no event: one the component cannot read would take the held
     %% messages of its whole <events/> batch with it (they would wait for the ack timeout). Such
     %% a message gets no sent copies while the component serves (docs/operations.md, "Limits").
-    case serving(Host) andalso fits(Pkt) of  % noted where it is received, not twice
+    case serving(Host) andalso copy_matters(JID, Pkt) andalso fits(Pkt) of  % noted where it is received
         true ->
+            %% R4.3: a marker for an IM delivered on a plan: the component learns its archive id first
+            [event(Host, E) || E <- mod_mdm_bridge_plans:planned_marker(Host, JID#jid.luser, Pkt)],
             event(Host, #xmlel{name = <<"message-out">>, attrs = [{<<"jid">>, jid:encode(JID)}],
                                children = [forwarded(Pkt)]});
         false -> ok
@@ -467,30 +501,97 @@ hibernated(Host, JID, Hibernated) ->
 sm_receive_packet(#message{to = #jid{luser = U, lserver = Host} = To, from = From, type = Type,
                            meta = Meta} = Pkt)
   when U /= <<>>, Type /= groupchat, Type /= headline, Type /= error ->
-    Skip = maps:is_key(mdm_native, Meta)       % given back by the component or by fail-open
+    Pass = maps:is_key(mdm_native, Meta)       % given back by the component or by fail-open
         orelse maps:is_key(from_offline, Meta) % offline storage replaying to a new session
         %% sent by the server on the account's behalf (archive results, PEP): never copied, and
         %% a round trip would reorder them against the iq result they belong to
-        orelse (From#jid.luser == U andalso From#jid.lserver == Host andalso From#jid.lresource == <<>>)
-        orelse not serving(Host)
-        orelse not component_can_matter(U, Host)
-        orelse not fits_or_note(Host, Pkt)         % over the limits: native path, stock carbons
-        orelse not privacy_allows(Host, To, Pkt),
-    case Skip of
-        true -> Pkt;
-        false ->
-            case gen_mod:is_loaded(Host, mod_mam) of
-                true -> archive_then_hold(Host, U, To, Pkt);
-                false -> hold_in(Host, Pkt)
+        orelse (From#jid.luser == U andalso From#jid.lserver == Host andalso From#jid.lresource == <<>>),
+    %% Issue 23: a plannable IM on the user's delivery plan needs no round trip. Checked first:
+    %% a plan implies an MDM client (its carbons event would have dropped it) and is never handed
+    %% over (no limits to check).
+    Plan = not Pass andalso serving(Host) andalso mod_mdm_bridge_plans:targets(Host, U, Pkt),
+    Hand = not Pass
+        andalso (Plan /= false
+                 orelse (serving(Host)
+                         andalso component_can_matter(U, Host)
+                         andalso fits_or_note(Host, Pkt)))  % over the limits: native path, stock carbons
+        andalso privacy_allows(Host, To, Pkt),
+    if Hand, Plan /= false ->
+            case waiting(Host, U) of
+                false ->
+                    %% delivered from the sender's own process, as ejabberd_sm delivers (R2.1, R3.2)
+                    case mod_mdm_bridge_plans:deliver(Host, U, Pkt, Plan) of
+                        true -> ok;
+                        false -> hand_over(Host, U, To, Pkt)  % none of its sessions left
+                    end;
+                true ->
+                    %% R2.4: never ahead of one still waiting; on the plan in its turn
+                    enter(Host, U),
+                    behind(Host, U, {planned, U, Pkt})
             end,
-            {stop, drop}
+            {stop, drop};
+       Hand ->
+            hand_over(Host, U, To, Pkt),
+            {stop, drop};
+       %% R2.4/R9.6: the native path, but an earlier message of this user is still in the bridge
+       %% (at the component, or waiting for its archive write): it goes behind that one, through
+       %% the same way, and is delivered natively right after it (a component that just died
+       %% left its IMs to fail-open, which must not be overtaken)
+       not Pass ->
+            case waiting(Host, U) of
+                true ->
+                    enter(Host, U),
+                    behind(Host, U, {native, U, Pkt}),
+                    {stop, drop};
+                false -> Pkt
+            end;
+       true -> Pkt
     end;
 sm_receive_packet(Acc) ->
     Acc.
 
+hand_over(Host, U, To, Pkt) ->
+    enter(Host, U),
+    case gen_mod:is_loaded(Host, mod_mam) of
+        true -> archive_then_hold(Host, U, To, Pkt);
+        false -> hold_in(Host, Pkt)
+    end.
+
+%% R2.4/R9.6 order: how many of a user's messages entered the bridge on this node and are not
+%% delivered yet (O(1) for the hook; each node orders the messages routed there, R9.8). The
+%% sender's process counts one up before the message goes on; the bridge process counts it down
+%% after it delivered it, so a message that finds the count at 0 cannot overtake one.
+enter(Host, U) ->
+    ets:update_counter(order_tab(Host), U, 1, {U, 0}).
+
+leave(Host, U) ->
+    try ets:update_counter(order_tab(Host), U, -1) of
+        0 -> ets:select_delete(order_tab(Host), [{{U, 0}, [], [true]}]);
+        _ -> ok
+    catch error:badarg -> ok
+    end.
+
+waiting(Host, U) ->
+    try ets:lookup(order_tab(Host), U) of
+        [{_, N}] -> N > 0;
+        [] -> false
+    catch error:badarg -> false
+    end.
+
+%% The same way a handed-over message of the user takes (its archive writer, then the bridge
+%% process), so it arrives there behind every earlier one.
+behind(Host, U, Msg) ->
+    case archiver_of(Host, U) of
+        undefined -> gen_server:cast(proc(Host), Msg);
+        Name -> Name ! {behind, Host, Msg}
+    end.
+
 hold_in(Host, Pkt) ->
     {Ref, Wire} = next_ref(Host),
-    gen_server:cast(proc(Host), {hold, Ref, {in, Pkt, now_ms()},
+    %% the user's plan generation as the message goes out: its answer is a plan only if no event
+    %% about the user follows it (issue 23)
+    Gen = mod_mdm_bridge_plans:gen(Host, user_of(Pkt)),
+    gen_server:cast(proc(Host), {hold, Ref, {in, xmpp:put_meta(Pkt, mdm_gen, Gen), now_ms()},
                                  #xmlel{name = <<"message-in">>, attrs = [{<<"ref">>, Wire}],
                                         children = [forwarded(Pkt)]}}).
 
@@ -498,9 +599,15 @@ hold_in(Host, Pkt) ->
 %% archive writer, not in the sender's process, as stock ejabberd runs it in the recipient's
 %% session. Without the writers (the module is stopping) it runs here, as before.
 archive_then_hold(Host, U, To, Pkt) ->
+    case archiver_of(Host, U) of
+        undefined -> hold_in(Host, archive(Host, To, Pkt));
+        Name -> Name ! {archive, Host, To, Pkt}
+    end.
+
+archiver_of(Host, U) ->
     try persistent_term:get({?MODULE, archivers, Host}) of
-        Names -> element(1 + erlang:phash2(U, tuple_size(Names)), Names) ! {archive, Host, To, Pkt}
-    catch error:_ -> hold_in(Host, archive(Host, To, Pkt))
+        Names -> element(1 + erlang:phash2(U, tuple_size(Names)), Names)
+    catch error:_ -> undefined
     end.
 
 start_archivers(Host) ->
@@ -541,6 +648,9 @@ archiver() ->
                            Pkt
                    end,
             hold_in(Host, Pkt1),
+            archiver();
+        {behind, Host, Msg} ->  % archived on delivery (natively or on the plan), as stock
+            gen_server:cast(proc(Host), Msg),
             archiver();
         stop -> ok
     end.
@@ -586,6 +696,7 @@ hold_out(Pkt, JID, Host, State, Acc) ->
         false ->
             {Ref, Wire} = next_ref(Host),
             Full = jid:encode(JID),
+            mod_mdm_bridge_plans:drop(Host, JID#jid.luser),  % held for the background: no plan
             gen_server:cast(proc(Host), {hold, Ref, {out, self(), key(jid:tolower(JID)), Pkt, now_ms()},
                                          #xmlel{name = <<"session-out">>,
                                                 attrs = [{<<"ref">>, Wire},
@@ -635,6 +746,8 @@ pubsub_publish_item(ServerHost, ?NS_MDS, Publisher, #jid{luser = U, lserver = S}
                       #jid{lresource = R} when R /= <<>> -> [{<<"publisher">>, jid:encode(Publisher)}];
                       _ -> []
                   end,
+            [event(ServerHost, E) || Id <- lists:sublist(Ids, 1),
+                                     E <- mod_mdm_bridge_plans:planned_published(ServerHost, U, Id)],  % R4.3
             [event(ServerHost, el(<<"mds">>, [{<<"jid">>, <<U/binary, "@", S/binary>>}, {<<"peer">>, ItemId},
                                               {<<"stanza-id">>, Id} | Who])) || Id <- lists:sublist(Ids, 1)],
             ok;
@@ -672,6 +785,16 @@ mds_publish(User, Peer, StanzaId) ->
 %% A delivery the bridge process asks this session's c2s process to make, as is.
 c2s_handle_info(State, {mdm_deliver, Pkt}) ->
     {stop, ejabberd_c2s:send(State, xmpp:put_meta(Pkt, mdm_bypass, true))};
+%% Issue 23: an IM delivered on a plan, archived here by mod_mam as on stock delivery (R9.3: once,
+%% by the first session; the others' copies, sm_copy, only get its stanza id), then the hint.
+c2s_handle_info(State, {mdm_deliver_mam, Pkt, Hint}) ->
+    {Pkt1, State1} = try mod_mam:user_receive_packet({Pkt, State})
+                     catch Class:Reason ->
+                             ?ERROR_MSG("MDM: archiving a planned message failed: ~p:~p", [Class, Reason]),
+                             {Pkt, State}
+                     end,
+    {stop, ejabberd_c2s:send(State1, xmpp:put_meta(with_hint(xmpp:del_meta(Pkt1, sm_copy), Hint),
+                                                   mdm_bypass, true))};
 %% The bridge switches this session's stock carbons (R9.10), then waits for the answer.
 c2s_handle_info(#{jid := JID} = State, {mdm_stock_carbons, Stock, From, Ref}) ->
     stock_carbons(JID, Stock),
@@ -720,34 +843,6 @@ notify_bridges() ->
     lists:foreach(
       fun(Host) -> [gen_server:cast({proc(Host), N}, check_route) || N <- [node() | nodes()]] end,
       ejabberd_option:hosts()).
-
-%%%===================================================================
-%%% The bridge process: held refs, the event batch, the component's commands
-%%%===================================================================
-init([Host, Opts]) ->
-    process_flag(trap_exit, true),
-    ets:new(sessions_tab(Host), [ordered_set, named_table, public, {keypos, #s.key},
-                                 {read_concurrency, true}, {write_concurrency, true}]),
-    ets:new(misc_tab(Host), [set, named_table, public, {read_concurrency, true}]),
-    Tag = ejabberd_cluster:node_id(),
-    ets:insert(misc_tab(Host), [{connected, false}, {last_ref, 0}, {tag, Tag}]),
-    start_archivers(Host),
-    add_hooks(Host),
-    ok = net_kernel:monitor_nodes(true),  % a dead node's sessions vanish without unbind (R9.8)
-    State = configure(#state{host = Host, node = atom_to_binary(node(), utf8), tag = Tag}, Opts),
-    ?INFO_MSG("MDM bridge started on ~ts (node ~ts) for component ~ts (ack timeout ~ps)",
-              [Host, node(), State#state.component, State#state.ack_timeout]),
-    erlang:send_after(?TICK, self(), tick),
-    %% A module (re)started while the component is connected: start from a clean slate with it.
-    {ok, check_route(State)}.
-
-configure(State, Opts) ->
-    Comp = component_of(State#state.host, Opts),
-    Known = persistent_term:get({?MODULE, components}, []),
-    lists:member(Comp, Known) orelse persistent_term:put({?MODULE, components}, [Comp | Known]),
-    State#state{component = Comp,
-                ack_timeout = gen_mod:get_opt(ack_timeout, Opts),
-                batch_size = gen_mod:get_opt(batch_size, Opts)}.
 
 add_hooks(Host) ->
     ejabberd_hooks:add(sm_receive_packet, Host, ?MODULE, sm_receive_packet, 100),
@@ -798,99 +893,6 @@ del_hooks(Host) ->
         _ -> ok
     end.
 
-handle_call(_Request, _From, State) ->
-    {reply, {error, badarg}, State}.
-
-handle_cast({event, El}, #state{comp_pid = Pid} = State) when Pid /= undefined ->
-    {noreply, queue_event(El, State)};
-handle_cast({event, _}, State) ->
-    {noreply, State};
-handle_cast({hold, Ref, P, El}, #state{comp_pid = Pid, pending = Pending} = State) when Pid /= undefined ->
-    {noreply, queue_event(El, State#state{pending = Pending#{Ref => P}})};
-handle_cast({hold, _Ref, P, _El}, State) ->
-    %% The component dropped between the hook's check and now: native delivery at once.
-    deliver_natively(P, State),
-    {noreply, State};
-handle_cast({commands, From, El}, #state{component = Comp} = State) ->
-    case jid:encode(From) of
-        Comp -> {noreply, commands(El, State)};
-        Other ->
-            warn_limited(forged_commands,
-                         "Ignored MDM bridge commands (~b in the last minute; latest from ~ts): only ~ts may send them",
-                         [Other, Comp]),
-            {noreply, State}
-    end;
-handle_cast({node_commands, El}, State) ->
-    %% Forwarded by the bridge of the node the component is connected to (checked there).
-    {noreply, run_commands(El#xmlel.children, State)};
-handle_cast({active, User, Until}, #state{host = Host} = State) ->
-    %% R3.6: every node archives, so every node keeps the component's word on who is active
-    case Until > 0 of
-        true -> ets:insert(misc_tab(Host), {{active, User}, Until});
-        false -> ets:delete(misc_tab(Host), {active, User})
-    end,
-    {noreply, State};
-handle_cast({mode, Mode}, #state{host = Host, comp_pid = Pid} = State) when Pid /= undefined ->
-    case mode(Host) of
-        Mode -> ok;
-        _ ->
-            switch_mode(Host, Mode),
-            ?INFO_MSG("MDM ~ts on ~ts by the component's configuration",
-                      [case Mode of stock -> "disabled: ejabberd's own carbons and CSI serve";
-                                    mdm -> "enabled again" end, Host])
-    end,
-    {noreply, State};
-handle_cast({over_limit, From, To}, State) ->
-    warn_limited(over_limit, "MDM: ~b stanza(s) larger than ~b bytes or nested deeper than ~b levels in the last "
-                 "minute took the native path (latest: ~ts -> ~ts)", [?MAX_EVENT, ?MAX_DEPTH, From, To]),
-    {noreply, State};
-handle_cast(check_route, State) ->
-    {noreply, check_route(State)};
-handle_cast({reload, Opts}, State) ->
-    {noreply, configure(State, Opts)};
-handle_cast(_Msg, State) ->
-    {noreply, State}.
-
-handle_info(flush, State) ->
-    {noreply, flush_events(State)};
-handle_info({'DOWN', Mon, process, _Pid, Reason}, #state{comp_mon = Mon, host = Host, component = Comp} = State) ->
-    ets:insert(misc_tab(Host), {connected, false}),
-    ets:match_delete(misc_tab(Host), {{active, '_'}, '_'}),  % R3.6: stock pushes while it is gone
-    ?WARNING_MSG("MDM component ~ts disconnected (~p); stock delivery until it is back", [Comp, Reason]),
-    %% R9.10: stock carbons first, so what was held is delivered natively with its stock copies
-    switch_mode(Host, stock),
-    State1 = fail_open_all(State#state{comp_pid = undefined, comp_mon = undefined, batch = [], batch_len = 0,
-                                       batch_bytes = 0}),
-    {noreply, check_route(State1)};
-handle_info({nodedown, Node}, #state{comp_pid = Pid} = State) when Pid /= undefined ->
-    ?WARNING_MSG("Cluster node ~ts is down: its sessions are gone; telling the MDM component", [Node]),
-    {noreply, queue_event(el(<<"node-down">>, [{<<"node">>, atom_to_binary(Node, utf8)}]), State)};
-handle_info({nodedown, Node}, State) ->
-    ?WARNING_MSG("Cluster node ~ts is down: its sessions are gone", [Node]),
-    {noreply, State};
-handle_info({nodeup, _Node}, State) ->
-    {noreply, State};  % its own bridge reports its sessions when it sees the component
-handle_info(tick, #state{pending = Pending, ack_timeout = Timeout, component = Comp} = State0) ->
-    erlang:send_after(?TICK, self(), tick),
-    State = check_route(State0),
-    Limit = now_ms() - Timeout * 1000,
-    Late = [Ref || {Ref, P} <- lists:sort(maps:to_list(Pending)), held_at(P) < Limit],
-    %% one line per tick, however many (issue 10.9: logs an admin can act on, not a flood)
-    Late /= [] andalso ?WARNING_MSG("MDM component ~ts did not answer for ~p message(s) within ~ps; "
-                                    "delivering them natively", [Comp, length(Late), Timeout]),
-    lists:foreach(fun(Ref) -> deliver_natively(maps:get(Ref, Pending), State) end, Late),
-    {noreply, State#state{pending = maps:without(Late, Pending), reached = maps:without(Late, State#state.reached)}};
-handle_info(_Info, State) ->
-    {noreply, State}.
-
-terminate(_Reason, #state{host = Host} = State) ->
-    ets:insert(misc_tab(Host), {connected, false}),
-    switch_mode(Host, stock),
-    del_hooks(Host),
-    stop_archivers(Host),
-    fail_open_all(State),
-    ok.
-
 %% R9.10: every local session that enabled carbons gets mod_carboncopy's flag (stock) or loses it
 %% (mdm); each session's own process writes it, and we wait (bounded) until they all did.
 switch_mode(Host, Mode) ->
@@ -910,100 +912,8 @@ await_switched(Ref, N, Deadline) ->
     after max(0, Deadline - erlang:monotonic_time(millisecond)) -> N
     end.
 
-code_change(_OldVsn, State, _Extra) ->
-    {ok, State}.
-
-held_at({in, _, At}) -> At;
-held_at({out, _, _, _, At}) -> At.
-
-%% Events are batched: everything that reached the bridge process before the flush message goes
-%% to the component in one <events/> stanza.
-queue_event(El, #state{batch = [], batch_len = 0} = State) ->
-    self() ! flush,
-    queue_event1(El, State);
-queue_event(El, State) ->
-    queue_event1(El, State).
-
-%% A batch ends at batch_size events or about ?MAX_BATCH bytes of XML as it goes on the link, so
-%% no <events/> stanza outgrows what the component reads (docs/operations.md, R9.6). The size is
-%% bounded from above without serialising here, in the one bridge process every message passes:
-%% escaping makes a character at most ?ESCAPED bytes, and the term's size already counts more
-%% than the markup. Each event itself was checked exactly where it was made (fits/1).
-queue_event1(El, #state{batch = B, batch_len = N, batch_bytes = Bytes, batch_size = Max} = State) ->
-    Size = erlang:external_size(El) * ?ESCAPED,
-    State0 = case B /= [] andalso Bytes + Size > ?MAX_BATCH of
-                 true -> flush_events(State);
-                 false -> State
-             end,
-    State1 = State0#state{batch = [El | State0#state.batch], batch_len = State0#state.batch_len + 1,
-                          batch_bytes = State0#state.batch_bytes + Size},
-    case N + 1 >= Max of
-        true -> flush_events(State1);
-        false -> State1
-    end.
-
-flush_events(#state{batch = []} = State) ->
-    State;
-flush_events(#state{batch = B, host = Host, component = Comp, comp_pid = Pid, node = Node} = State)
-  when Pid /= undefined ->
-    Events = #xmlel{name = <<"events">>, attrs = [{<<"xmlns">>, ?NS_BRIDGE}, {<<"node">>, Node}],
-                    children = lists:reverse(B)},
-    %% Straight to the connection we pair with (the route table may hold another one).
-    Pid ! {route, #message{from = jid:make(Host), to = jid:make(Comp), sub_els = [Events]}},
-    State#state{batch = [], batch_len = 0, batch_bytes = 0};
-flush_events(State) ->
-    State#state{batch = [], batch_len = 0, batch_bytes = 0}.
-
-%% The component's connection: the process behind its route, on any node. While we have none,
-%% pair with the lowest live pid there is (every node picks the same one) and monitor it.
-check_route(#state{comp_pid = undefined, component = Comp} = State) ->
-    Backend = ejabberd_router:get_backend(),
-    Routes = case Backend:find_routes(Comp) of
-                 {ok, Rs} -> Rs;
-                 _ -> []
-             end,
-    Live = [P || #route{pid = P} <- Routes, is_pid(P), alive(P), authenticated_as(P, Comp)],
-    case Live of
-        [] -> State;
-        _ -> on_connected(State, lists:min(Live))
-    end;
-check_route(State) ->
-    State.
-
-%% A component listener with several hosts registers all of them for any component that logs in
-%% there (ejabberd's global_routes): the route to our component's JID may lead to another
-%% component's connection. Pair only with a connection that authenticated as our component.
-authenticated_as(P, Comp) ->
-    try sys:get_state(P, 1000) of
-        #{remote_server := Comp} -> true;
-        #{remote_server := _} -> false;
-        _ -> true  % not a component stream we know: keep the route table's word
-    catch _:_ -> false  % gone, or not answering: not one to pair with now (the tick looks again)
-    end.
-
 alive(P) when node(P) == node() -> is_process_alive(P);
 alive(P) -> lists:member(node(P), nodes()).
-
-%% Tell the (re)connected component everything it needs about this node's sessions: it starts
-%% from a clean slate for this node.
-on_connected(#state{host = Host, component = Comp} = State, Pid) ->
-    Mon = erlang:monitor(process, Pid),
-    switch_mode(Host, mdm),  % the component copies from now on, not mod_carboncopy (R9.10)
-    ets:insert(misc_tab(Host), {connected, true}),
-    ets:match_delete(misc_tab(Host), {{active, '_'}, '_'}),  % R3.6: the component tells again
-    Now = now_ms(),
-    Events = lists:flatmap(fun(S) -> session_events(S, Now) end, ets:tab2list(sessions_tab(Host)))
-        ++ [push_event(Host, U, true) || gen_mod:is_loaded(Host, mod_push),
-                                         {U, _} <- ejabberd_auth:get_users(Host), push_registered(Host, U)],
-    State1 = lists:foldl(fun queue_event1/2,
-                         State#state{comp_pid = Pid, comp_mon = Mon, batch = [], batch_len = 0, batch_bytes = 0},
-                         %% every node of the cluster reports its own sessions (R9.8)
-                         [el(<<"sync">>, [{<<"nodes">>, str:join([atom_to_binary(N, utf8)
-                                                                   || N <- ejabberd_cluster:get_nodes()],
-                                                                  <<" ">>)}])
-                          | Events]),
-    ?INFO_MSG("MDM component ~ts connected (~p); reported the sessions of ~ts on ~ts", [Comp, Pid, Host, node()]),
-    flush_events(State1).
 
 session_events(#s{jid = J, sid = Sid, carbons = C, csi = Csi, prio = Prio, active_at = At, caps = Caps,
                   hibernated = H}, Now) ->
@@ -1018,162 +928,7 @@ session_events(#s{jid = J, sid = Sid, carbons = C, csi = Csi, prio = Prio, activ
             || Prio /= undefined]
         ++ [el(<<"hibernated">>, [{<<"jid">>, J}, {<<"state">>, <<"true">>}]) || H].
 
-%% Held refs are delivered natively in the order they were handed over (refs increase).
-fail_open_all(#state{pending = Pending} = State) ->
-    lists:foreach(fun({_Ref, P}) -> deliver_natively(P, State) end, lists:sort(maps:to_list(Pending))),
-    State#state{pending = #{}, reached = #{}}.
-
-%% What would have happened without the bridge: ejabberd_sm routes the message (it is marked, so
-%% this module lets it pass), or the stanza for a background session is sent to it.
-deliver_natively({in, Pkt, _}, _State) ->
-    ejabberd_sm:route(xmpp:put_meta(Pkt, mdm_native, true));
-deliver_natively({out, Pid, Key, Pkt, _}, #state{host = Host}) ->
-    case ets:lookup(sessions_tab(Host), Key) of
-        [#s{pid = Pid}] -> Pid ! {mdm_deliver, Pkt};
-        _ -> ok
-    end.
-
-%% Commands answer one node's events (node='…'): they are carried out there, where the refs are
-%% held, so that node's deliveries keep their order (R9.8).
-commands(El, #state{node = Node, host = Host} = State) ->
-    case fxml:get_tag_attr_s(<<"node">>, El) of
-        N when N == <<>>; N == Node -> run_commands(El#xmlel.children, State);
-        N ->
-            try binary_to_existing_atom(N, utf8) of
-                Other -> gen_server:cast({proc(Host), Other}, {node_commands, El})
-            catch error:badarg ->
-                    ?WARNING_MSG("MDM commands for unknown cluster node ~ts dropped", [N])
-            end,
-            State
-    end.
-
-%% Commands in one stanza are carried out in order and together (docs/bridge-protocol.md). A
-%% message's deliveries and its ack may come in several stanzas (the component splits what is
-%% too large): whether one of its deliveries reached a session is kept per ref until the ack.
-run_commands([], State) ->
-    State;
-run_commands([#xmlel{name = Name, attrs = Attrs} = Cmd | Rest], #state{pending = Pending, tag = Tag} = State) ->
-    Ref = case fxml:get_attr(<<"ref">>, Attrs) of
-              {value, R} -> local_ref(Tag, R);
-              false -> undefined
-          end,
-    P = maps:get(Ref, Pending, undefined),
-    case Name of
-        <<"deliver">> ->
-            To = fxml:get_attr_s(<<"to">>, Attrs),
-            Notify = fxml:get_attr_s(<<"notify">>, Attrs),
-            %% A ref we no longer hold was already delivered natively: drop, never twice (R2.4).
-            Done = (Ref == undefined orelse P /= undefined)
-                andalso deliver(State, To, payload(Cmd, P), Notify),
-            run_commands(Rest, case Done andalso Ref /= undefined of
-                                   true -> State#state{reached = (State#state.reached)#{Ref => true}};
-                                   false -> State
-                               end);
-        <<"fanout">> when P /= undefined ->
-            Pkt = held_packet(P),
-            Any = lists:foldl(
-                    fun({Attr, Hint}, Acc) ->
-                            Sids = binary:split(fxml:get_attr_s(Attr, Attrs), <<" ">>, [global, trim_all]),
-                            lists:foldl(fun(Sid, A) -> deliver_sid(State, Sid, Pkt, Hint) or A end, Acc, Sids)
-                    end, false, [{<<"notify">>, <<"true">>}, {<<"silent">>, <<"false">>}, {<<"plain">>, <<>>}]),
-            run_commands(Rest, finish(Ref, P, Any, false, State));
-        <<"route">> when P /= undefined ->
-            deliver_natively(P, State),
-            run_commands(Rest, forget(Ref, State));
-        <<"ack">> when P /= undefined ->
-            Held = fxml:get_attr_s(<<"held">>, Attrs) == <<"true">>,
-            run_commands(Rest, finish(Ref, P, false, Held, State));
-        <<"active">> ->
-            %% R3.6: who is active for this push user, for how many more seconds (none: stock pushes)
-            Until = case {fxml:get_attr_s(<<"jid">>, Attrs), catch binary_to_integer(fxml:get_attr_s(<<"for">>, Attrs))} of
-                        {J, For} when J /= <<>>, is_integer(For) -> erlang:system_time(millisecond) + For * 1000;
-                        _ -> 0
-                    end,
-            User = fxml:get_attr_s(<<"user">>, Attrs),
-            [gen_server:cast({proc(State#state.host), N}, {active, User, Until}) || N <- [node() | nodes()]],
-            run_commands(Rest, State);
-        <<"mode">> ->
-            %% R1.3: MDM switched off (stock: ejabberd's own carbons and CSI serve, as without the
-            %% component) or on again in the component's config; every node of the cluster switches
-            Mode = case fxml:get_attr_s(<<"value">>, Attrs) of
-                       <<"stock">> -> stock;
-                       _ -> mdm
-                   end,
-            [gen_server:cast({proc(State#state.host), N}, {mode, Mode}) || N <- [node() | nodes()]],
-            run_commands(Rest, State);
-        <<"mds-publish">> ->
-            %% R4.3: a <displayed/> marker, as XEP-0490 MDS in the user's PEP
-            mds_publish(fxml:get_attr_s(<<"user">>, Attrs), fxml:get_attr_s(<<"peer">>, Attrs),
-                        fxml:get_attr_s(<<"stanza-id">>, Attrs)),
-            run_commands(Rest, State);
-        _ when Name == <<"fanout">>; Name == <<"route">>; Name == <<"ack">> ->
-            run_commands(Rest, State);  % a ref already delivered natively
-        _ ->
-            ?WARNING_MSG("Unknown MDM bridge command <~ts/>", [Name]),
-            run_commands(Rest, State)
-    end;
-run_commands([_ | Rest], State) ->
-    run_commands(Rest, State).
-
-%% An ack whose deliveries all missed (the sessions left meanwhile) is a route: offline storage
-%% keeps the message (R2.2). Held: the component keeps it in a buffer.
-finish(Ref, {in, _, _} = P, false, false, #state{reached = Reached} = State) when not is_map_key(Ref, Reached) ->
-    deliver_natively(P, State),
-    forget(Ref, State);
-finish(Ref, _P, _Reached, _Held, State) ->
-    forget(Ref, State).
-
-forget(Ref, #state{pending = Pending, reached = Reached} = State) ->
-    State#state{pending = maps:remove(Ref, Pending), reached = maps:remove(Ref, Reached)}.
-
-held_packet({in, Pkt, _}) -> Pkt;
-held_packet({out, _, _, Pkt, _}) -> Pkt.
-
-%% The stanza a deliver command carries, or else the held one.
-payload(#xmlel{children = Children}, P) ->
-    case [F || #xmlel{name = <<"forwarded">>} = F <- Children] of
-        [#xmlel{children = Inner} | _] ->
-            case [E || #xmlel{} = E <- Inner] of
-                [E | _] ->
-                    try xmpp:decode(E, ?NS_CLIENT, [ignore_els])
-                    catch _:{xmpp_codec, Why} ->
-                            ?WARNING_MSG("MDM deliver command with an unreadable stanza: ~ts",
-                                         [xmpp:format_error(Why)]),
-                            undefined
-                    end;
-                [] -> undefined
-            end;
-        [] when P /= undefined -> {held, held_packet(P)};
-        [] -> undefined
-    end.
-
-deliver(_State, _To, undefined, _Notify) ->
-    false;
-deliver(State, To, {held, Pkt}, Notify) ->
-    deliver_to(State, To, with_hint(Pkt, Notify));
-deliver(State, To, Pkt, _Notify) ->
-    deliver_to(State, To, Pkt).
-
-%% Deliveries go to the session's process, on whichever node it lives (R9.8).
-deliver_to(#state{host = Host}, To, Pkt) ->
-    case catch jid:decode(To) of
-        #jid{lserver = Host, luser = U, lresource = R} when R /= <<>> ->
-            case ejabberd_sm:get_session_pid(U, Host, R) of
-                Pid when is_pid(Pid) -> Pid ! {mdm_deliver, Pkt}, true;
-                _ -> false
-            end;
-        _ -> false
-    end.
-
-deliver_sid(_State, Sid, Pkt, Hint) ->
-    case sid_pid(Sid) of
-        Pid when is_pid(Pid) ->
-            case alive(Pid) of
-                true -> Pid ! {mdm_deliver, with_hint(Pkt, Hint)}, true;
-                false -> false
-            end;
-        undefined -> false
-    end.
+user_of(Pkt) -> (xmpp:get_to(Pkt))#jid.luser.
 
 %% The notification hint (R3.4) goes on the delivered message itself.
 with_hint(Pkt, V) when V == <<>>; V == undefined ->

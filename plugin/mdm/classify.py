@@ -69,6 +69,7 @@ def classify(stanza: Stanza, *, incoming: bool) -> Kind:
 PLAN_NEUTRAL = frozenset({
     ns.CLIENT,  # body, subject, thread
     "urn:xmpp:sid:0",  # XEP-0359 stanza-id / origin-id
+    "urn:xmpp:mam:tmp",  # ejabberd's <archived/>, beside the archive's stanza-id (issue 23)
     "http://jabber.org/protocol/chatstates",  # XEP-0085 (with a body: an IM like any other)
     "urn:xmpp:receipts",  # XEP-0184 request
     ns.CHAT_MARKERS,  # XEP-0333 <markable/> (markers the user sends are outgoing, never planned)

@@ -1,0 +1,1 @@
+../../../../../ejabberd/mod_mdm_bridge_plans.erl
