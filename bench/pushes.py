@@ -14,7 +14,9 @@ and, as a control, the hibernated phone once the laptop has logged out (nobody a
 must go out as stock). Each on the stock server (Prosody: mod_carbons + mod_csi_simple +
 mod_smacks + mod_cloud_notify; ejabberd: mod_carboncopy + mod_client_state + mod_stream_mgmt +
 mod_push) and on the same server with the bridge and the component.
-Run: .venv/bin/python bench/pushes.py [--server prosody|ejabberd] [N]
+With ``--login bind2`` (R9.11) the phone logs in with SASL2 + Bind2, enabling carbons and XEP-0198
+inline (where the server takes XEP-0198 inline; else with the nonza right after, as phones do).
+Run: .venv/bin/python bench/pushes.py [--server prosody|ejabberd] [--login classic|bind2] [N]
 """
 
 from __future__ import annotations
@@ -32,8 +34,9 @@ from mdm_harness.component_control import ComponentControl
 from mdm_harness.environment import DEFAULT_ACCOUNTS
 from mdm_harness.push import SECRET as PUSH_SECRET
 from mdm_harness.push import PushService
-from mdm_harness.servers.base import MODULES, server_option, start_server
-from mdm_harness.streamclient import StreamClient
+from mdm_harness.servers.base import MODULES, login_option, server_option, start_server
+from mdm_harness.servers.kinds import family
+from mdm_harness.streamclient import Login, StreamClient
 from mdm_harness.waiting import poll_until
 
 PACE = 1.2  # seconds between IMs: one mod_cloud_notify batch each
@@ -49,21 +52,22 @@ class Row:
     silent: int
 
 
-async def online(pool: ClientPool, name: str, user: str, resource: str, carbons: bool = True) -> StreamClient:
-    c = await pool.connect(name, f"{user}@localhost", f"{user}-password", resource)
+async def online(pool: ClientPool, name: str, user: str, resource: str, carbons: bool = True,
+                 login: Login | None = None) -> StreamClient:
+    c = await pool.connect(name, f"{user}@localhost", f"{user}-password", resource, login=login)
     assert isinstance(c, StreamClient)
-    if carbons:
+    if carbons and c.login.kind == "classic":  # a Bind2 phone enabled them inline (R9.11)
         await c.enable_carbons()
     await c.send("<presence/>")
     await c.iq("<iq type='get' id='{id}' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
     return c
 
 
-async def measure(kind: str, mdm: bool, state: str, n: int) -> Row:
+async def measure(kind: str, mdm: bool, state: str, n: int, login: str = "classic") -> Row:
     workdir = Path(tempfile.mkdtemp(prefix="mdm-bench-push-"))
     server = await start_server(kind, DEFAULT_ACCOUNTS, workdir, bridge=mdm,
                                 extra_modules=() if mdm else MODULES[kind]["csi_queue"],
-                                features=("stream-management", "push"))
+                                features=("stream-management", "push", *(("sasl2",) if login == "bind2" else ())))
     control = ComponentControl(server) if mdm else None
     push = PushService(server.push_jid, PUSH_SECRET, server.host, server.push_port)
     pool = ClientPool(server, control.sees_inactive if control else None, own_streams=True)
@@ -71,8 +75,10 @@ async def measure(kind: str, mdm: bool, state: str, n: int) -> Row:
         if control:
             await control.start()
         await push.start()
-        phone = await online(pool, "phone", "alice", "phone")
-        await phone.enable_sm()
+        phone = await online(pool, "phone", "alice", "phone",
+                             login=Login.parse(login, "carbons, sm" if login == "bind2" else None))
+        if phone.sm_id is None:
+            await phone.enable_sm()
         await phone.enable_push(server.push_jid, "phone")
         if state.startswith("logged out"):
             await pool.disconnect("phone")
@@ -112,14 +118,15 @@ async def measure(kind: str, mdm: bool, state: str, n: int) -> Row:
 BASELINE = {"prosody": "stock (mod_cloud_notify)", "ejabberd": "stock (mod_push)"}
 
 
-async def main(kind: str, n: int) -> None:
+async def main(kind: str, n: int, login: str = "classic") -> None:
     rows = []
     for state in STATES:
-        stock = await measure(kind, False, state, n)
-        ours = await measure(kind, True, state, n)
+        stock = await measure(kind, False, state, n, login)
+        ours = await measure(kind, True, state, n, login)
         rows.append((state, stock, ours))
-    print(f"{kind}: pushes to Alice's phone for {n} IMs while her laptop is active (alerting / silent)\n")
-    print(f"{'phone state':40} {BASELINE[kind]:>26} {'with the component':>20}")
+    print(f"{kind}: pushes to Alice's phone ({login} login) for {n} IMs while her laptop is active "
+          "(alerting / silent)\n")
+    print(f"{'phone state':40} {BASELINE[family(kind)]:>26} {'with the component':>20}")
     for state, stock, ours in rows:
         print(f"{state:40} {f'{stock.alerting} / {stock.silent}':>26} {f'{ours.alerting} / {ours.silent}':>20}")
 
@@ -127,4 +134,5 @@ async def main(kind: str, n: int) -> None:
 if __name__ == "__main__":
     logging.basicConfig(level=logging.WARNING)
     kind, args = server_option(sys.argv[1:])
-    asyncio.run(main(kind, int(args[0]) if args else 3))
+    login, args = login_option(args)
+    asyncio.run(main(kind, int(args[0]) if args else 3, login))

@@ -32,7 +32,7 @@ def test_dockerfile_copies_what_exists_and_has_an_exec_entrypoint(dockerfile):
         if op == "COPY":
             *sources, _dest = arg.split()
             for src in sources:
-                # a pattern (the ejabberd bridge's parts) must match at least one file
+                # a pattern (the bridges' parts and lib files) must match at least one file
                 found = any(ROOT.glob(src)) if "*" in src else (ROOT / src).exists()
                 assert found, f"{dockerfile}: COPY {src} does not exist (context: repo root)"
     (entry,) = [arg for op, arg in steps if op == "ENTRYPOINT"]
@@ -79,11 +79,12 @@ def test_prosody_config_is_valid_lua_and_keeps_stock_carbons_and_csi_for_fail_op
     assert {"mdm_bridge", "carbons", "csi_simple"} <= names, names  # R9.10: stock when the component is down
 
 
-def test_prosody_bridge_is_valid_lua():
+@pytest.mark.parametrize("source", sorted((ROOT / "plugin" / "prosody").glob("*.lua")), ids=lambda p: p.name)
+def test_prosody_bridge_is_valid_lua(source):
+    """The module and its lib files (module:require, R9.11), one file per luac run."""
     luac = shutil.which("luac5.4") or shutil.which("luac")
     assert luac, "lua5.4 is installed by scripts/install"
-    r = subprocess.run([luac, "-p", str(ROOT / "plugin" / "prosody" / "mod_mdm_bridge.lua")],
-                       capture_output=True, text=True)
+    r = subprocess.run([luac, "-p", str(source)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
 
 

@@ -69,8 +69,9 @@ def test_prosody_module_installed_by_setup_is_loaded_and_answers(root: Path):
     server.write_admin_config()
     r = run([*MDM_COMPONENT, *setup_args("prosody", root, server.component_port, server.cfg, [])])
     assert r.returncode == 0, r.stdout + r.stderr
-    module = server.modules / "mod_mdm_bridge" / "mod_mdm_bridge.lua"
-    assert module.is_file() and not module.is_symlink()
+    for name in ("mod_mdm_bridge.lua", *(f.name for f in bridge_dir("prosody").glob("*.lib.lua"))):
+        module = server.modules / "mod_mdm_bridge" / name  # the module and its lib files (R9.11)
+        assert module.is_file() and not module.is_symlink(), name
     assert (server.modules / "mod_mdm_bridge" / "README.md").is_file()
     snippet = (server.etc / "conf.d" / "mdm.cfg.lua").read_text()
     assert 'modules_enabled = { "mdm_bridge" }' in snippet and 'Component "mdm.localhost"' in snippet
@@ -149,7 +150,8 @@ def test_ejabberd_module_install_builds_enables_and_answers(root: Path):
     sources = server.contrib / "sources" / "mod_mdm_bridge"
     # README.txt for ejabberd up to 25.04, README.md from 25.07 (R9.12): one text, both names
     for f in ("mod_mdm_bridge.spec", "src/mod_mdm_bridge.erl", "src/mod_mdm_bridge_link.erl",
-              "src/mod_mdm_bridge_plans.erl", "conf/mod_mdm_bridge.yml", "README.txt", "README.md", "COPYING"):
+              "src/mod_mdm_bridge_plans.erl", "src/mod_mdm_bridge_bind2.erl",
+              "conf/mod_mdm_bridge.yml", "README.txt", "README.md", "COPYING"):
         assert (sources / f).is_file(), f
     assert (sources / "conf" / "mod_mdm_bridge.yml").stat().st_uid == __import__("pwd").getpwnam("ejabberd").pw_uid
     toml = root / "mdm" / "mdm-component.toml"

@@ -62,6 +62,10 @@ def test_scansion_script_parses():
     ("[Client] A\n\tjid: a@localhost\n", "no -----"),
     ("[Client] A\n\tpassword: p\n-----\n", "needs jid"),
     ("{% if %}\n-----\n", "template error"),
+    ("[Client] A\n\tjid: a@localhost\n\tpassword: p\n\tlogin: sasl3\n-----\n", "login must be one of"),
+    ("[Client] A\n\tjid: a@localhost\n\tpassword: p\n\tinline: carbons\n-----\n", "need login: bind2"),
+    ("[Client] A\n\tjid: a@localhost\n\tpassword: p\n\tlogin: bind2\n\tinline: carbons, mam\n-----\n",
+     "unknown choice(s) mam"),
 ])
 def test_errors_name_the_problem(text, why):
     with pytest.raises(ScenarioError, match=re.escape(why)):
@@ -142,3 +146,41 @@ def test_directory_defaults_apply_unless_the_scenario_says_otherwise(tmp_path):
     a, b = load_scenarios([tmp_path])
     assert (a.matching, b.matching) == ("strict", "scansion")
     assert a.rids == b.rids == ["R2.4"]
+
+
+BIND2_PHONE = """# R9.11 a phone with a modern login
+[Client] Phone
+	jid: alice@localhost
+	password: p
+	login: bind2
+	inline: carbons, inactive, sm
+[Client] Desk
+	jid: alice@localhost
+	password: p
+-----
+Phone connects
+Phone fails to resume
+"""
+
+
+def test_R9_11_login_lines_make_a_bind2_client_and_ask_the_server_for_sasl2():
+    sc = parse_scenario(BIND2_PHONE, "R9.11-x")
+    phone, desk = sc.clients["Phone"].login, sc.clients["Desk"].login
+    assert (phone.kind, phone.inline) == ("bind2", frozenset({"carbons", "inactive", "sm"}))
+    assert (desk.kind, desk.inline) == ("classic", frozenset())
+    assert sc.features == ("sasl2", "stream-management")  # SM inline, and resumption
+    assert [s.verb for s in sc.steps] == ["connects", "resume-fails"]
+    # Bind2 enables carbons inline unless the scenario says otherwise
+    default = parse_scenario(BIND2_PHONE.replace("\tinline: carbons, inactive, sm\n", ""), "R9.11-y")
+    assert default.clients["Phone"].login.inline == frozenset({"carbons"})
+
+
+def test_R9_11_an_included_scenario_adds_its_requirements_and_sees_the_includers_variables(tmp_path):
+    (tmp_path / "base.scs").write_text("# base\n## requirements: R5.7\n[Client] A\n\tjid: a@localhost\n"
+                                      "\tpassword: p\n\tlogin: {{ login|default('classic') }}\n-----\nA connects\n")
+    wrapper = tmp_path / "R9.11-wrapper.scs"
+    wrapper.write_text("# the wrapper's title\n## requirements: R9.11\n{% set login = 'bind2' %}"
+                       "{% include 'base.scs' %}")
+    (sc,) = load_scenarios([wrapper])
+    assert sc.title == "the wrapper's title" and sc.rids == ["R9.11", "R5.7"]
+    assert sc.clients["A"].login.kind == "bind2"

@@ -17,7 +17,7 @@ from lxml import etree
 
 from . import aioxmpp_adapter as adapter
 from .iq import IqRoundTrips
-from .streamclient import Endpoint, StreamClient
+from .streamclient import Endpoint, Login, StreamClient
 from .waiting import poll_until
 
 if TYPE_CHECKING:
@@ -154,7 +154,8 @@ class ClientPool:
         self.component_sees_inactive = component_sees_inactive
 
     async def connect(self, name: str, jid: str, password: str, resource: str | None = None,
-                      place: int | None = None, transport: str | None = None) -> Client | StreamClient:
+                      place: int | None = None, transport: str | None = None,
+                      login: Login | None = None) -> Client | StreamClient:
         """A client that connects sees everything sent before it: hence a barrier first (ejabberd
         stores an offline message in the sender's session process, which may still be at it when
         the recipient logs in; the message would then wait for the next login).
@@ -163,16 +164,17 @@ class ClientPool:
         order in which the pool first saw the client, so a user's devices land on different nodes
         (R9.8). A client keeps its node when it reconnects.
 
-        ``transport`` (R9.5): ``tcp``, ``direct-tls`` or ``websocket``; any of them, or a pool with
-        ``own_streams``, makes it a StreamClient."""
+        ``transport`` (R9.5): ``tcp``, ``direct-tls`` or ``websocket``; any of them, a pool with
+        ``own_streams``, or a SASL2 + Bind2 ``login`` (R9.11) makes it a StreamClient."""
         if any(c.connected for c in self.clients.values()):
             await self.barrier()
         if name not in self._places:
             self._places[name] = place if place is not None else len(self._places)
         client = self.clients.get(name)
-        if transport is not None or self.own_streams or isinstance(client, StreamClient):
+        modern = login is not None and login.kind != "classic"
+        if transport is not None or self.own_streams or modern or isinstance(client, StreamClient):
             if client is None:
-                client = StreamClient(name, jid, password, resource)
+                client = StreamClient(name, jid, password, resource, login)
             self.clients[name] = client
             assert isinstance(client, StreamClient)
             await client.connect(self.endpoint(transport or "tcp", self._places[name]))

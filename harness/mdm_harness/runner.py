@@ -32,7 +32,7 @@ from pathlib import Path
 
 from lxml import etree
 
-from .clients import DEFAULT_TIMEOUT, ClientPool
+from .clients import DEFAULT_TIMEOUT, Client, ClientPool
 from .component_control import ControlledComponent
 from .component_remote import control_for
 from .matcher import HARNESS, SCANSION, STRICT_RULES, Matcher, parse_expected, pretty
@@ -140,10 +140,16 @@ class ScenarioRun:
                 ping.result()
             return
         # In the background: no iq (R5.3a). After its <inactive/>, wait for the component to see it.
+        if any(etree.QName(el).localname == "inactive" for el in sent):
+            await self._sees_inactive(client)
+
+    async def _sees_inactive(self, client: Client | StreamClient) -> None:
+        """Until the component has seen ``client`` go to the background (a nonza, or inline in a
+        Bind2 request, R9.11): nothing answers either."""
         sees = self.pool.component_sees_inactive
-        if sees is not None and any(etree.QName(el).localname == "inactive" for el in sent):
+        if sees is not None:
             await poll_until(lambda: sees(client.full_jid), DEFAULT_TIMEOUT,
-                             f"the component did not see {name}'s <inactive/>", interval=0.005)
+                             f"the component did not see {client.name}'s <inactive/>", interval=0.005)
 
     def _show(self, label: str, el: etree._Element) -> None:
         if self.transcript:
@@ -155,7 +161,11 @@ class ScenarioRun:
             spec = self.scenario.clients[step.actor]
             # R9.8: on a cluster, clients sit on the nodes in [Client] order unless pinned
             place = spec.node - 1 if spec.node else list(self.scenario.clients).index(spec.name)
-            await self.pool.connect(spec.name, spec.jid, spec.password, spec.resource, place, spec.transport)
+            await self.pool.connect(spec.name, spec.jid, spec.password, spec.resource, place, spec.transport,
+                                    spec.login)
+            client = self.pool[spec.name]
+            if client.inactive:  # R9.11: it chose <inactive/> inline; wait until the component saw it
+                await self._sees_inactive(client)
         elif v == "disconnects":
             await self.pool.disconnect(step.actor)
         elif v == "sends":
@@ -172,7 +182,7 @@ class ScenarioRun:
             await self._round_trip(step.actor, sent)
         elif v == "receives":
             await self._receives(step)
-        elif v in ("sm-enable", "drop", "resume-stream", "push-enable"):
+        elif v in ("sm-enable", "drop", "resume-stream", "resume-fails", "push-enable"):
             await self._phone(step)
         elif v == "receives-nothing":
             await self.pool.barrier()
@@ -216,7 +226,10 @@ class ScenarioRun:
         serving = await self.component.serving()
         jid = client.full_jid
         if step.verb == "sm-enable":
-            await client.enable_sm()
+            if client.sm_id is not None and "sm" in client.login.inline:
+                self._shown.append("        (already enabled at login: a Bind2 phone)")  # R9.11
+            else:
+                await client.enable_sm()
         elif step.verb == "drop":
             await client.lose_connection()
             if serving:  # the server hibernated the session and the bridge said so (R5.7)
@@ -227,6 +240,15 @@ class ScenarioRun:
             if serving:
                 await poll_until(lambda: self._hibernated(jid, False),
                                  DEFAULT_TIMEOUT, f"the component did not see {step.actor} resume", interval=0.005)
+            if client.resumed_inline:  # R9.11: what the transcript shows of a modern login
+                how = " with a FAST token" if client.used_fast else ""
+                self._shown.append(f"        (resumed inline in SASL2{how})")
+        elif step.verb == "resume-fails":
+            # R9.11: the old session is gone; the phone's fresh session starts clean
+            if await client.resume(fresh_on_failure=True):
+                raise StepFailed(f"{step.actor} resumed its session; expected the resumption to fail")
+            if client.inactive:
+                await self._sees_inactive(client)
         elif step.verb == "push-enable":
             if not self.server.push_jid:
                 raise StepFailed("the server was started without push")

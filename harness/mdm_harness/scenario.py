@@ -38,6 +38,7 @@ import jinja2
 
 from .matcher import MATCHING_RULES, SCANSION_RULES
 from .servers.kinds import family, server_version
+from .streamclient import Login
 
 
 class ScenarioError(ValueError):
@@ -52,6 +53,7 @@ class ClientSpec:
     resource: str | None = None
     node: int | None = None  # on a cluster backend: pinned to this node (1-based), else round-robin
     transport: str | None = None  # R9.5: tcp, direct-tls or websocket (a StreamClient); None: aioxmpp
+    login: Login = field(default_factory=Login)  # R9.11: classic, or SASL2 + Bind2 (a StreamClient)
 
     @property
     def user(self) -> str:
@@ -113,12 +115,22 @@ class Scenario:
         phone verbs used (stream management, push) and the clients' transports (R9.5)."""
         wanted = {f.strip() for f in self.meta.get("server-features", "").replace(";", ",").split(",") if f.strip()}
         for step in self.steps:
-            if step.verb in ("sm-enable", "drop", "resume-stream"):
+            if step.verb in ("sm-enable", "drop", "resume-stream", "resume-fails"):
                 wanted.add("stream-management")
             elif step.verb == "push-enable" or step.actor == PUSH_SERVICE:
                 wanted.add("push")
         wanted.update(c.transport for c in self.clients.values() if c.transport in ("direct-tls", "websocket"))
+        for c in self.clients.values():  # R9.11: SASL2 + Bind2 (and XEP-0198 if a phone enables it inline)
+            if c.login.kind == "bind2":
+                wanted.add("sasl2")
+            if "sm" in c.login.inline:
+                wanted.add("stream-management")
         return tuple(sorted(wanted))
+
+    @property
+    def bind2(self) -> bool:
+        """Whether a client logs in with SASL2 + Bind2 (R9.11)."""
+        return any(c.login.kind == "bind2" for c in self.clients.values())
 
     @property
     def rids(self) -> list[str]:
@@ -145,6 +157,9 @@ _STEP_PATTERNS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"^(?P<actor>.+?) enables stream management$"), "sm-enable"),
     (re.compile(r"^(?P<actor>.+?) loses (?:the|its) connection$"), "drop"),
     (re.compile(r"^(?P<actor>.+?) resumes$"), "resume-stream"),
+    # R9.11: the session is gone; the phone logs in afresh (Bind2 in the same round trip where
+    # resumption is inline in SASL2)
+    (re.compile(r"^(?P<actor>.+?) fails to resume$"), "resume-fails"),
     (re.compile(r"^(?P<actor>.+?) enables push$"), "push-enable"),
 ]
 PUSH_SERVICE = "Push service"  # the push app server double (push.py): an actor that only receives
@@ -212,7 +227,9 @@ def parse_scenario(text: str, name: str = "scenario", path: Path | None = None,
             break
         if s.startswith("## ") and ":" in s:
             k, v = s[3:].split(":", 1)
-            meta[k.strip()] = v.strip()
+            k, v = k.strip(), v.strip()
+            # a scenario that includes another (R9.11-R10-…) keeps its own R-IDs and the other's
+            meta[k] = f"{meta[k]}, {v}" if k == "requirements" and meta.get(k) else v
         elif s.startswith("#") and title == name and not s.startswith("##"):
             title = s.lstrip("#").strip() or name
         elif _is_comment(s):
@@ -248,7 +265,12 @@ def parse_scenario(text: str, name: str = "scenario", path: Path | None = None,
         transport = fields.get("transport")
         if transport is not None and transport not in TRANSPORTS:
             raise ScenarioError(f"{where}: [Client] {cname}: transport must be one of {', '.join(TRANSPORTS)}")
-        specs[cname] = ClientSpec(cname, jid, fields["password"], resource, int(node) if node else None, transport)
+        try:
+            login = Login.parse(fields.get("login"), fields.get("inline"))
+        except ValueError as e:
+            raise ScenarioError(f"{where}: [Client] {cname}: {e}") from None
+        specs[cname] = ClientSpec(cname, jid, fields["password"], resource, int(node) if node else None, transport,
+                                  login)
 
     # --- steps ---
     steps: list[Step] = []

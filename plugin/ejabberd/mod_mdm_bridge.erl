@@ -862,9 +862,11 @@ add_hooks(Host) ->
     ejabberd_hooks:add(component_connected, ?MODULE, component_connected, 50),
     ejabberd_hooks:add(filter_packet, ?MODULE, filter_packet, 50),
     ejabberd_hooks:add(component_disconnected, ?MODULE, component_disconnected, 50),
+    mod_mdm_bridge_bind2:add_hooks(Host),  % R9.11: Bind2 inline choices (ejabberd 24.02+)
     gen_iq_handler:add_iq_handler(ejabberd_sm, Host, ?NS_CARBONS_2, ?MODULE, iq_carbons).
 
 del_hooks(Host) ->
+    mod_mdm_bridge_bind2:del_hooks(Host),
     gen_iq_handler:remove_iq_handler(ejabberd_sm, Host, ?NS_CARBONS_2),
     case gen_mod:is_loaded(Host, mod_carboncopy) of  % give the carbons iq back to it
         true -> gen_iq_handler:add_iq_handler(ejabberd_sm, Host, ?NS_CARBONS_2, mod_carboncopy, iq_handler);

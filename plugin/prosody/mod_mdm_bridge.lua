@@ -41,6 +41,17 @@
 -- the component (which drops it). A plan is only taken from the answer to the user's latest
 -- handed-over message, so nothing overtakes a message still waiting for the component.
 --
+-- Modern logins (R9.11): a phone that logs in with SASL2 + Bind2 chooses carbons and its CSI state
+-- inline; the bridge takes the same choices from mod_sasl2_bind2's "enable-bind-features".
+--
+-- Files, by concern (loaded with module:require, as plugins/muc/mod_muc.lua loads its lib files):
+-- this one holds sessions and their hooks (bind, carbons, CSI, presence, XEP-0198), the message
+-- paths (hand-over, plans, fail-open) and the component's commands; mdm_link.lib.lua the link to
+-- the component, its R9.6 limits and the event batches; mdm_push.lib.lua push registrations and
+-- the R3.6 veto; mdm_mds.lib.lua R4.3 MDS in PEP; mdm_planned.lib.lua IMs delivered on a plan,
+-- for the read state; mdm_bind2.lib.lua Bind2 inline choices (R9.11); mdm_config.lib.lua the
+-- checks at load. The lib files sit beside this one (plugin_paths, or the module's folder).
+--
 -- Options: mdm_component (default "mdm." .. host), mdm_ack_timeout (default 10),
 -- mdm_batch_size (events per stanza to the component, default 100), mdm_batch_bytes (default
 -- 262144), mdm_max_depth (default 1000), mdm_push_while_active ("none", the default: no push
@@ -50,8 +61,6 @@
 local st = require "util.stanza";
 local filters = require "util.filters";
 local jid_bare = require "util.jid".bare;
-local jid_split = require "util.jid".split;
-local mds_publish; -- R4.3, below
 local now = require "util.time".now;
 local modulemanager = require "core.modulemanager";
 
@@ -73,20 +82,6 @@ local component_jid = module:get_option_string("mdm_component", "mdm." .. host);
 local ack_timeout = module:get_option_number("mdm_ack_timeout", 10);
 local full_sessions = prosody.full_sessions;
 
--- R9.6 limits. The component echoes a handed-over stanza back in its copies, and Prosody closes a
--- component link that sends it a stanza over component_stanza_size_limit: an event must leave
--- room for the command envelope and the XEP-0280 wrapping (4 KiB is plenty).
-local component_limit = module:get_option_number("component_stanza_size_limit",
-	module:get_option_number("s2s_stanza_size_limit", 1024 * 512));
-local max_event_bytes = component_limit - 4096;
-local max_depth = module:get_option_number("mdm_max_depth", 1000);
-local batch_bytes_max = module:get_option_number("mdm_batch_bytes", 256 * 1024);
-local push_while_active = module:get_option_string("mdm_push_while_active", "none");
-
--- R3.6: bare JID -> until when (util.time.now) the user has an active client, as the component
--- last said; only users with a push registration are told about.
-local active_until = {};
-
 -- Issue 15, delivery plans. plan_neutral: the child namespaces that keep an IM plannable, as the
 -- component sent them (nil: no plans). plans: bare JID -> { notify = {sid…}, silent = {…},
 -- plain = {…}, expires = util.time.now() deadline }. plan_gen: bare JID -> a counter moved by every
@@ -105,9 +100,15 @@ end
 local function drop_plan_of(full_jid)
 	if full_jid then drop_plan(jid_bare(full_jid)); end
 end
--- Users with a push registration, as last reported to the component: their sent IMs always
--- matter to it (R3.6 needs their active client even with one session online).
-local push_users = {};
+
+-- The link to the component: whether it serves, the R9.6 limits, the event batches
+-- (mdm_link.lib.lua).
+local link = module:require("mdm_link")({ component_jid = component_jid, drop_plan_of = drop_plan_of });
+local component_connected, warn_limited = link.component_connected, link.warn_limited;
+local queue_event, flush_events, send_events = link.queue_event, link.flush_events, link.send_events;
+local t_remove = table.remove;
+local add_task = require "util.timer".add_task;
+
 -- Short ids for sessions, so the component's <fanout/> and plans name targets compactly.
 local by_sid = {};
 
@@ -131,118 +132,20 @@ end
 -- Stanzas the component (or the fail-open path) delivers: they pass our CSI filter untouched.
 local bypass = setmetatable({}, { __mode = "k" });
 
--- True from the component's handshake (when the bridge sends its <sync/>) until its link drops:
--- only then does the component serve this host's users. Kept here because mod_component still
--- reports the link as connected while it runs "component-disconnected".
-local serving = false;
 -- R1.3: the component runs with MDM disabled (<mode value='stock'/>): sessions are still reported,
 -- but messages stay with Prosody's own carbons and CSI, exactly as without the component.
 local stock = false;
 -- The component serves MDM: it copies and holds; Prosody's stock modules stand by.
-local function mdm_on() return serving and not stock; end
+local is_serving = link.is_serving;
+local function mdm_on() return is_serving() and not stock; end
+
+-- XEP-0357 push (mod_cloud_notify): who has a registration (R3.6, R7.1) and the veto on alerting
+-- pushes while the user is active elsewhere (mdm_push.lib.lua). push_users (bare JID -> true) is
+-- one table for good: read for every IM a user sends (sent_can_matter).
+local push = module:require("mdm_push")({ mdm_on = mdm_on, component_connected = component_connected,
+	send_events = send_events, queue_event = queue_event });
+local push_users = push.users;
 local apply_mode; -- below: switches every session to what mdm_on() says
-
--- The component host starts after this VirtualHost: look its connection up when needed.
-local function component_session()
-	if not serving then return nil; end
-	local mod = modulemanager.get_module(component_jid, "component");
-	return mod and mod.connected and mod.session or nil;
-end
-
-local function component_connected()
-	return component_session() ~= nil;
-end
-
--- How deep an element nests (1 for a childless one); stops counting past `limit`.
-local function depth_of(el, limit)
-	local deepest = 0;
-	for _, child in ipairs(el.tags) do
-		local d = depth_of(child, limit - 1);
-		if d > deepest then deepest = d; end
-		if deepest >= limit then break; end
-	end
-	return deepest + 1;
-end
-
--- Input any client can repeat (over-limit stanzas, forged commands) is logged at most once a
--- minute per kind, with a count (R9.6: no log flood). format(count, ...) makes the line.
-local limited_seen, limited_logged = {}, {};
-local function warn_limited(kind, format, ...)
-	limited_seen[kind] = (limited_seen[kind] or 0) + 1;
-	local t = now();
-	if (limited_logged[kind] or 0) + 60 <= t then
-		module:log("warn", format, limited_seen[kind], ...);
-		limited_seen[kind], limited_logged[kind] = 0, t;
-	end
-end
-
-local function note_over_limit(kind, detail)
-	warn_limited(kind, "MDM: %d stanza(s) %s in the last minute took the native path (latest: %s)", kind, detail);
-end
-
--- Events are batched: every event of one pass of Prosody's loop (a burst read from a client,
--- say) goes to the component in one <events/> stanza, written straight to the component's
--- session as text, so each message costs one serialisation here and no extra routing.
-local t_concat, t_remove = table.concat, table.remove;
-local add_task = require "util.timer".add_task;
-local batch_size = module:get_option_number("mdm_batch_size", 100);
-local batch, batch_len, batch_bytes = nil, 0, 0;
-
-local function flush_events()
-	local b = batch;
-	batch, batch_len, batch_bytes = nil, 0, 0;
-	if not b then return; end
-	local session = component_session();
-	-- Not connected: nothing to tell; held messages are delivered natively on disconnect.
-	if not session then return; end
-	b[#b + 1] = "</events></message>";
-	session.send(t_concat(b));
-end
-
--- A batch is capped by count (mdm_batch_size) and by bytes (mdm_batch_bytes): an event that
--- would take it over the byte cap starts a new stanza, so one stanza is at most the larger of the
--- cap and one event (itself at most max_event_bytes), well under the component's 1 MiB.
-local function queue_event(xml)
-	if batch and batch_bytes + #xml > batch_bytes_max then flush_events(); end
-	if not batch then
-		batch = { "<message from='", host, "' to='", component_jid, "'><events xmlns='", xmlns_bridge, "'>" };
-		add_task(0, flush_events);
-	end
-	batch_len = batch_len + 1;
-	batch_bytes = batch_bytes + #xml;
-	batch[#batch + 1] = xml;
-	if batch_len >= batch_size or batch_bytes >= batch_bytes_max then flush_events(); end
-end
-
--- Queue one event element. A stanza forwarded inside it must say that it is jabber:client
--- (inside <forwarded/> it would otherwise inherit that namespace); it is serialised right here,
--- so the attribute is restored right after. Returns false, queueing nothing, when the forwarded
--- stanza is over the limits (R9.6): the caller sends it the native way.
-local function send_events(child, forwarded)
-	-- Issue 15: any event about a user may change what the component would deliver to them.
-	drop_plan_of(child.attr.jid);
-	if not forwarded then
-		queue_event(tostring(child));
-		return true;
-	end
-	if depth_of(forwarded, max_depth + 1) > max_depth then
-		note_over_limit("nested deeper than mdm_max_depth (" .. max_depth .. ")",
-			tostring(forwarded.attr.from) .. " -> " .. tostring(forwarded.attr.to));
-		return false;
-	end
-	local old_xmlns = forwarded.attr.xmlns;
-	forwarded.attr.xmlns = xmlns_client;
-	local inner = tostring(forwarded);
-	forwarded.attr.xmlns = old_xmlns;
-	if #inner > max_event_bytes then
-		note_over_limit("larger than " .. max_event_bytes .. " bytes",
-			tostring(forwarded.attr.from) .. " -> " .. tostring(forwarded.attr.to) .. ", " .. #inner .. " bytes");
-		return false;
-	end
-	queue_event(child:top_tag() .. "<forwarded xmlns='" .. xmlns_forward .. "'>" .. inner .. "</forwarded></"
-		.. child.name .. ">");
-	return true;
-end
 
 -- Continue the event's handler chain right after our handler: what would have run without us.
 local function deliver_natively(p)
@@ -348,40 +251,11 @@ end
 local send_held, fanout_kinds; -- below, with the commands
 local xmlns_sid = "urn:xmpp:sid:0";
 
--- R4.3 for IMs delivered on a plan: the component's read state needs (user, peer, message id) <->
--- archive stanza-id only when the user marks one of them displayed, or publishes MDS for one.
--- Reporting each IM cost a write per IM and woke the component for nothing (issue 15: +20 ms p99
--- at 500 IM/s here), so the bridge keeps the last planned_max of them and reports one
--- (<planned/>) right before the marker or the MDS publish that names it.
-local planned_max = 10000;
--- "user\0peer\0id" -> stanza-id, "user\0stanza-id" -> "user\0peer\0id", and a ring of the keys
--- in the order they came (two strings and no table per IM: this runs for every planned IM).
-local planned_sid, planned_key, ring_id, ring_sid, planned_next = {}, {}, {}, {}, 0;
-local function remember_planned(user, peer, id, sid)
-	planned_next = planned_next % planned_max + 1;
-	local old_id, old_sid = ring_id[planned_next], ring_sid[planned_next];
-	if old_id then planned_sid[old_id], planned_key[old_sid] = nil, nil; end
-	local by_id, by_sid = user .. "\0" .. peer .. "\0" .. id, user .. "\0" .. sid;
-	ring_id[planned_next], ring_sid[planned_next] = by_id, by_sid;
-	planned_sid[by_id], planned_key[by_sid] = sid, by_id;
-end
-local function report_planned(by_id)
-	local sid = by_id and planned_sid[by_id];
-	if not sid then return; end
-	local user, peer, id = by_id:match("^([^%z]*)%z([^%z]*)%z(.*)$");
-	planned_sid[by_id], planned_key[user .. "\0" .. sid] = nil, nil;
-	queue_event(tostring(st.stanza("planned", { to = user, from = peer, id = id, ["stanza-id"] = sid })));
-end
--- Before a marker the user sends (message-out) and before an MDS publish (mds).
-local function report_planned_marked(user, stanza)
-	local displayed = stanza:get_child("displayed", "urn:xmpp:chat-markers:0");
-	if displayed and displayed.attr.id and stanza.attr.to then
-		report_planned(user .. "\0" .. jid_bare(stanza.attr.to) .. "\0" .. displayed.attr.id);
-	end
-end
-local function report_planned_published(user, sid)
-	report_planned(planned_key[user .. "\0" .. sid]);
-end
+-- R4.3 for IMs delivered on a plan: kept, and reported to the component only when a marker or an
+-- MDS publish names one (mdm_planned.lib.lua).
+local planned = module:require("mdm_planned")({ queue_event = queue_event });
+local remember_planned = planned.remember;
+local report_planned_marked, report_planned_published = planned.report_marked, planned.report_published;
 
 -- Send held record p to the sessions of a fanout or plan ({ notify = {sid…}, silent = …,
 -- plain = … }); true if any of them is still here.
@@ -583,18 +457,22 @@ module:hook("resource-unbind", function(event)
 	send_events(st.stanza("unbind", { jid = session.full_jid }));
 end);
 
--- XEP-0280 enable/disable, answered here before mod_carbons (which advertises the feature): the
--- client's choice is kept in mdm_carbons; mod_carbons' want_carbons follows it only while the
--- component is not serving (R9.10).
+-- XEP-0280: the client's choice is kept in mdm_carbons; mod_carbons' want_carbons follows it only
+-- while the component is not serving (R9.10). However the client chose (the iq below, or inline in
+-- a Bind2 request: mdm_bind2.lib.lua, R9.11), it is the same choice.
+local function choose_carbons(session, enable)
+	session.mdm_carbons = enable and xmlns_carbons or nil;
+	session.want_carbons = not mdm_on() and session.mdm_carbons or nil;
+	if component_connected() then
+		send_events(st.stanza("carbons", { jid = session.full_jid, enabled = enable and "true" or "false" }));
+	end
+end
+
+-- XEP-0280 enable/disable, answered here before mod_carbons (which advertises the feature).
 local function toggle_carbons(event)
 	local origin, stanza = event.origin, event.stanza;
-	local enable = stanza.tags[1].name == "enable";
-	origin.mdm_carbons = enable and xmlns_carbons or nil;
-	origin.want_carbons = not mdm_on() and origin.mdm_carbons or nil;
+	choose_carbons(origin, stanza.tags[1].name == "enable");
 	origin.send(st.reply(stanza));
-	if component_connected() then
-		send_events(st.stanza("carbons", { jid = origin.full_jid, enabled = enable and "true" or "false" }));
-	end
 	return true;
 end
 module:hook("iq-set/self/" .. xmlns_carbons .. ":enable", toggle_carbons, 1);
@@ -639,10 +517,26 @@ local function bridge_holds(session)
 	filters.add_filter(session, "stanzas/out", hold_filter, 500);
 end
 
+-- R9.10 / R9.11: stock Prosody holds nothing for a session that chose <inactive/> inline in Bind2
+-- (mod_sasl2_bind2 sets its state, mod_csi_simple never hears of it), so neither does the bridge
+-- then: mod_csi_simple takes over only sessions that sent the nonza.
 local function stock_holds(session)
 	filters.remove_filter(session, "stanzas/out", hold_filter);
 	local mod = csi_simple();
-	if mod and mod.enable_optimizations then mod.enable_optimizations(session); end
+	if mod and mod.enable_optimizations and not session.mdm_csi_inline then mod.enable_optimizations(session); end
+end
+
+-- The session's CSI state, however it was chosen (a nonza, or inline in Bind2, R9.11).
+local function choose_csi(session, state)
+	session.mdm_csi_state = state;
+	if state == "inactive" then
+		if mdm_on() then bridge_holds(session); end
+	elseif not session.hibernating then
+		filters.remove_filter(session, "stanzas/out", hold_filter);
+	end
+	if component_connected() then
+		send_events(st.stanza("csi", { jid = session.full_jid, state = state }));
+	end
 end
 
 -- Runs after mod_csi_simple's own handlers (priority 0), so while the component serves it undoes
@@ -650,26 +544,22 @@ end
 local function csi_handler(state)
 	return function(event)
 		local session = event.origin;
-		session.mdm_csi_state = state;
-		if state == "inactive" then
-			if mdm_on() then bridge_holds(session); end
-		elseif not session.hibernating then
-			filters.remove_filter(session, "stanzas/out", hold_filter);
-		end
-		if component_connected() then
-			send_events(st.stanza("csi", { jid = session.full_jid, state = state }));
-		end
+		session.mdm_csi_inline = nil; -- a nonza: mod_csi_simple heard it too (stock_holds)
+		choose_csi(session, state);
 	end
 end
 module:depends("csi");
 module:depends("csi_simple");
 module:hook("csi-client-active", csi_handler("active"), -1);
 module:hook("csi-client-inactive", csi_handler("inactive"), -1);
+-- R9.11: SASL2 + Bind2 logins choose carbons and the CSI state inline (mdm_bind2.lib.lua).
+module:require("mdm_bind2")({ choose_carbons = choose_carbons, choose_csi = choose_csi });
+
 -- mod_csi_simple pauses a background session's writes again once its connection drained; not
 -- while the bridge holds that session's stanzas.
 module:hook("c2s-ondrain", function(event)
 	local session = event.session;
-	if mdm_on() and session.mdm_csi_state == "inactive" then return true; end
+	if session.mdm_csi_state == "inactive" and mdm_on() then return true; end
 end, 1);
 
 -- Broadcast presence (no 'to'), before mod_presence (priority 0) handles and swallows it.
@@ -699,27 +589,6 @@ module:hook("smacks-hibernation-start", function(event)
 	end
 end, 1);
 
--- XEP-0357 (mod_cloud_notify): users with a push registration. Read from mod_cloud_notify's own
--- store after it handled the iq, so what we report is what it keeps (R7.1 phantom sessions).
-local xmlns_push = "urn:xmpp:push:0";
-local push_store = module:open_store("cloud_notify");
-local function push_registered(username)
-	local registrations = push_store:get(username);
-	return registrations ~= nil and next(registrations) ~= nil;
-end
-local function push_changed(event)
-	local username = event.origin.username;
-	add_task(0, function() -- after mod_cloud_notify answered and stored
-		local registered = push_registered(username);
-		push_users[username .. "@" .. host] = registered or nil;
-		if component_connected() then
-			send_events(st.stanza("push", { jid = username .. "@" .. host,
-				registered = registered and "true" or "false" }));
-		end
-	end);
-end
-module:hook("iq-set/self/" .. xmlns_push .. ":enable", push_changed, 1);
-module:hook("iq-set/self/" .. xmlns_push .. ":disable", push_changed, 1);
 module:hook("smacks-hibernation-end", function(event)
 	local session = event.resumed or event.origin;
 	-- mod_smacks clears `hibernating` after this event: the hold filter must not take what the
@@ -735,70 +604,9 @@ module:hook("smacks-hibernation-end", function(event)
 	end
 end);
 
--- R3.6: mod_cloud_notify asks before each push; while the user has an active client (as the
--- component says) an alerting push (one with a body: mod_cloud_notify's "important") for an IM is
--- blocked, or made silent (mdm_push_while_active = "silent"). Calls ring every device as stock
--- (R9.4); non-alerting pushes go out.
-local function is_call(stanza)
-	local propose = stanza and stanza.get_child and stanza:get_child("propose", xmlns_jmi);
-	return propose ~= nil and propose:get_child("description", "urn:xmpp:jingle:apps:rtp:1") ~= nil;
-end
-local summary_hidden = { ["last-message-body"] = true, ["last-message-sender"] = true };
-module:hook("cloud_notify/push", function(event)
-	if not mdm_on() or not event.important or not event.username then return; end
-	local until_ = active_until[event.username .. "@" .. host];
-	if not until_ or until_ <= now() or is_call(event.original_stanza) then return; end
-	if push_while_active == "silent" then
-		local form = event.notification_payload and event.notification_payload:get_child("x", "jabber:x:data");
-		if form then
-			form:maptags(function(field)
-				if summary_hidden[field.attr.var] then return nil; end
-				return field;
-			end);
-		end
-		event.important = false;
-		return;
-	end
-	event.reason = "MDM: the user is active on another device (R3.6)";
-	return true;
-end, 10);
-
--- R4.3: XEP-0490 Message Displayed Synchronization in the user's PEP (mod_pep). The component
--- turns a <displayed/> marker into a publish here (the node is created as XEP-0490 asks:
--- whitelist access, items kept); and a client's own publish is reported to it, so clients that
--- only do markers get a <displayed/>. Our own publishes are not reported back.
-local xmlns_mds, xmlns_sid = "urn:xmpp:mds:displayed:0", "urn:xmpp:sid:0";
-local mds_publishing = false;
-mds_publish = function(user, peer, stanza_id)
-	local pep = modulemanager.get_module(host, "pep");
-	local username, user_host = jid_split(user or "");
-	if not (pep and pep.get_pep_service and username and user_host == host and peer and stanza_id) then return; end
-	local service = pep.get_pep_service(username);
-	if not service.nodes[xmlns_mds] then
-		service:create(xmlns_mds, true, { access_model = "whitelist", persist_items = true,
-			max_items = "max", send_last_published_item = "never" });
-	end
-	local item = st.stanza("item", { xmlns = "http://jabber.org/protocol/pubsub", id = peer })
-		:tag("displayed", { xmlns = xmlns_mds })
-			:tag("stanza-id", { xmlns = xmlns_sid, id = stanza_id, by = user }):up():up();
-	mds_publishing = true;
-	local ok, err = service:publish(xmlns_mds, true, peer, item);
-	mds_publishing = false;
-	if not ok then module:log("warn", "MDM: MDS publish for %s (%s) failed: %s", user, peer, tostring(err)); end
-end
-module:handle_items("pep-service", function(event)
-	local service = event.item.service;
-	service.events.add_handler("item-published/" .. xmlns_mds, function(published)
-		if mds_publishing or not component_connected() then return; end
-		local sid = published.item and published.item:find("{" .. xmlns_mds .. "}displayed/{" .. xmlns_sid .. "}stanza-id");
-		local actor = published.actor;
-		if sid and sid.attr.id and published.id then
-			report_planned_published(service.config.jid, sid.attr.id); -- R4.3, before the publish
-			send_events(st.stanza("mds", { jid = service.config.jid, peer = published.id, ["stanza-id"] = sid.attr.id,
-				publisher = type(actor) == "string" and actor:find("/", 1, true) and actor or nil }));
-		end
-	end);
-end, function() end, true);
+-- R4.3: XEP-0490 Message Displayed Synchronization in the user's PEP (mdm_mds.lib.lua).
+local mds_publish = module:require("mdm_mds")({ component_connected = component_connected,
+	send_events = send_events, report_planned_published = report_planned_published });
 
 -- Commands from the component, accepted only from the configured component JID.
 local function normalise(el, parent_ns)
@@ -931,7 +739,7 @@ module:hook("message/host", function(event)
 		elseif name == "active" then
 			-- R3.6: who is active for this push user, and for how long
 			local user, seconds = cmd.attr.user, tonumber(cmd.attr["for"]);
-			if user then active_until[user] = cmd.attr.jid and seconds and now() + seconds or nil; end
+			if user then push.set_active(user, cmd.attr.jid and seconds); end
 		else
 			module:log("warn", "Unknown MDM bridge command <%s/>", name);
 		end
@@ -977,30 +785,11 @@ apply_mode = function()
 end
 
 local function set_serving(on)
-	serving, stock = on, false; -- a (re)connecting component says again if MDM is off
+	link.set_serving(on);
+	stock = false; -- a (re)connecting component says again if MDM is off
 	plan_neutral = nil; -- issue 15: a (re)connected component sends its rules again
-	active_until = {}; -- R3.6: a (re)connected component tells again; a gone one vetoes nothing (R9.10)
+	push.reset(); -- R3.6: a (re)connected component tells again; a gone one vetoes nothing (R9.10)
 	apply_mode();
-end
-
--- R9.6: stanzas routed to the component's own JID (disco, ad-hoc commands, or anything a client
--- cares to send it) are held to the bridge's depth limit too: one deeply nested stanza must not
--- make the component's parser drop the link for everyone.
-local function guard_component(event)
-	local stanza = event.stanza;
-	if depth_of(stanza, max_depth + 1) > max_depth then
-		note_over_limit("for the component nested deeper than mdm_max_depth (" .. max_depth .. ")",
-			tostring(stanza.attr.from));
-		if stanza.attr.type ~= "error" and stanza.attr.type ~= "result" then
-			event.origin.send(st.error_reply(stanza, "modify", "policy-violation", "Nested too deeply"));
-		end
-		return true;
-	end
-	-- What this bridge queued goes first: net.server_epoll reads every ready socket before it runs
-	-- timers again, so a stanza a client sent in reply to something queued with an event (the
-	-- unavailable presence of an ended session, say) would otherwise reach the component ahead of
-	-- that event, and the component would answer from a stale view (the harness's barrier does).
-	if batch then flush_events(); end
 end
 
 -- The component host starts after this VirtualHost: attach to its events when it appears.
@@ -1009,12 +798,12 @@ local function attach(h)
 	local comp = module:context(component_jid);
 	for _, kind in ipairs({ "message", "presence", "iq" }) do
 		for _, to in ipairs({ "bare", "full", "host" }) do
-			comp:hook(kind .. "/" .. to, guard_component, 10);
+			comp:hook(kind .. "/" .. to, link.guard_component, 10);
 		end
 	end
 	comp:hook("component-authenticated", function()
 		-- Tell the (re)connected component everything it needs: it starts from a clean slate.
-		batch, batch_len, batch_bytes = nil, 0, 0; -- nothing queued before this connection belongs to it
+		link.reset(); -- nothing queued before this connection belongs to it
 		set_serving(true); -- from here on the component copies and holds; stock modules stand by
 		queue_event("<sync plans='1'/>"); -- issue 15: this bridge delivers on plans
 		for _, user in pairs(prosody.hosts[host].sessions) do
@@ -1022,15 +811,7 @@ local function attach(h)
 				if session.full_jid then session_events(session); end
 			end
 		end
-		if modulemanager.is_loaded(host, "cloud_notify") and push_store.users then
-			push_users = {};
-			for username in push_store:users() do
-				if push_registered(username) then
-					push_users[username .. "@" .. host] = true;
-					queue_event(tostring(st.stanza("push", { jid = username .. "@" .. host, registered = "true" })));
-				end
-			end
-		end
+		push.sync(); -- R3.6, R7.1: the users with a push registration
 		flush_events();
 		module:log("info", "MDM component %s connected; reported the sessions of %s", component_jid, host);
 	end);
@@ -1045,36 +826,8 @@ end
 if prosody.hosts[component_jid] then attach(component_jid); end
 module:hook_global("host-activated", attach);
 
--- Issue 12: obvious misconfiguration is an error at load, not a bridge that silently never serves.
--- Modules that hold, drop or reorder what the component holds (the stock mod_carbons and
--- mod_csi_simple are fine: the bridge loads them itself for fail-open, R9.10).
-local fighting = {
-	csi_battery_saver = "holds and reorders the stanzas the component holds";
-	throttle_presence = "holds presence for background sessions itself";
-	filter_chatstates = "drops chat states for background sessions";
-	csi_pump = "a second CSI queue beside the component's";
-};
-
-local function check_config()
-	local configmanager = require "core.configmanager";
-	if configmanager.get(component_jid, "component_module") ~= "component" then
-		module:log("error", "No Component %q in the config: the MDM component cannot connect and users get"
-			.. " stock delivery; add Component %q with a component_secret (\"mdm-component setup prosody\""
-			.. " prints it), or set mdm_component to the component's JID", component_jid, component_jid);
-	end
-	local enabled = {};
-	local lists = { configmanager.get("*", "modules_enabled") or {}, module:get_option_array("modules_enabled", {}) };
-	for _, list in ipairs(lists) do
-		for _, name in ipairs(list) do enabled[name] = true; end
-	end
-	for name, why in pairs(fighting) do
-		if enabled[name] or modulemanager.is_loaded(host, name) then
-			module:log("error", "mod_%s is enabled beside mod_mdm_bridge: disable it, it %s; the bridge uses"
-				.. " mod_csi_simple while the MDM component is down and holds stanzas itself while it serves",
-				name, why);
-		end
-	end
-end
+-- Issue 12: obvious misconfiguration is an error at load (mdm_config.lib.lua).
+local check_config = module:require("mdm_config")({ component_jid = component_jid });
 
 function module.load()
 	check_config();

@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 # Server features a run may ask for (issue 11, R3.6 / R5.7 / R9.5): XEP-0198 stream management
 # with resumption, XEP-0357 push with the harness's push app server double (push.py), the direct
 # TLS c2s port (XEP-0368), XMPP over WebSocket (RFC 7395) and PEP (XEP-0163, for XEP-0490 MDS).
-FEATURES = ("stream-management", "push", "direct-tls", "websocket", "pep")
+FEATURES = ("stream-management", "push", "direct-tls", "websocket", "pep", "sasl2")
 
 
 @dataclass(frozen=True)
@@ -128,6 +128,17 @@ def server_option(argv: list[str], default: str = "prosody") -> tuple[str, list[
         kind_of(kind)
     except ValueError as e:
         raise SystemExit(str(e)) from None
+    return kind, rest
+
+
+def login_option(argv: list[str]) -> tuple[str, list[str]]:
+    """``[--login classic|bind2] REST…`` (R9.11): how a benchmark's phone logs in, and the rest."""
+    from ..streamclient import LOGINS
+    kind, rest = "classic", list(argv)
+    if rest[:1] == ["--login"] and len(rest) > 1:
+        kind, rest = rest[1], rest[2:]
+    if kind not in LOGINS:
+        raise SystemExit(f"unknown login {kind!r} (available: {', '.join(LOGINS)})")
     return kind, rest
 
 

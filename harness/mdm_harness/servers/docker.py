@@ -592,6 +592,13 @@ async def _accepts(port: int) -> bool:
     return True
 
 
+def prosody_sasl2_extra(release: str) -> tuple[str, ...]:
+    """R9.11: what the image's Prosody runs of prosody-modules' SASL2 modules besides mod_sasl2
+    and mod_sasl2_bind2 (native_prosody.sasl2_modules reads it from the host's files): 13 runs
+    mod_sasl2_sm and mod_sasl2_fast, 0.12.3 neither."""
+    return ("sasl2_sm", "sasl2_fast") if Version(RELEASES[release].prosody) >= (13,) else ()
+
+
 async def start_docker_prosody(accounts: list[Account], workdir: Path, *, bridge: bool = True,
                                extra_modules: tuple[str, ...] = (), without_modules: tuple[str, ...] = (),
                                ack_timeout: float = 2.0, profile: ServerProfile | None = None,
@@ -611,7 +618,8 @@ async def start_docker_prosody(accounts: list[Account], workdir: Path, *, bridge
                                         extra_modules=extra_modules, without_modules=without_modules,
                                         log_level=level, ack_timeout=ack_timeout, profile=profile,
                                         http_port=http_port, features=features, direct_tls_port=direct_tls_port,
-                                        tls=tls, run_as_root=True, **config)
+                                        tls=tls, run_as_root=True,
+                                        sasl2_extra=prosody_sasl2_extra(release), **config)
     # the bridge the image installed, not the checkout's
     text, n = re.subn(r"^plugin_paths = .*$", f'plugin_paths = {{ "{PROSODY_PLUGINS}" }}', text, count=1,
                       flags=re.M)
@@ -656,7 +664,7 @@ async def start_docker_ejabberd(accounts: list[Account], workdir: Path, *, bridg
     direct_tls_port = free_ports(1)[0] if "direct-tls" in features else None
     push_port = free_ports(1)[0] if "push" in features else None
     tls_pem = None
-    if direct_tls_port:
+    if direct_tls_port or "sasl2" in features:  # R9.5 direct TLS, R9.11 STARTTLS for SASL2
         cert, key = await self_signed(workdir)
         tls_pem = workdir / "localhost.pem"  # ejabberd takes the certificate and its key in one file
         tls_pem.write_text(cert.read_text() + key.read_text())
@@ -667,7 +675,8 @@ async def start_docker_ejabberd(accounts: list[Account], workdir: Path, *, bridg
                                                  extra_modules=extra_modules, without_modules=without_modules,
                                                  log_level=level, ack_timeout=ack_timeout, features=features,
                                                  direct_tls_port=direct_tls_port, tls_pem=tls_pem,
-                                                 push_port=push_port, **config))
+                                                 push_port=push_port,
+                                                 fast=Version(RELEASES[release].ejabberd) >= (24, 12), **config))
     spool = workdir / "spool"
     spool.mkdir(exist_ok=True)
     log_file = workdir / "ejabberd.log"

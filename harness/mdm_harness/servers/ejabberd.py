@@ -97,8 +97,9 @@ def render_config(c2s_port: int, component_port: int, http_port: int, *, bridge:
                   log_level: str = "info", ack_timeout: float = 2.0, features: tuple[str, ...] = (),
                   direct_tls_port: int | None = None, tls_pem: Path | None = None,
                   push_port: int | None = None, sql: dict[str, object] | None = None,
-                  hibernation_timeout: int | None = None) -> str:
-    """``sql``: PostgreSQL for the archive (keys server, port, database, username; the schema of
+                  hibernation_timeout: int | None = None, fast: bool = False) -> str:
+    """``fast``: the server has mod_auth_fast (XEP-0484, ejabberd 24.12), turned on with the
+    ``sasl2`` feature (R9.11). ``sql``: PostgreSQL for the archive (keys server, port, database, username; the schema of
     Debian's /usr/share/ejabberd/sql/pg.sql loaded; needs erlang-p1-pgsql): benchmarks with the
     archive on, since the Mnesia archive manages ~110 IM/s here (issue 15)."""
     modules: dict[str, str] = {
@@ -125,6 +126,8 @@ def render_config(c2s_port: int, component_port: int, http_port: int, *, bridge:
         modules["mod_stream_mgmt"] = f"{{resume_timeout: {int(hibernation_timeout or 300)}}}"
     if "push" in features:
         modules["mod_push"] = "{include_body: true, include_sender: true}"
+    if "sasl2" in features and fast:  # R9.11: SASL2 and Bind2 are built in (24.02+), FAST is a module
+        modules["mod_auth_fast"] = "{}"
     if "pep" in features:  # XEP-0163, for XEP-0490 MDS (R4.3)
         modules["mod_caps"] = "{}"
         modules["mod_pubsub"] = '{plugins: ["flat", "pep"]}'
@@ -176,8 +179,10 @@ listen:
     # ejabberd's default listen backlog is 5: a burst of logins (bench/scale.py, P4: 100 in
     # flight) overflows it and the kernel drops or resets connections
     backlog: 1024
-    # plaintext logins on loopback (STARTTLS measured 25x slower for bursts)
-    starttls: false
+    # plaintext logins on loopback (STARTTLS measured 25x slower for bursts); offered, not
+    # required, where a scenario has a SASL2 + Bind2 phone (R9.11): ejabberd 24.12 offers SASL2
+    # only on an encrypted stream
+    starttls: {"true" if "sasl2" in features else "false"}
     starttls_required: false
     shaper: none
     max_stanza_size: 1048576
@@ -259,7 +264,7 @@ async def start_ejabberd(accounts: list[Account], workdir: Path, *, bridge: bool
     direct_tls_port = free_ports(1)[0] if "direct-tls" in features else None
     push_port = free_ports(1)[0] if "push" in features else None
     tls_pem = None
-    if direct_tls_port:
+    if direct_tls_port or "sasl2" in features:  # R9.5 direct TLS, R9.11 STARTTLS for SASL2
         cert, key = await self_signed(workdir)
         tls_pem = workdir / "localhost.pem"  # ejabberd takes the certificate and its key in one file
         tls_pem.write_text(cert.read_text() + key.read_text())

@@ -32,6 +32,22 @@ def bridge_dir() -> Path:
     return plugin_dir() / "prosody"
 
 
+def sasl2_modules(modules: Path = Path("/usr/lib/prosody/modules")) -> tuple[str, ...]:
+    """R9.11: the prosody-modules SASL2 modules this Prosody can run (besides mod_sasl2 and
+    mod_sasl2_bind2, which run on 0.12 and 13). mod_sasl2_sm calls mod_smacks' ``do_resume`` /
+    ``do_enable`` and mod_sasl2_fast reads the stream header from the "stream-features" event:
+    Prosody 13 has both, 0.12.3 neither (mod_sasl2_fast then fails every connection at its
+    features), so on 0.12 a Bind2 phone enables and resumes XEP-0198 with the nonzas after SASL2
+    and authenticates with its password."""
+    def has(name: str, pattern: str) -> bool:
+        try:
+            return re.search(pattern, (modules / f"mod_{name}.lua").read_text()) is not None
+        except OSError:
+            return False
+    return tuple(m for m, ok in (("sasl2_sm", has("smacks", r"function do_resume")),
+                                 ("sasl2_fast", has("c2s", r'"stream-features", \{[^}]*\bstream\s*='))) if ok)
+
+
 def _lua(s: str) -> str:
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -47,9 +63,13 @@ def render_config(workdir: Path, c2s_port: int, component_port: int, *, bridge: 
                   profile: ServerProfile | None = None, http_port: int | None = None,
                   features: tuple[str, ...] = (), direct_tls_port: int | None = None,
                   tls: tuple[Path, Path] | None = None, hibernation_timeout: int | None = None,
-                  run_as_root: bool | None = None) -> str:
-    """``run_as_root``: whether the server runs as root (default: whether we do)."""
+                  sasl2_extra: tuple[str, ...] = (), run_as_root: bool | None = None) -> str:
+    """``sasl2_extra``: what sasl2_modules() found this Prosody can run besides mod_sasl2 and
+    mod_sasl2_bind2 (R9.11): mod_sasl2_sm (with stream management only), mod_sasl2_fast.
+    ``run_as_root``: whether the server runs as root (default: whether we do)."""
     profile = profile or ServerProfile()
+    if "stream-management" not in features:
+        sasl2_extra = tuple(m for m in sasl2_extra if m != "sasl2_sm")
     if run_as_root is None:
         run_as_root = os.geteuid() == 0
     without = set(without_modules) | set(profile.disable)
@@ -58,7 +78,9 @@ def render_config(workdir: Path, c2s_port: int, component_port: int, *, bridge: 
     modules += [m for m in (*extra_modules, *profile.modules) if m not in modules and m not in without]
     # issue 11: what phones and remote clients use (mod_smacks, mod_cloud_notify, mod_websocket)
     for feature, mods in (("stream-management", ("smacks",)), ("push", ("cloud_notify",)),
-                          ("websocket", ("websocket",)), ("pep", ("pep",))):
+                          ("websocket", ("websocket",)), ("pep", ("pep",)),
+                          # R9.11: how today's phones log in (prosody-modules)
+                          ("sasl2", ("sasl2", "sasl2_bind2", *sasl2_extra))):
         if feature in features:
             modules += [m for m in mods if m not in modules]
     if bridge:
@@ -200,7 +222,8 @@ async def start_prosody(accounts: list[Account], workdir: Path, *, bridge: bool 
                                  extra_modules=extra_modules, without_modules=without_modules, log_level=level,
                                  ack_timeout=ack_timeout, profile=profile, http_port=http_port,
                                  features=features, direct_tls_port=direct_tls_port, tls=tls,
-                                 hibernation_timeout=hibernation_timeout))
+                                 hibernation_timeout=hibernation_timeout,
+                                 sasl2_extra=sasl2_modules()))
     bulk = len(accounts) > BULK_ACCOUNTS
     await register_accounts(ctl, cfg, DOMAIN, write_accounts(data, DOMAIN, accounts) if bulk else accounts)
     with open(workdir / "prosody.stderr", "wb") as stderr:

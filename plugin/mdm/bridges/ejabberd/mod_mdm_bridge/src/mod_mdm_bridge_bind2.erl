@@ -1,0 +1,1 @@
+../../../../../ejabberd/mod_mdm_bridge_bind2.erl

@@ -1,0 +1,1 @@
+../../../../prosody/mdm_bind2.lib.lua

@@ -1,0 +1,1 @@
+../../../../prosody/mdm_link.lib.lua

@@ -1,0 +1,1 @@
+../../../../prosody/mdm_planned.lib.lua
