@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import functools
 import re
-import subprocess
 from dataclasses import dataclass
+
+from mdm.setup_cmd import ejabberd_version, prosody_version
 
 
 @dataclass(frozen=True)
@@ -102,14 +103,13 @@ class Version(tuple):
 
 
 @functools.cache
-def _dpkg_version(package: str) -> str:
-    """The upstream version of an installed Debian package (``0.12.3-1+deb12u1`` -> ``0.12.3``).
-    Not ``prosody --version``: on 0.12 that starts a server with the system config."""
-    out = subprocess.run(["dpkg-query", "-W", "-f=${Version}", package], capture_output=True, text=True)
-    if out.returncode != 0 or not out.stdout:
-        raise RuntimeError(f"{package} is not installed here (dpkg-query: {out.stderr.strip()})")
-    upstream = out.stdout.split(":", 1)[-1].rsplit("-", 1)[0]
-    return upstream.split("~")[0].split("+")[0]
+def _installed_version(family: str) -> str:
+    """The upstream version of the server installed here, read as ``mdm-component setup`` reads
+    it (never ``prosody --version``: on 0.12 that starts a server with the system config)."""
+    found = prosody_version() if family == "prosody" else ejabberd_version()
+    if not found:
+        raise RuntimeError(f"{family} is not installed here")
+    return found.split(":", 1)[-1].split("-")[0]  # no epoch, no Debian revision (23.01-1 -> 23.01)
 
 
 def server_version(name: str) -> Version:
@@ -120,4 +120,4 @@ def server_version(name: str) -> Version:
     kind = kind_of(name)
     if kind.docker:
         return Version(getattr(RELEASES[kind.release], kind.family))
-    return Version(_dpkg_version(kind.family))
+    return Version(_installed_version(kind.family))
